@@ -1,0 +1,55 @@
+# The two commands of the README: `make lab` and `make test`. Everything they need is set up here.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+PYTEST_ARGS ?=
+
+.PHONY: help venv docker images lab lab-up lab-down lab-status lint pytest molecule test bench
+
+help:
+	@echo "make lab       bring up the local lab and run site.yml against it (ends with the hub URL)"
+	@echo "make test      run every test: lint, pytest (incl. the lab), molecule"
+	@echo "make lab-down  remove everything the lab created"
+
+$(BIN)/.installed: requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11 or newer is needed (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { echo "error: '$(PYTHON) -m venv' failed: install python3-venv (apt-get install python3-venv) and re-run" >&2; exit 2; }
+	$(BIN)/pip install -q -r requirements.txt
+	@touch $@
+
+venv: $(BIN)/.installed
+
+docker:
+	@scripts/ensure-docker
+
+images: venv docker
+	$(BIN)/python -m lab images
+
+lab-up: venv docker
+	$(BIN)/python -m lab up
+
+lab: lab-up
+	set -a && . .lab/env && set +a && $(BIN)/ansible-playbook site.yml -i inventories/lab
+	$(BIN)/python -m lab summary
+
+lab-down: venv
+	$(BIN)/python -m lab down
+
+lab-status: venv
+	$(BIN)/python -m lab status
+
+lint: venv
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint --profile production
+
+pytest: venv docker
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+molecule: venv docker
+	scripts/run-molecule
+
+test: lint pytest molecule

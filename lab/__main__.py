@@ -1,0 +1,307 @@
+"""The local lab: `python -m lab up|down|status|summary|images|reconcile`.
+
+up       preflight, build (or reuse) images, create the lab network, start the local AWS endpoint
+         (moto server) on the network's gateway, the metadata stand-in and the reconciler; write
+         .lab/env. Safe to run again: what exists is kept, nothing is duplicated.
+down     stop and remove every process, container, volume, network and file the lab made (images
+         are kept as a build cache; `down --images` removes them too).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from . import config, images
+from .docker import DockerError, docker, ids, inspect
+
+BASE_AMI_NAME = "jhs-lab-debian-12"
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def say(msg: str) -> None:
+    print(f"lab: {msg}", flush=True)
+
+
+# ---------------------------------------------------------------- processes (moto, reconciler)
+def pidfile(name: str) -> Path:
+    return config.lab_dir() / f"{name}.pid"
+
+
+def running_pid(name: str) -> int | None:
+    path = pidfile(name)
+    if not path.exists():
+        return None
+    try:
+        pid = int(path.read_text().split()[0])
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError, PermissionError):
+        return None
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    return pid if f"jhs-lab-{name}" in cmdline or name in cmdline else None
+
+
+def start_process(name: str, argv: list[str]) -> int:
+    logs = config.lab_dir() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with (logs / f"{name}.log").open("ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=config.ROOT)
+    pidfile(name).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def stop_process(name: str) -> None:
+    pid = running_pid(name)
+    if pid:
+        os.killpg(pid, signal.SIGTERM)
+        for _ in range(50):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+    pidfile(name).unlink(missing_ok=True)
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def endpoint_ready(timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(config.endpoint_url() + "/moto-api/", timeout=1)
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise LabError(f"the local AWS endpoint did not answer at {config.endpoint_url()} within {timeout:.0f} s; "
+                   f"see {config.lab_dir() / 'logs' / 'moto.log'}")
+
+
+# ---------------------------------------------------------------- preflight
+def preflight() -> None:
+    if shutil.which("docker") is None:
+        raise LabError("the docker command is not installed: run `make lab` (as root it installs docker.io) "
+                       "or install Docker yourself")
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        raise LabError("no Docker engine answers (`docker info` failed): start it (`make docker` as root "
+                       "does) and re-run")
+    port = config.aws_port()
+    if not 1024 <= port <= 65535:
+        raise LabError(f"LAB_AWS_PORT={port}: use a port from 1024 to 65535")
+    if running_pid("moto") is None and not port_free(port):
+        raise LabError(f"LAB_AWS_PORT={port} is already in use by another process; stop it or choose "
+                       f"another port, e.g. LAB_AWS_PORT={port + 1} make lab")
+    net = inspect(config.NETWORK, "network")
+    if net:
+        subnets = [c.get("Subnet") for c in net["IPAM"]["Config"] or []]
+        if str(config.network_cidr()) not in subnets:
+            raise LabError(f"network {config.NETWORK} exists with subnet {subnets}, not LAB_NETWORK_CIDR="
+                           f"{config.network_cidr()}: run `make lab-down` first")
+
+
+# ---------------------------------------------------------------- up / down
+def build_images() -> dict[str, str]:
+    log = config.lab_dir() / "logs" / "build.log"
+    say("building images (cached by recipe; first build takes a few minutes)")
+    try:
+        tags = images.build_all(log)
+    except images.BuildError as exc:
+        raise LabError(str(exc)) from None
+    (config.lab_dir() / "images.json").write_text(json.dumps(tags, indent=1) + "\n")
+    return tags
+
+
+def ensure_network() -> None:
+    if inspect(config.NETWORK, "network"):
+        return
+    cidr = config.network_cidr()
+    docker("network", "create", "--driver", "bridge", "--subnet", str(cidr), "--gateway", config.gateway(),
+           "--ip-range", str(config.service_range()), "--label", f"{config.LABEL}=network", config.NETWORK)
+    say(f"network {config.NETWORK} {cidr}")
+
+
+def ensure_endpoint() -> None:
+    if running_pid("moto") is None:
+        argv = [str(Path(sys.executable).parent / "moto_server"), "-H", config.gateway(),
+                "-p", str(config.aws_port())]
+        start_process("moto", argv)
+        say(f"local AWS endpoint (moto) at {config.endpoint_url()}")
+    endpoint_ready()
+
+
+def ensure_base_ami(node_image: str) -> str:
+    """Register the lab's base AMI (boots the node image) unless the endpoint already has it."""
+    from .reconciler import AMI_IMAGE_TAG, ec2_client
+    ec2 = ec2_client()
+    found = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [BASE_AMI_NAME]}])
+    if found["Images"]:
+        ami = found["Images"][0]["ImageId"]
+    else:
+        ami = ec2.register_image(Name=BASE_AMI_NAME, Architecture="x86_64", RootDeviceName="/dev/xvda",
+                                 Description="Lab stand-in for a Debian 12 AMI")["ImageId"]
+    ec2.create_tags(Resources=[ami], Tags=[{"Key": AMI_IMAGE_TAG, "Value": node_image}])
+    return ami
+
+
+def ensure_imds(image: str) -> None:
+    cur = inspect(config.IMDS_CONTAINER)
+    if cur and cur["Config"]["Image"] == image and cur["State"]["Running"]:
+        return
+    if cur:
+        docker("rm", "-f", config.IMDS_CONTAINER)
+    docker("run", "-d", "--name", config.IMDS_CONTAINER, "--label", f"{config.LABEL}=imds",
+           "--cap-add", "NET_ADMIN", "--network", config.NETWORK, "--ip", config.imds_addr(),
+           "-e", f"LAB_AWS_ENDPOINT_URL={config.endpoint_url()}", "-e", f"LAB_REGION={config.region()}",
+           "--restart", "unless-stopped", image)
+    say(f"metadata stand-in at {config.imds_addr()} (nodes route 169.254.169.254 to it)")
+
+
+def ensure_reconciler() -> None:
+    if running_pid("reconciler") is None:
+        start_process("reconciler", [sys.executable, "-m", "lab.reconciler", "--jhs-lab-reconciler"])
+        say("reconciler started (node containers follow the endpoint's instances)")
+
+
+def write_env(base_ami: str, extra: dict[str, str] | None = None) -> Path:
+    path = config.lab_dir() / "env"
+    old = read_env()
+    env = {
+        "AWS_ENDPOINT_URL": config.endpoint_url(),
+        "AWS_DEFAULT_REGION": config.region(),
+        "AWS_REGION": config.region(),
+        **config.AWS_CREDENTIALS,
+        "LAB_BASE_AMI": base_ami,
+        "LAB_EFS_DIR": str(config.efs_dir()),
+        "LAB_NETWORK": config.NETWORK,
+    }
+    if "LAB_HUB_URL" in old:
+        env["LAB_HUB_URL"] = old["LAB_HUB_URL"]
+    env.update(extra or {})
+    path.write_text("# written by `python -m lab up`; source it to point the aws CLI or boto3 at the lab\n"
+                    + "".join(f"{k}={v}\n" for k, v in env.items()))
+    return path
+
+
+def read_env() -> dict[str, str]:
+    path = config.lab_dir() / "env"
+    if not path.exists():
+        return {}
+    return dict(line.split("=", 1) for line in path.read_text().splitlines()
+                if "=" in line and not line.startswith("#"))
+
+
+def up() -> None:
+    preflight()
+    config.lab_dir().mkdir(parents=True, exist_ok=True)
+    config.efs_dir().mkdir(parents=True, exist_ok=True)
+    tags = build_images()
+    ensure_network()
+    ensure_endpoint()
+    base_ami = ensure_base_ami(tags["node"])
+    ensure_imds(tags["imds"])
+    ensure_reconciler()
+    path = write_env(base_ami)
+    say(f"up. Endpoint {config.endpoint_url()}, base AMI {base_ami}; `. {path.relative_to(config.ROOT)}` "
+        "to use it")
+
+
+def down(remove_images: bool = False) -> None:
+    stop_process("reconciler")
+    stop_process("moto")
+    for cid in ids("container", config.LABEL):
+        docker("rm", "-f", "-v", cid, check=False)
+    for vol in ids("volume", config.LABEL):
+        docker("volume", "rm", "-f", vol, check=False)
+    for net in ids("network", config.LABEL):
+        docker("network", "rm", net, check=False)
+    if remove_images:
+        for img in docker("images", "-q", "--filter", f"label={config.LABEL}.image").split():
+            docker("rmi", "-f", img, check=False)
+    if config.lab_dir().exists():
+        shutil.rmtree(config.lab_dir())
+    say("down: every lab process, container, volume, network and file removed"
+        + ("" if remove_images else " (images kept as build cache; `python -m lab down --images` removes them)"))
+
+
+def status() -> int:
+    env = read_env()
+    print(f"endpoint   {env.get('AWS_ENDPOINT_URL', '-')}  moto pid {running_pid('moto') or 'not running'}")
+    print(f"reconciler pid {running_pid('reconciler') or 'not running'}")
+    for cid in ids("container", f"{config.LABEL}=node"):
+        info = inspect(cid)
+        if not info:
+            continue
+        name = info["Name"].lstrip("/")
+        ip = info["NetworkSettings"]["Networks"].get(config.NETWORK, {}).get("IPAddress", "")
+        booted = subprocess.run(["docker", "exec", name, "cat", "/var/lib/cloud/instance/boot-finished"],
+                                capture_output=True, text=True).stdout.strip() if info["State"]["Running"] else ""
+        print(f"node       {name}  {ip:<12} {info['State']['Status']:<8} "
+              f"{'user-data done ' + booted if booted else 'booting'}")
+    return 0
+
+
+def summary() -> int:
+    status()
+    hub = read_env().get("LAB_HUB_URL")
+    print(f"hub        {hub}" if hub else "hub        not deployed in this lab yet")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("up")
+    d = sub.add_parser("down")
+    d.add_argument("--images", action="store_true", help="also remove the lab's images")
+    sub.add_parser("status")
+    sub.add_parser("summary")
+    sub.add_parser("images")
+    r = sub.add_parser("reconcile")
+    r.add_argument("--once", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "up":
+            up()
+        elif args.cmd == "down":
+            down(args.images)
+        elif args.cmd == "status":
+            return status()
+        elif args.cmd == "summary":
+            return summary()
+        elif args.cmd == "images":
+            config.lab_dir().mkdir(parents=True, exist_ok=True)
+            print(json.dumps(build_images(), indent=1))
+        elif args.cmd == "reconcile":
+            from . import reconciler
+            reconciler.run(json.loads((config.lab_dir() / "images.json").read_text())["node"], once=args.once)
+    except (LabError, DockerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Settings of the local lab, each overridable by an environment variable of the same name."""
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LABEL = "jhs-lab"                 # every container, network and volume the lab makes carries it
+IMAGE_PREFIX = "jhs-lab"
+NETWORK = "jhs-lab"
+IMDS_CONTAINER = "jhs-lab-imds"
+
+
+def setting(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def lab_dir() -> Path:
+    """Where the lab keeps its state (.lab/ in the repository by default)."""
+    return Path(setting("LAB_DIR", str(ROOT / ".lab")))
+
+
+def network_cidr() -> ipaddress.IPv4Network:
+    # The same CIDR as the lab cluster's VPC, so instances' private IPs are the nodes' real addresses.
+    return ipaddress.ip_network(setting("LAB_NETWORK_CIDR", "10.10.0.0/16"))
+
+
+def gateway() -> str:
+    return str(next(network_cidr().hosts()))
+
+
+def service_range() -> ipaddress.IPv4Network:
+    """The slice of the lab network for the lab's own containers, away from the VPC's subnets."""
+    net = network_cidr()
+    return list(net.subnets(new_prefix=24))[-1]
+
+
+def imds_addr() -> str:
+    return str(service_range()[-2])
+
+
+def aws_port() -> int:
+    return int(setting("LAB_AWS_PORT", "5000"))
+
+
+def region() -> str:
+    return setting("LAB_REGION", "eu-west-1")
+
+
+def endpoint_url() -> str:
+    return f"http://{gateway()}:{aws_port()}"
+
+
+def ca_bundle() -> str | None:
+    """The CA bundle lab images and nodes trust (the host's by default)."""
+    value = os.environ.get("LAB_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    return value if value and Path(value).is_file() else None
+
+
+def efs_dir() -> Path:
+    """The shared host directory bind-mounted into every node: the lab's stand-in for EFS."""
+    return lab_dir() / "efs"
+
+
+NODE_EFS_PATH = "/mnt/efs"
+AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "lab", "AWS_SECRET_ACCESS_KEY": "lab"}

@@ -1,0 +1,136 @@
+#!/usr/bin/python3
+"""Instance metadata stand-in for the lab (IMDSv2 only, like an instance with HttpTokens=required).
+
+It owns 169.254.169.254 in its own container; nodes route that address to it, so traffic from a
+container inside a node is forwarded (and can be blocked by DOCKER-USER) exactly as on EC2. A caller
+is identified by its source address, looked up among the local AWS endpoint's running instances,
+the way AWS identifies it by network interface. Answers what boot code reads: instance id, region,
+availability zone, private IP, instance type, AMI, user-data, the identity document and the
+instance profile's credentials (the lab endpoint accepts any).
+"""
+import base64
+import json
+import os
+import secrets
+import time
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import boto3
+
+ENDPOINT = os.environ["LAB_AWS_ENDPOINT_URL"]
+REGION = os.environ.get("LAB_REGION", "eu-west-1")
+TOKENS = {}  # token -> (client address, expiry)
+
+
+def ec2():
+    return boto3.client("ec2", endpoint_url=ENDPOINT, region_name=REGION,
+                        aws_access_key_id="lab", aws_secret_access_key="lab")
+
+
+def instance_for(addr):
+    resp = ec2().describe_instances(Filters=[
+        {"Name": "private-ip-address", "Values": [addr]},
+        {"Name": "instance-state-name", "Values": ["pending", "running", "stopping"]}])
+    for res in resp["Reservations"]:
+        for inst in res["Instances"]:
+            return inst
+    return None
+
+
+def role_name(inst):
+    arn = (inst.get("IamInstanceProfile") or {}).get("Arn", "")
+    if not arn:
+        # moto does not copy a launch template's instance profile onto ASG instances: read it there.
+        tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+        lt_id = tags.get("aws:ec2launchtemplate:id")
+        if lt_id:
+            vers = ec2().describe_launch_template_versions(
+                LaunchTemplateId=lt_id, Versions=[tags.get("aws:ec2launchtemplate:version", "$Latest")])
+            for v in vers["LaunchTemplateVersions"]:
+                prof = v["LaunchTemplateData"].get("IamInstanceProfile", {})
+                arn = prof.get("Arn") or prof.get("Name", "")
+    return arn.rsplit("/", 1)[-1] if arn else ""
+
+
+def meta(inst, path):
+    az = inst["Placement"]["AvailabilityZone"]
+    simple = {
+        "instance-id": inst["InstanceId"],
+        "ami-id": inst["ImageId"],
+        "instance-type": inst["InstanceType"],
+        "local-ipv4": inst["PrivateIpAddress"],
+        "local-hostname": inst.get("PrivateDnsName", ""),
+        "hostname": inst.get("PrivateDnsName", ""),
+        "placement/availability-zone": az,
+        "placement/region": az[:-1],
+        "mac": "02:00:00:00:00:01",
+    }
+    if path in simple:
+        return simple[path]
+    if path == "":
+        return "\n".join(["ami-id", "hostname", "iam/", "instance-id", "instance-type", "local-hostname",
+                          "local-ipv4", "mac", "placement/"])
+    role = role_name(inst)
+    if path == "iam/security-credentials/" or path == "iam/security-credentials":
+        return role or None
+    if role and path == f"iam/security-credentials/{role}":
+        exp = (datetime.now(timezone.utc) + timedelta(hours=6)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return json.dumps({"Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": "lab",
+                           "SecretAccessKey": "lab", "Token": "lab", "Expiration": exp,
+                           "LastUpdated": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+    if path == "iam/info" and role:
+        return json.dumps({"Code": "Success", "InstanceProfileArn":
+                           f"arn:aws:iam::123456789012:instance-profile/{role}"})
+    return None
+
+
+class Handler(BaseHTTPRequestHandler):
+    def _send(self, code, body=b"", ctype="text/plain"):
+        body = body.encode() if isinstance(body, str) else body
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_PUT(self):
+        if self.path != "/latest/api/token":
+            return self._send(404)
+        ttl = int(self.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "0") or 0)
+        if not 1 <= ttl <= 21600:
+            return self._send(400, "invalid TTL")
+        token = secrets.token_urlsafe(32)
+        TOKENS[token] = (self.client_address[0], time.time() + ttl)
+        self._send(200, token)
+
+    def do_GET(self):
+        token = self.headers.get("X-aws-ec2-metadata-token", "")
+        owner = TOKENS.get(token)
+        if not owner or owner[0] != self.client_address[0] or owner[1] < time.time():
+            return self._send(401)  # IMDSv2 required
+        inst = instance_for(self.client_address[0])
+        if inst is None:
+            return self._send(404, "no instance has this address")
+        path = self.path
+        if path == "/latest/user-data":
+            data = ec2().describe_instance_attribute(
+                InstanceId=inst["InstanceId"], Attribute="userData").get("UserData", {}).get("Value")
+            return self._send(200, base64.b64decode(data)) if data else self._send(404)
+        if path == "/latest/dynamic/instance-identity/document":
+            az = inst["Placement"]["AvailabilityZone"]
+            doc = {"instanceId": inst["InstanceId"], "region": az[:-1], "availabilityZone": az,
+                   "privateIp": inst["PrivateIpAddress"], "instanceType": inst["InstanceType"],
+                   "imageId": inst["ImageId"], "accountId": "123456789012", "architecture": "x86_64"}
+            return self._send(200, json.dumps(doc), "application/json")
+        if path.startswith("/latest/meta-data/"):
+            value = meta(inst, path[len("/latest/meta-data/"):])
+            return self._send(200, value) if value is not None else self._send(404)
+        self._send(404)
+
+    def log_message(self, fmt, *args):
+        print("%s %s" % (self.client_address[0], fmt % args), flush=True)
+
+
+if __name__ == "__main__":
+    ThreadingHTTPServer(("169.254.169.254", 80), Handler).serve_forever()
