@@ -107,12 +107,15 @@ def preflight() -> None:
     if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
         raise LabError("no Docker engine answers (`docker info` failed): start it (`make docker` as root "
                        "does) and re-run")
-    port = config.aws_port()
-    if not 1024 <= port <= 65535:
-        raise LabError(f"LAB_AWS_PORT={port}: use a port from 1024 to 65535")
-    if running_pid("moto") is None and not port_free(port):
-        raise LabError(f"LAB_AWS_PORT={port} is already in use by another process; stop it or choose "
-                       f"another port, e.g. LAB_AWS_PORT={port + 1} make lab")
+    registry_running = (inspect(config.REGISTRY_CONTAINER) or {}).get("State", {}).get("Running", False)
+    for var, port, ours in (("LAB_AWS_PORT", config.aws_port(), running_pid("moto")),
+                            ("LAB_GIT_PORT", config.git_port(), running_pid("git")),
+                            ("LAB_REGISTRY_PORT", config.registry_host_port(), registry_running)):
+        if not 1024 <= port <= 65535:
+            raise LabError(f"{var}={port}: use a port from 1024 to 65535")
+        if not ours and not port_free(port):
+            raise LabError(f"{var}={port} is already in use by another process; stop it or choose "
+                           f"another port, e.g. {var}={port + 10} make lab")
     net = inspect(config.NETWORK, "network")
     if net:
         subnets = [c.get("Subnet") for c in net["IPAM"]["Config"] or []]
@@ -149,6 +152,55 @@ def ensure_endpoint() -> None:
         start_process("moto", argv)
         say(f"local AWS endpoint (moto) at {config.endpoint_url()}")
     endpoint_ready()
+
+
+def ensure_registry(image: str, base: str) -> None:
+    """The lab's Docker Hub stand-in, seeded with the Debian base image as debian:bookworm-slim."""
+    cur = inspect(config.REGISTRY_CONTAINER)
+    if not (cur and cur["Config"]["Image"] == image and cur["State"]["Running"]):
+        if cur:
+            docker("rm", "-f", "-v", config.REGISTRY_CONTAINER)
+        docker("run", "-d", "--name", config.REGISTRY_CONTAINER, "--label", f"{config.LABEL}=registry",
+               "--network", config.NETWORK, "--ip", config.registry_addr().split(":")[0],
+               "--mount", f"type=volume,dst=/var/lib/docker-registry,volume-label={config.LABEL}=registry",
+               "-p", f"127.0.0.1:{config.registry_host_port()}:5000", "--restart", "unless-stopped", image)
+        say(f"registry (Docker Hub stand-in) at {config.registry_addr()}")
+    pushed = f"127.0.0.1:{config.registry_host_port()}/library/debian:bookworm-slim"
+    docker("tag", base, pushed)
+    for _ in range(50):
+        if subprocess.run(["docker", "push", "-q", pushed], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.2)
+    raise LabError(f"could not push the base image to the lab registry at {pushed}")
+
+
+def snapshot_repo() -> str:
+    """Publish the working tree (tracked and untracked, not ignored) as branch `lab` of the lab's git
+    repository, which lab instances ansible-pull from, the way AWS instances pull from repo_url."""
+    bare = config.lab_dir() / "git" / config.GIT_REPO_NAME
+    if not bare.exists():
+        subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    index = config.lab_dir() / "git" / "index"
+    env = {**os.environ, "GIT_INDEX_FILE": str(index)}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=config.ROOT, env=env, check=True,
+                              capture_output=True, text=True).stdout.strip()
+    git("read-tree", "HEAD")
+    git("add", "-A")
+    tree = git("write-tree")
+    commit = git("commit-tree", tree, "-p", "HEAD", "-m", "lab snapshot of the working tree")
+    git("push", "-q", "-f", str(bare), f"{commit}:refs/heads/{config.GIT_BRANCH}")
+    index.unlink(missing_ok=True)
+    return commit
+
+
+def ensure_git_daemon() -> None:
+    if running_pid("git") is None:
+        start_process("git", ["git", "daemon", f"--base-path={config.lab_dir() / 'git'}", "--export-all",
+                              "--reuseaddr", f"--listen={config.gateway()}", f"--port={config.git_port()}",
+                              "--informative-errors"])
+        say(f"git daemon at {config.repo_url()} (branch {config.GIT_BRANCH})")
 
 
 def ensure_base_ami(node_image: str) -> str:
@@ -195,6 +247,9 @@ def write_env(base_ami: str, extra: dict[str, str] | None = None) -> Path:
         "LAB_BASE_AMI": base_ami,
         "LAB_EFS_DIR": str(config.efs_dir()),
         "LAB_NETWORK": config.NETWORK,
+        "LAB_REPO_URL": config.repo_url(),
+        "LAB_REPO_VERSION": config.GIT_BRANCH,
+        "LAB_REGISTRY": config.registry_addr(),
     }
     if "LAB_HUB_URL" in old:
         env["LAB_HUB_URL"] = old["LAB_HUB_URL"]
@@ -221,6 +276,9 @@ def up() -> None:
     ensure_endpoint()
     base_ami = ensure_base_ami(tags["node"])
     ensure_imds(tags["imds"])
+    ensure_registry(tags["registry"], tags["base"])
+    snapshot_repo()
+    ensure_git_daemon()
     ensure_reconciler()
     path = write_env(base_ami)
     say(f"up. Endpoint {config.endpoint_url()}, base AMI {base_ami}; `. {path.relative_to(config.ROOT)}` "
@@ -230,6 +288,7 @@ def up() -> None:
 def down(remove_images: bool = False) -> None:
     stop_process("reconciler")
     stop_process("moto")
+    stop_process("git")
     for cid in ids("container", config.LABEL):
         docker("rm", "-f", "-v", cid, check=False)
     for vol in ids("volume", config.LABEL):

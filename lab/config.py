@@ -65,3 +65,24 @@ def efs_dir() -> Path:
 
 NODE_EFS_PATH = "/mnt/efs"
 AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "lab", "AWS_SECRET_ACCESS_KEY": "lab"}
+REGISTRY_CONTAINER = "jhs-lab-registry"
+GIT_REPO_NAME = "jupyterhub-swarm.git"
+GIT_BRANCH = "lab"                 # the snapshot of the working tree that lab instances ansible-pull
+
+
+def registry_addr() -> str:
+    """The lab's Docker Hub stand-in, as nodes reach it (they use it as their registry mirror)."""
+    return f"{service_range()[-3]}:5000"
+
+
+def registry_host_port() -> int:
+    """Where the host pushes to the lab registry (loopback: Docker trusts it without TLS)."""
+    return int(setting("LAB_REGISTRY_PORT", "5001"))
+
+
+def git_port() -> int:
+    return int(setting("LAB_GIT_PORT", "9418"))
+
+
+def repo_url() -> str:
+    return f"git://{gateway()}:{git_port()}/{GIT_REPO_NAME}"

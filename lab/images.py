@@ -151,4 +151,4 @@ def build_all(log: Path) -> dict[str, str]:
     log.parent.mkdir(parents=True, exist_ok=True)
     base = build_base(log)
     return {"base": base, "node": build_from_dir("node", base, log),
-            "imds": build_from_dir("imds", base, log)}
+            "imds": build_from_dir("imds", base, log), "registry": build_from_dir("registry", base, log)}

@@ -78,7 +78,7 @@ class Reconciler:
             "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
             "-v", f"{config.efs_dir()}:{config.NODE_EFS_PATH}",
             "--network", config.NETWORK, "--ip", ip,
-            "-e", f"LAB_IMDS_ADDR={config.imds_addr()}",
+            "-e", f"LAB_IMDS_ADDR={config.imds_addr()}", "-e", f"LAB_REGISTRY_ADDR={config.registry_addr()}",
             image)
         log(f"{iid}: running at {ip} ({inst['ImageId']} -> {image}); node started in {time.time() - t0:.1f}s")
 
