@@ -1,0 +1,125 @@
+"""efs_mount: the rendered fstab line and systemd mount unit, exactly; home directory ownership; preflight.
+
+The kernel of the build machines has no NFS client, so the role runs on localhost in lab-bind mode (render,
+do not mount) with every path it writes pointed into a temporary directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, VENV_BIN
+
+FS_ID = "fs-0123456789abcdef0"
+AWS_OPTIONS = "nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport,_netdev"
+
+
+def run_role(tmp_path: Path, **settings) -> subprocess.CompletedProcess:
+    """Apply efs_mount to localhost with paths under tmp_path; extra settings as role variables."""
+    mnt = tmp_path / "mnt" / "efs"
+    variables = {
+        "ansible_python_interpreter": str(VENV_BIN / "python"),
+        "aws_region": "eu-west-1",
+        "efs_mount_file_system_id": FS_ID,
+        "efs_mount_point": str(mnt),
+        "efs_mount_availability_zone": "eu-west-1b",
+        "efs_mount_fstab_path": str(tmp_path / "fstab"),
+        "efs_mount_unit_dir": str(tmp_path / "units"),
+        "efs_mount_lab_bind": True,
+        "efs_mount_users": ["alice", "bob-2"],
+        **settings,
+    }
+    (tmp_path / "units").mkdir(exist_ok=True)
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(textwrap.dedent("""\
+        - hosts: localhost
+          connection: local
+          gather_facts: true
+          gather_subset: [min]
+          roles: [efs_mount]
+        """))
+    (tmp_path / "vars.json").write_text(json.dumps(variables))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+           "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+    return subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", str(playbook),
+                           "-e", f"@{tmp_path / 'vars.json'}"], env=env, capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+
+
+def recap(out: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith("localhost") and "ok=" in line)
+
+
+def test_fstab_line_is_awss_recommended_mount_of_the_az_mount_target(tmp_path):
+    result = run_role(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    mnt = tmp_path / "mnt" / "efs"
+    assert (tmp_path / "fstab").read_text() == (
+        f"eu-west-1b.{FS_ID}.efs.eu-west-1.amazonaws.com:/ {mnt} nfs4 {AWS_OPTIONS} 0 0\n")
+    homes = mnt / "home"
+    for path, mode in ((homes, 0o755), (homes / "alice", 0o700), (homes / "bob-2", 0o700)):
+        st = path.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1000, 100, mode), path
+    # Second run changes nothing.
+    again = run_role(tmp_path)
+    assert again.returncode == 0, again.stdout
+    assert "changed=0" in recap(again.stdout), again.stdout
+
+
+def test_systemd_unit_is_exact_and_replaces_the_fstab_entry(tmp_path):
+    assert run_role(tmp_path).returncode == 0
+    result = run_role(tmp_path, efs_mount_method="systemd", efs_mount_target="regional_dns")
+    assert result.returncode == 0, result.stdout + result.stderr
+    mnt = tmp_path / "mnt" / "efs"
+    unit_name = str(mnt).strip("/").replace("-", "\\x2d").replace("/", "-") + ".mount"
+    assert (tmp_path / "units" / unit_name).read_text() == textwrap.dedent(f"""\
+        #
+        # Ansible managed
+        #
+        [Unit]
+        Description=EFS file system {FS_ID} (user home directories)
+        Wants=network-online.target
+        After=network-online.target
+
+        [Mount]
+        What={FS_ID}.efs.eu-west-1.amazonaws.com:/
+        Where={mnt}
+        Type=nfs4
+        Options={AWS_OPTIONS}
+
+        [Install]
+        WantedBy=remote-fs.target
+        """)
+    assert (tmp_path / "fstab").read_text() == "", "the fstab entry of the fstab method must be gone"
+
+
+def test_tls_mount_goes_through_the_efs_mount_helper_pinned_to_the_az(tmp_path):
+    result = run_role(tmp_path, efs_mount_tls=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "fstab").read_text() == (
+        f"{FS_ID}:/ {tmp_path / 'mnt' / 'efs'} efs tls,noresvport,_netdev,az=eu-west-1b 0 0\n")
+
+
+def test_mount_target_by_ip(tmp_path):
+    result = run_role(tmp_path, efs_mount_target="ip", efs_mount_target_ip="10.10.128.20")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "fstab").read_text().startswith("10.10.128.20:/ ")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"efs_mount_file_system_id": "efs-123"}, "efs_mount_file_system_id must be empty or an EFS id"),
+    ({"efs_mount_users": ["Alice Smith"]}, "efs_mount_users lower-case names"),
+    ({"efs_mount_target": "ip", "efs_mount_target_ip": "not-an-ip"}, "efs_mount_target must be az_dns, regional_dns or ip"),
+    ({"efs_mount_options": ["nfsvers=3", "hard"]}, "efs_mount_options must keep nfsvers=4.1"),
+    ({"efs_mount_method": "autofs"}, "efs_mount_method"),
+])
+def test_bad_settings_stop_before_anything_changes(tmp_path, settings, message):
+    result = run_role(tmp_path, **settings)
+    assert result.returncode != 0
+    assert message in result.stdout, result.stdout
+    assert not (tmp_path / "fstab").exists() and not (tmp_path / "mnt").exists()
