@@ -1,0 +1,76 @@
+"""Load a rendered jupyterhub_config.py in the real hub image and print the effective values as JSON.
+
+Run inside the hub image: python3 load_config.py /etc/jupyterhub/jupyterhub_config.py [profile]
+JupyterHub's own initialize() loads the file and instantiates the app, the proxy and the authenticator;
+a user's SwarmSpawner is then instantiated from the same config, so every "Config option ... not
+recognized" warning traitlets would log in production shows up on stderr here. Nothing talks to Docker.
+"""
+import asyncio
+import json
+import os
+import sys
+
+from jupyterhub import orm
+from jupyterhub.app import JupyterHub
+
+
+async def main(path, profile):
+    app = JupyterHub()
+    await app.initialize(["-f", path])
+    user_orm = orm.User(name="alice")
+    app.db.add(user_orm)
+    app.db.commit()
+    user = app.users[user_orm.id]
+    spawner = user.spawners[""]
+    form = spawner.options_form(spawner) if callable(spawner.options_form) else spawner.options_form
+    if profile:
+        spawner.user_options = spawner.options_from_form({"profile": [profile]})
+        if spawner.user_options.get("image"):
+            spawner.image = await spawner.check_allowed(spawner.user_options["image"])
+    spawner.pre_spawn_hook(spawner)
+    home = spawner.format_volume_name(list(spawner.volumes)[0], spawner)
+    auth = app.authenticator
+    st = os.stat(home)
+    out = {
+        "authenticator_class": f"{type(auth).__module__}.{type(auth).__name__}",
+        "client_id": getattr(auth, "client_id", None),
+        "oauth_callback_url": getattr(auth, "oauth_callback_url", None),
+        "allowed_organizations": sorted(getattr(auth, "allowed_organizations", []) or []),
+        "authorize_url": getattr(auth, "authorize_url", None),
+        "allow_all": auth.allow_all,
+        "admin_users": sorted(auth.admin_users),
+        "spawner_class": f"{type(spawner).__module__}.{type(spawner).__name__}",
+        "image": spawner.image,
+        "allowed_images": sorted(spawner._get_allowed_images()),
+        "network_name": spawner.network_name,
+        "extra_placement_spec": spawner.extra_placement_spec,
+        "extra_endpoint_spec": spawner.extra_endpoint_spec,
+        "mem_limit": spawner.mem_limit,
+        "mem_guarantee": spawner.mem_guarantee,
+        "cpu_limit": spawner.cpu_limit,
+        "cpu_guarantee": spawner.cpu_guarantee,
+        "start_timeout": spawner.start_timeout,
+        "volumes": spawner.volumes,
+        "environment": spawner.environment,
+        "args": spawner.args,
+        "home": home,
+        "home_owner": [st.st_uid, st.st_gid],
+        "options_form": form,
+        "hub_connect_ip": app.hub_connect_ip,
+        "bind_url": app.bind_url,
+        "ssl_cert": app.ssl_cert,
+        "proxy_command": app.proxy.command,
+        "concurrent_spawn_limit": app.concurrent_spawn_limit,
+        "active_server_limit": app.active_server_limit,
+        "allow_named_servers": app.allow_named_servers,
+        "cleanup_servers": app.cleanup_servers,
+        "db_url": app.db_url,
+        "services": {s["name"]: s.get("command") for s in app.services},
+        "roles": {r["name"]: {"scopes": sorted(r.get("scopes", [])), "services": r.get("services", [])}
+                  for r in app.load_roles},
+    }
+    print("RESULT " + json.dumps(out, default=str))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else ""))

@@ -1,0 +1,244 @@
+"""jupyterhub role: preflight refuses bad settings, and the rendered jupyterhub_config.py loads in the real hub.
+
+The config is rendered by the role's own tasks (tests/jupyterhub/render.yml) for every authenticator x TLS
+mode, then loaded by JupyterHub itself inside the hub image the role builds (from the lab's Debian base):
+JupyterHub.initialize() plus a user's SwarmSpawner, with no "Config option ... not recognized" warning.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from jupyterhub.helpers import (HERE, NOTEBOOK_IMAGE_NAME, docker, failures, image_vars, lab_base_image,
+                                recap, run_playbook, write_inventory)
+
+AUTHENTICATORS = ["github", "oidc", "local"]
+TLS_MODES = ["selfsigned", "provided", "letsencrypt"]
+COMBOS = [(a, t) for a in AUTHENTICATORS for t in TLS_MODES]
+OTHER_IMAGE = "registry.example.test/science:2024.1"
+
+
+@pytest.fixture(scope="session")
+def jh_images(tmp_path_factory):
+    """Build the hub and notebook images once per session with the role's tasks; second run must change nothing."""
+    work = tmp_path_factory.mktemp("jh-images")
+    inv = write_inventory(work / "inventory.yml", {"builder": image_vars(lab_base_image(), work)})
+    first = run_playbook("images.yml", inv, timeout=1500)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    second = run_playbook("images.yml", inv)
+    assert second.returncode == 0, second.stdout[-4000:]
+    tags = json.loads((work / "build" / "tags.json").read_text())
+    tags["second_run"] = recap(second.stdout)["builder"]
+    return tags
+
+
+def combo_vars(auth: str, tls: str, cfg: Path, certs: Path) -> dict:
+    v = {"cluster_name": "jhtest", "lab_mode": auth == "local", "jupyterhub_config_dir": str(cfg),
+         "jupyterhub_authenticator": auth, "jupyterhub_tls_mode": tls, "jupyterhub_domain": "hub.example.test",
+         "jupyterhub_admin_users": ["ada"], "jupyterhub_allowed_images": [OTHER_IMAGE],
+         "jupyterhub_home_template": "/mnt/efs/home/{username}",
+         "jupyterhub_profiles": [
+             {"name": "small", "display_name": "Small (1 CPU, 1G)", "image": "default", "cpu_limit": 1, "mem_limit": "1G"},
+             {"name": "large", "display_name": "Large (2 CPU, 4G)", "image": OTHER_IMAGE, "cpu_limit": 2,
+              "cpu_guarantee": 0.5, "mem_limit": "4G", "mem_guarantee": "1G"}]}
+    if auth in ("github", "oidc"):
+        v.update(jupyterhub_oauth_client_id=f"{auth}-client-id")
+    if auth == "github":
+        v.update(jupyterhub_github_allowed_organizations=["jhs-org", "jhs-org:admins"])
+    if auth == "oidc":
+        v.update(jupyterhub_oidc_authorize_url="https://id.example.test/authorize",
+                 jupyterhub_oidc_token_url="https://id.example.test/token",
+                 jupyterhub_oidc_userdata_url="https://id.example.test/userinfo")
+    if tls == "provided":
+        v.update(jupyterhub_tls_cert_file=str(certs / "hub.crt"), jupyterhub_tls_key_file=str(certs / "hub.key"))
+    if tls == "letsencrypt":
+        v.update(jupyterhub_letsencrypt_email="ops@example.test")
+    return v
+
+
+@pytest.fixture(scope="session")
+def rendered(tmp_path_factory):
+    """Every combination rendered by one run of the role's preflight + config tasks (one host per combination)."""
+    work = tmp_path_factory.mktemp("jh-render")
+    certs = work / "certs"
+    certs.mkdir()
+    (certs / "hub.crt").write_text("placeholder: preflight only checks the file is there\n")
+    (certs / "hub.key").write_text("placeholder\n")
+    hosts = {}
+    for auth, tls in COMBOS:
+        cfg = work / f"{auth}-{tls}"
+        cfg.mkdir()
+        hosts[f"{auth}_{tls}"] = combo_vars(auth, tls, cfg, certs)
+    proc = run_playbook("render.yml", write_inventory(work / "inventory.yml", hosts))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    # Secret files as the role writes them (0600); the config reads them, never contains them.
+    secrets = work / "secrets"
+    secrets.mkdir(mode=0o700)
+    for name, value in {"cookie-secret": "ab" * 32, "proxy-token": "proxy-token-for-tests",
+                        "oauth-client-secret": "oauth-secret-for-tests"}.items():
+        (secrets / name).write_text(value + "\n")
+        (secrets / name).chmod(0o600)
+    return work
+
+
+def load_in_hub(hub_image: str, config: Path, secrets: Path, efs: Path, profile: str = "") -> tuple[dict, str]:
+    proc = docker("run", "--rm", "--network", "none",
+                  "-v", f"{config}:/etc/jupyterhub/jupyterhub_config.py:ro",
+                  "-v", f"{secrets}:/etc/jupyterhub/secrets:ro",
+                  "-v", f"{HERE / 'load_config.py'}:/opt/load_config.py:ro",
+                  "-v", f"{efs}:/mnt/efs",
+                  hub_image, "python3", "/opt/load_config.py", "/etc/jupyterhub/jupyterhub_config.py", profile,
+                  check=False, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):]), proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("auth,tls", COMBOS, ids=[f"{a}-{t}" for a, t in COMBOS])
+def test_rendered_config_loads_in_jupyterhub_without_unrecognized_options(auth, tls, rendered, jh_images, tmp_path):
+    config = rendered / f"{auth}-{tls}" / "jupyterhub_config.py"
+    text = config.read_text()
+    assert text.startswith("#\n# Ansible managed")
+    assert "oauth-secret-for-tests" not in text and "proxy-token-for-tests" not in text
+    efs = tmp_path / "efs"
+    efs.mkdir()
+    result, log = load_in_hub(jh_images["hub"], config, rendered / "secrets", efs, profile="large")
+
+    assert "not recognized" not in log, log
+    assert "Config option" not in log, log
+    expected_auth = {"github": "oauthenticator.github.GitHubOAuthenticator",
+                     "oidc": "oauthenticator.generic.GenericOAuthenticator",
+                     "local": "jupyterhub.auth.DummyAuthenticator"}[auth]
+    assert result["authenticator_class"] == expected_auth
+    if auth != "local":
+        assert result["client_id"] == f"{auth}-client-id"
+        assert result["oauth_callback_url"] == "https://hub.example.test/hub/oauth_callback"
+        assert result["allow_all"] is False
+    if auth == "github":
+        assert result["allowed_organizations"] == ["jhs-org", "jhs-org:admins"]
+    if auth == "oidc":
+        assert result["authorize_url"] == "https://id.example.test/authorize"
+    if auth == "local":
+        assert result["allow_all"] is True
+    assert result["admin_users"] == ["ada"]
+    assert result["spawner_class"] == "dockerspawner.swarmspawner.SwarmSpawner"
+    assert result["network_name"] == "jhs"
+    assert result["extra_placement_spec"] == {"constraints": ["node.role == worker"]}
+    assert result["extra_endpoint_spec"] == {"mode": "dnsrr"}
+    assert result["hub_connect_ip"] == "jupyterhub"
+    assert result["bind_url"] == "https://:443"
+    assert result["ssl_cert"] == "/etc/jupyterhub/tls/fullchain.pem"
+    assert result["proxy_command"] == ["configurable-http-proxy", "--redirect-port", "80", "--redirect-to", "443"]
+    assert result["db_url"] == "sqlite:////srv/jupyterhub/state/jupyterhub.sqlite"
+    assert result["cleanup_servers"] is False
+    assert result["concurrent_spawn_limit"] == 40
+    # The "large" profile was picked: its image (checked against allowed_images) and its sizes.
+    assert result["image"] == OTHER_IMAGE
+    assert OTHER_IMAGE in result["allowed_images"] and any(i.startswith(NOTEBOOK_IMAGE_NAME) or i.startswith("jhs/notebook")
+                                                           for i in result["allowed_images"])
+    assert result["mem_limit"] == 4 * 1024**3 and result["mem_guarantee"] == 1024**3
+    assert result["cpu_limit"] == 2.0 and result["cpu_guarantee"] == 0.5
+    assert 'value="small"' in result["options_form"] and 'value="large"' in result["options_form"]
+    # The home was created by the pre-spawn hook, owned by the notebook user, before any service exists.
+    assert result["home"] == "/mnt/efs/home/alice"
+    assert result["home_owner"] == [1000, 1000]
+    assert (efs / "home" / "alice").is_dir()
+    assert result["volumes"] == {"/mnt/efs/home/{username}": "/home/jovyan"}
+    # SQLite off NFS in the user server.
+    assert result["environment"]["IPYTHONDIR"].startswith("/tmp/")
+    assert "--NotebookNotary.db_file=:memory:" in result["args"]
+    # The idle culler runs as a hub-managed service with a role scoped to what it needs.
+    assert "--timeout=3600" in result["services"]["jupyterhub-idle-culler"]
+    assert result["roles"]["jupyterhub-idle-culler"] == {
+        "scopes": ["delete:servers", "list:users", "read:servers", "read:users:activity"],
+        "services": ["jupyterhub-idle-culler"]}
+    assert "hub-db-backup" in result["services"]
+
+
+def test_profile_default_image_and_defaults(rendered, jh_images, tmp_path):
+    """Without a profile choice the spawner runs the default notebook image with the default sizes."""
+    (tmp_path / "efs").mkdir()
+    result, log = load_in_hub(jh_images["hub"], rendered / "github-selfsigned" / "jupyterhub_config.py",
+                              rendered / "secrets", tmp_path / "efs")
+    assert "not recognized" not in log
+    assert result["image"].startswith("jhs/notebook:")
+    assert result["mem_limit"] == 2 * 1024**3 and result["cpu_limit"] == 1.0
+
+
+BAD_CASES = {
+    "oauth_without_client_id": ({"jupyterhub_authenticator": "github", "jupyterhub_allow_all": True},
+                                "needs jupyterhub_oauth_client_id"),
+    "certificate_files_missing": ({"jupyterhub_tls_mode": "provided", "jupyterhub_tls_cert_file": "/nonexistent/hub.crt",
+                                   "jupyterhub_tls_key_file": "/nonexistent/hub.key"},
+                                  "/nonexistent/hub.crt (jupyterhub_tls_cert_file / jupyterhub_tls_key_file) is missing"),
+    "malformed_memory_limit": ({"jupyterhub_mem_limit": "2 GB"}, "jupyterhub_mem_limit (2 GB) and jupyterhub_mem_guarantee"),
+    "profile_without_image": ({"jupyterhub_profiles": [{"name": "big", "mem_limit": "4G"}]},
+                              "jupyterhub_profiles entry big: needs a name"),
+    "image_outside_allowed_images": ({"jupyterhub_profiles": [{"name": "evil", "image": "evil/miner:1"}]},
+                                     "image given: evil/miner:1"),
+    "local_auth_outside_lab": ({"lab_mode": False, "jupyterhub_authenticator": "local"}, "refused outside the lab"),
+    "letsencrypt_without_email": ({"jupyterhub_tls_mode": "letsencrypt", "jupyterhub_domain": "hub.example.test"},
+                                  "letsencrypt (needs jupyterhub_domain and jupyterhub_letsencrypt_email)"),
+    "oidc_without_endpoints": ({"jupyterhub_authenticator": "oidc", "jupyterhub_oauth_client_id": "x",
+                                "jupyterhub_domain": "hub.example.test", "jupyterhub_allow_all": True},
+                               "jupyterhub_authenticator=oidc needs jupyterhub_oidc_authorize_url"),
+    "oauth_nobody_allowed": ({"jupyterhub_authenticator": "github", "jupyterhub_oauth_client_id": "x",
+                              "jupyterhub_domain": "hub.example.test"}, "lets nobody in"),
+    "home_outside_shared_dir": ({"jupyterhub_home_template": "/home/{username}"}, "must contain {username} and lie under"),
+    "vars_secrets_bad_cookie": ({"jupyterhub_secrets_source": "vars", "jupyterhub_cookie_secret": "short",
+                                 "jupyterhub_proxy_token": "x" * 20}, "jupyterhub_cookie_secret must be 64 hex digits"),
+    "same_ports": ({"jupyterhub_https_port": 8443, "jupyterhub_http_port": 8443}, "must be\ntwo different ports"),
+}
+
+
+@pytest.fixture(scope="module")
+def preflight_run(tmp_path_factory):
+    """All bad cases (and one good one) as hosts of one run; each must stop in preflight with its own message."""
+    work = tmp_path_factory.mktemp("jh-preflight")
+    base = {"cluster_name": "jhtest", "lab_mode": True, "jupyterhub_authenticator": "local"}
+    hosts = {name: {**base, "jupyterhub_config_dir": str(work / name), **overrides}
+             for name, (overrides, _) in [*BAD_CASES.items(), ("good", ({}, ""))]}
+    for name in hosts:
+        (work / name).mkdir()
+    proc = run_playbook("render.yml", write_inventory(work / "inventory.yml", hosts), json_output=True)
+    return proc, failures(proc.stdout), work
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_preflight_refuses_bad_settings(case, preflight_run):
+    proc, failed, work = preflight_run
+    assert proc.returncode != 0
+    expected = " ".join(BAD_CASES[case][1].split())
+    assert case in failed, f"{case} did not fail; failures: {failed}"
+    assert expected in " ".join(failed[case].split()), failed[case]
+
+
+def test_preflight_accepts_good_settings_and_changes_nothing_before(preflight_run):
+    proc, failed, work = preflight_run
+    assert "good" not in failed
+    # Only the good host got as far as rendering: preflight stopped the others before any change.
+    assert (work / "good" / "jupyterhub_config.py").is_file()
+    assert not any((work / case / "jupyterhub_config.py").exists() for case in BAD_CASES)
+
+
+def test_images_are_cached_by_recipe(jh_images):
+    """A second run of the image tasks builds nothing: the tags are hashes of the recipes."""
+    assert jh_images["second_run"]["changed"] == 0
+    assert jh_images["second_run"]["failed"] == 0
+
+
+def test_notebook_image_runs_singleuser_with_sqlite_off_nfs(jh_images):
+    image = jh_images["notebook"]
+    proc = docker("run", "--rm", "--network", "none", image, "sh", "-c",
+                  "id -u; jupyterhub-singleuser --version; jupyter lab --version; "
+                  "jupyter server --show-config 2>/dev/null | grep -A1 NotebookNotary; echo IPYTHONDIR=$IPYTHONDIR",
+                  timeout=120)
+    out = proc.stdout
+    assert out.splitlines()[0] == "1000"
+    assert "5.5.4" in out and "4.6.6" in out
+    assert ":memory:" in out
+    assert "IPYTHONDIR=/tmp/jupyter-local/ipython" in out

@@ -1,0 +1,158 @@
+"""jupyterhub role, whole: run it on this machine against the host's Docker engine and the local AWS endpoint.
+
+The hub container runs on a bridge network the test creates (the lab's overlay network needs the lab
+swarm), with its ports on loopback only. Checks: secrets come from SSM SecureString parameters, land in
+0600 files and in no log; a second run changes nothing; the GitHub login redirects to GitHub's authorize
+URL with the configured client id and callback; HTTP redirects to HTTPS; the database backup works.
+"""
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port
+from jupyterhub.helpers import docker, image_vars, lab_base_image, recap, run_playbook, write_inventory
+from test_jupyterhub_config import jh_images  # noqa: F401  (session fixture: images built once)
+
+CLIENT_ID = "Iv1.jhs-test-client"
+DOMAIN = "hub.example.test"
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def fetch(url: str) -> tuple[int, dict]:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    opener = urllib.request.build_opener(NoRedirect, urllib.request.HTTPSHandler(context=ctx))
+    try:
+        with opener.open(url, timeout=10) as resp:
+            return resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers)
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory, jh_images, moto_endpoint):  # noqa: F811
+    import boto3
+
+    work = tmp_path_factory.mktemp("jh-hub")
+    suffix = uuid.uuid4().hex[:8]
+    cluster = f"jhtest{suffix}"
+    values = {"cookie-secret": secrets.token_hex(32), "proxy-token": secrets.token_hex(24),
+              "oauth-client-secret": "oauth-" + secrets.token_hex(16)}
+    ssm = boto3.client("ssm", endpoint_url=moto_endpoint, region_name="eu-west-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    for name, value in values.items():
+        ssm.put_parameter(Name=f"/{cluster}/hub/{name}", Value=value, Type="SecureString")
+    network = f"jhs-test-{suffix}"
+    container = f"jhs-test-hub-{suffix}"
+    docker("network", "create", "--label", "jhs-test=1", network)
+    efs = work / "efs"
+    efs.mkdir()
+    https_port, http_port = free_port(), free_port()
+    host = {**image_vars(lab_base_image(), work), "cluster_name": cluster, "lab_mode": False,
+            "aws_region": "eu-west-1", "aws_endpoint_url": moto_endpoint,
+            "jupyterhub_install_host_packages": False, "jupyterhub_build_notebook_image": False,
+            "jupyterhub_notebook_image": jh_images["notebook"],
+            "jupyterhub_container_name": container, "jupyterhub_network": network,
+            "jupyterhub_bind_address": "127.0.0.1", "jupyterhub_https_port": https_port,
+            "jupyterhub_http_port": http_port, "jupyterhub_domain": DOMAIN,
+            "jupyterhub_authenticator": "github", "jupyterhub_oauth_client_id": CLIENT_ID,
+            "jupyterhub_github_allowed_organizations": ["jhs-org"], "jupyterhub_admin_users": ["ada"],
+            "jupyterhub_tls_mode": "selfsigned", "jupyterhub_shared_dir": str(efs),
+            "jupyterhub_home_template": str(efs / "home" / "{username}")}
+    inv = write_inventory(work / "inventory.yml", {"manager": host})
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    try:
+        first = run_playbook("site.yml", inv, env=env)
+        assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
+        second = run_playbook("site.yml", inv, env=env)
+        assert second.returncode == 0, second.stdout[-6000:]
+        yield {"work": work, "https": https_port, "http": http_port, "container": container,
+               "values": values, "runs": [first, second], "host": host}
+    finally:
+        docker("rm", "-f", container, check=False)
+        docker("network", "rm", network, check=False)
+
+
+def test_second_run_changes_nothing(hub):
+    counters = recap(hub["runs"][1].stdout)["manager"]
+    assert counters["changed"] == 0, hub["runs"][1].stdout[-4000:]
+    assert counters["failed"] == 0
+
+
+def test_github_login_redirects_to_github_with_client_id_and_callback(hub):
+    status, headers = fetch(f"https://127.0.0.1:{hub['https']}/hub/oauth_login")
+    assert status == 302
+    location = urllib.parse.urlsplit(headers["Location"])
+    assert (location.scheme, location.netloc, location.path) == ("https", "github.com", "/login/oauth/authorize")
+    query = urllib.parse.parse_qs(location.query)
+    assert query["client_id"] == [CLIENT_ID]
+    assert query["redirect_uri"] == [f"https://{DOMAIN}:{hub['https']}/hub/oauth_callback"]
+    assert query["response_type"] == ["code"]
+    assert "read:org" in query["scope"][0]
+
+
+def test_http_redirects_to_https(hub):
+    status, headers = fetch(f"http://127.0.0.1:{hub['http']}/hub/login")
+    assert status in (301, 302, 307, 308)
+    target = urllib.parse.urlsplit(headers["Location"])
+    assert target.scheme == "https" and target.port == hub["https"] and target.path == "/hub/login"
+
+
+def test_hub_serves_its_self_signed_certificate(hub):
+    pem = ssl.get_server_certificate(("127.0.0.1", hub["https"]))
+    assert pem == (Path(hub["host"]["jupyterhub_tls_dir"]) / "fullchain.pem").read_text()
+
+
+def test_secrets_come_from_ssm_into_0600_files_and_no_log(hub):
+    secrets_dir = Path(hub["host"]["jupyterhub_config_dir"]) / "secrets"
+    for name, value in hub["values"].items():
+        f = secrets_dir / name
+        assert f.read_text().strip() == value
+        assert f.stat().st_mode & 0o777 == 0o600
+    assert (secrets_dir.stat().st_mode & 0o777) == 0o700
+    logs = docker("logs", hub["container"]).stdout + docker("logs", hub["container"]).stderr
+    config = (Path(hub["host"]["jupyterhub_config_dir"]) / "jupyterhub_config.py").read_text()
+    inspect = docker("inspect", hub["container"]).stdout
+    for value in hub["values"].values():
+        for run in hub["runs"]:
+            assert value not in run.stdout and value not in run.stderr
+        assert value not in logs
+        assert value not in config
+        assert value not in inspect
+
+
+def test_hub_state_is_local_and_the_backup_service_writes_dated_copies(hub):
+    state = Path(hub["host"]["jupyterhub_state_dir"])
+    assert (state / "jupyterhub.sqlite").is_file()
+    docker("exec", hub["container"], "python3", "/usr/local/bin/jupyterhub-db-backup", "--db",
+           "/srv/jupyterhub/state/jupyterhub.sqlite", "--dest", "/srv/jupyterhub/backups", "--keep", "2", "--once")
+    backups = sorted(Path(hub["host"]["jupyterhub_backup_dir"]).glob("jupyterhub-*.sqlite"))
+    assert backups, "no backup written"
+    assert backups[-1].stat().st_mode & 0o777 == 0o600
+    with sqlite3.connect(backups[-1]) as db:
+        assert db.execute("select count(*) from users").fetchone()[0] >= 1  # the admin user "ada"
+    ps = docker("exec", hub["container"], "ps", "-eo", "args").stdout
+    assert "jupyterhub-db-backup" in ps and "jupyterhub_idle_culler" in ps
+
+
+def test_hub_container_restarts_always_and_mounts(hub):
+    import json
+
+    info = json.loads(docker("inspect", hub["container"]).stdout)[0]
+    assert info["HostConfig"]["RestartPolicy"]["Name"] == "always"
+    targets = {m["Destination"] for m in info["Mounts"]}
+    assert {"/var/run/docker.sock", "/srv/jupyterhub/state", hub["host"]["jupyterhub_shared_dir"]} <= targets
