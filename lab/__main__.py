@@ -39,7 +39,8 @@ def pidfile(name: str) -> Path:
     return config.lab_dir() / f"{name}.pid"
 
 
-def running_pid(name: str) -> int | None:
+def running_pid(name: str, must_contain: str = "") -> int | None:
+    """The pid of the lab's process `name` if it runs (and its command line has must_contain)."""
     path = pidfile(name)
     if not path.exists():
         return None
@@ -49,7 +50,7 @@ def running_pid(name: str) -> int | None:
     except (ValueError, ProcessLookupError, PermissionError):
         return None
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    return pid if f"jhs-lab-{name}" in cmdline or name in cmdline else None
+    return pid if name in cmdline and must_contain in cmdline else None
 
 
 def start_process(name: str, argv: list[str]) -> int:
@@ -107,10 +108,13 @@ def preflight() -> None:
     if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
         raise LabError("no Docker engine answers (`docker info` failed): start it (`make docker` as root "
                        "does) and re-run")
-    registry_running = (inspect(config.REGISTRY_CONTAINER) or {}).get("State", {}).get("Running", False)
-    for var, port, ours in (("LAB_AWS_PORT", config.aws_port(), running_pid("moto")),
-                            ("LAB_GIT_PORT", config.git_port(), running_pid("git")),
-                            ("LAB_REGISTRY_PORT", config.registry_host_port(), registry_running)):
+    registry = inspect(config.REGISTRY_CONTAINER) or {}
+    registry_ports = [b.get("HostPort") for bs in (registry.get("HostConfig", {}).get("PortBindings") or {}).values()
+                      for b in bs or []]
+    for var, port, ours in (("LAB_AWS_PORT", config.aws_port(), running_pid("moto", f"-p {config.aws_port()}")),
+                            ("LAB_GIT_PORT", config.git_port(), running_pid("git", f"--port={config.git_port()}")),
+                            ("LAB_REGISTRY_PORT", config.registry_host_port(),
+                             str(config.registry_host_port()) in registry_ports)):
         if not 1024 <= port <= 65535:
             raise LabError(f"{var}={port}: use a port from 1024 to 65535")
         if not ours and not port_free(port):
@@ -146,7 +150,8 @@ def ensure_network() -> None:
 
 
 def ensure_endpoint() -> None:
-    if running_pid("moto") is None:
+    if running_pid("moto", f"-p {config.aws_port()}") is None:
+        stop_process("moto")  # one on another port, if any
         argv = [str(Path(sys.executable).parent / "moto_server"), "-H", config.gateway(),
                 "-p", str(config.aws_port())]
         start_process("moto", argv)
@@ -196,7 +201,8 @@ def snapshot_repo() -> str:
 
 
 def ensure_git_daemon() -> None:
-    if running_pid("git") is None:
+    if running_pid("git", f"--port={config.git_port()}") is None:
+        stop_process("git")
         start_process("git", ["git", "daemon", f"--base-path={config.lab_dir() / 'git'}", "--export-all",
                               "--reuseaddr", f"--listen={config.gateway()}", f"--port={config.git_port()}",
                               "--informative-errors"])

@@ -140,9 +140,12 @@ def build_from_dir(name: str, base: str, log: Path) -> str:
         rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT,
                             env={**os.environ, "DOCKER_BUILDKIT": "0"}).returncode
     if rc != 0:
-        steps = re.findall(r"^Step \d+/\d+ : (.*)$", log.read_text(errors="replace"), re.M)
+        text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace"))  # docker colours stderr
+        steps = re.findall(r"^Step \d+/\d+ : (.*)$", text, re.M)
         step = steps[-1] if steps else "docker build"
-        raise BuildError(f"{name} image failed at step '{step}' (exit {rc}); log: {log}")
+        errors = re.findall(r"^(?:E: |ERROR|error).*$", text[text.rfind("### " + name):], re.M)
+        cause = f": {errors[-1].strip()}" if errors else ""
+        raise BuildError(f"{name} image failed at step '{step}' (exit {rc}){cause}; log: {log}")
     return tag
 
 

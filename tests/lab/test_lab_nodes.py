@@ -1,0 +1,104 @@
+"""Instances in the local AWS endpoint become node containers that boot from their user-data."""
+from __future__ import annotations
+
+import base64
+import uuid
+
+import pytest
+
+from labutil import node_containers, node_exec, wait_for
+
+pytestmark = pytest.mark.lab
+
+USER_DATA = """#!/bin/bash
+set -eu
+T=$(curl -sf -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 60" http://169.254.169.254/latest/api/token)
+md() { curl -sf -H "X-aws-ec2-metadata-token: $T" "http://169.254.169.254/latest/meta-data/$1"; }
+mkdir -p /var/lib/lab-test
+md instance-id > /var/lib/lab-test/instance-id
+md local-ipv4 > /var/lib/lab-test/local-ipv4
+md placement/availability-zone > /var/lib/lab-test/az
+# IMDSv2 only: a request without a token is refused, as on an instance with HttpTokens=required.
+curl -s -o /dev/null -w '%{http_code}' http://169.254.169.254/latest/meta-data/instance-id > /var/lib/lab-test/v1
+# Call the endpoint with the instance's own credentials (from the metadata service) via boto3.
+python3 - <<'PY' > /var/lib/lab-test/endpoint
+import boto3
+print(boto3.client("ec2", endpoint_url="__ENDPOINT__", region_name="__REGION__")
+      .describe_instances(InstanceIds=[open("/var/lib/lab-test/instance-id").read().strip()])
+      ["Reservations"][0]["Instances"][0]["State"]["Name"])
+PY
+echo done > /var/lib/lab-test/marker
+"""
+
+
+@pytest.fixture
+def asg_env(lab, lab_aws):
+    """A VPC in the lab network's CIDR, a subnet, a launch template with the test user-data."""
+    ec2, asg = lab_aws("ec2"), lab_aws("autoscaling")
+    name = "labtest-" + uuid.uuid4().hex[:6]
+    vpc = ec2.create_vpc(CidrBlock="10.10.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.10.250.0/24",
+                               AvailabilityZone=lab["AWS_DEFAULT_REGION"] + "a")["Subnet"]["SubnetId"]
+    script = USER_DATA.replace("__ENDPOINT__", lab["AWS_ENDPOINT_URL"]).replace("__REGION__",
+                                                                               lab["AWS_DEFAULT_REGION"])
+    iam = lab_aws("iam")
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument='{"Version": "2012-10-17", "Statement": []}')
+    iam.create_instance_profile(InstanceProfileName=name)
+    iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+    ec2.create_launch_template(LaunchTemplateName=name, LaunchTemplateData={
+        "ImageId": lab["LAB_BASE_AMI"], "InstanceType": "t3.small", "IamInstanceProfile": {"Name": name},
+        "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 1},
+        "UserData": base64.b64encode(script.encode()).decode()})
+    yield name, subnet
+    try:
+        asg.delete_auto_scaling_group(AutoScalingGroupName=name, ForceDelete=True)
+    except Exception:
+        pass
+    ec2.delete_launch_template(LaunchTemplateName=name)
+    iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=name)
+    iam.delete_instance_profile(InstanceProfileName=name)
+    iam.delete_role(RoleName=name)
+    ec2.delete_subnet(SubnetId=subnet)
+    ec2.delete_vpc(VpcId=vpc)
+
+
+def asg_instances(asg, name):
+    groups = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
+    return sorted(i["InstanceId"] for i in groups[0]["Instances"]) if groups else []
+
+
+def test_asg_instances_become_nodes_that_run_their_user_data(lab, lab_aws, asg_env):
+    name, subnet = asg_env
+    asg, ec2 = lab_aws("autoscaling"), lab_aws("ec2")
+    before = set(node_containers())
+    asg.create_auto_scaling_group(AutoScalingGroupName=name, MinSize=0, MaxSize=3, DesiredCapacity=2,
+                                  LaunchTemplate={"LaunchTemplateName": name, "Version": "$Latest"},
+                                  VPCZoneIdentifier=subnet)
+    ids = asg_instances(asg, name)
+    assert len(ids) == 2
+    wait_for(lambda: set(ids) <= set(node_containers()), 60, what="two node containers")
+    assert set(node_containers()) - before == set(ids)
+
+    for iid in ids:
+        wait_for(lambda: node_exec(iid, "cat", "/var/lib/lab-test/marker").stdout.strip() == "done", 90,
+                 what=f"user-data of {iid} to finish",
+                 detail=lambda: node_exec(iid, "cat", "/var/log/cloud-init-output.log").stdout)
+        inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+        read = {f: node_exec(iid, "cat", f"/var/lib/lab-test/{f}").stdout.strip()
+                for f in ("instance-id", "local-ipv4", "az", "v1", "endpoint")}
+        assert read["instance-id"] == iid                        # metadata stand-in knows who asks
+        assert read["local-ipv4"] == inst["PrivateIpAddress"]
+        assert read["az"] == inst["Placement"]["AvailabilityZone"]
+        assert read["v1"] == "401"                               # IMDSv2 required
+        assert read["endpoint"] == "running"                     # reached the endpoint with instance creds
+        # The node really sits at the instance's private IP on the lab network.
+        addr = node_exec(iid, "ip", "-4", "-o", "addr", "show", "eth0").stdout
+        assert f"inet {inst['PrivateIpAddress']}/" in addr
+        boot = node_exec(iid, "cat", "/var/lib/cloud/instance/boot-finished").stdout
+        assert "rc=0" in boot
+
+    asg.update_auto_scaling_group(AutoScalingGroupName=name, MinSize=0, DesiredCapacity=0)
+    wait_for(lambda: not (set(ids) & set(node_containers())), 90, what="nodes removed after scale to 0")
+    states = {i["InstanceId"]: i["State"]["Name"] for r in ec2.describe_instances(InstanceIds=ids)["Reservations"]
+              for i in r["Instances"]}
+    assert set(states.values()) == {"terminated"}
