@@ -17,6 +17,7 @@ from conftest import REGION, ROOT, VENV_BIN
 
 CLUSTER_A = "invt-alpha"
 CLUSTER_B = "invt-beta"
+CLUSTER_C = "invt-gamma"   # its ASG carries no jhs:* tags: found by the conventional name
 AMI = "ami-12c6146b"   # one of the images moto knows
 
 
@@ -25,7 +26,7 @@ def _clients(url):
     return boto3.client("ec2", **kw), boto3.client("autoscaling", **kw)
 
 
-def _make_cluster(url, name, octet, workers=2):
+def _make_cluster(url, name, octet, workers=2, tag_asg=True):
     """A manager with a public IP, a builder, and an ASG `<name>-workers` across two AZs, all tagged as provision does."""
     ec2, asg = _clients(url)
     vpc = ec2.create_vpc(CidrBlock=f"10.{octet}.0.0/16")["Vpc"]["VpcId"]
@@ -53,7 +54,7 @@ def _make_cluster(url, name, octet, workers=2):
         Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True, "ResourceId": f"{name}-workers",
                "ResourceType": "auto-scaling-group"}
               for k, v in (("Name", f"{name}-worker"), ("jhs:cluster", name), ("jhs:role", "worker"),
-                           ("jhs:node-pool", "default"))])
+                           ("jhs:node-pool", "default")) if tag_asg or k == "Name"])
     return {"manager": manager, "builder": builder}
 
 
@@ -75,6 +76,7 @@ def clusters(moto_endpoint):
     An untagged instance stands for everything else in the account."""
     a = _make_cluster(moto_endpoint, CLUSTER_A, 31, workers=3)
     b = _make_cluster(moto_endpoint, CLUSTER_B, 32, workers=2)
+    c = _make_cluster(moto_endpoint, CLUSTER_C, 33, workers=2, tag_asg=False)
     ec2, asg = _clients(moto_endpoint)
     ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1)
     # A launch lifecycle hook as the project sets it up; moto does not hold instances in Pending:Wait for it
@@ -85,11 +87,11 @@ def clusters(moto_endpoint):
     standby = sorted(_asg_members(moto_endpoint, CLUSTER_A))[0]
     asg.enter_standby(AutoScalingGroupName=f"{CLUSTER_A}-workers", InstanceIds=[standby],
                       ShouldDecrementDesiredCapacity=True)
-    for c, name in ((a, CLUSTER_A), (b, CLUSTER_B)):
-        c["members"] = _asg_members(moto_endpoint, name)
-        c["instances"] = _describe(moto_endpoint, [c["manager"], *c["members"]])
+    for cluster, name in ((a, CLUSTER_A), (b, CLUSTER_B), (c, CLUSTER_C)):
+        cluster["members"] = _asg_members(moto_endpoint, name)
+        cluster["instances"] = _describe(moto_endpoint, [cluster["manager"], *cluster["members"]])
     a["standby"] = standby
-    return {CLUSTER_A: a, CLUSTER_B: b}
+    return {CLUSTER_A: a, CLUSTER_B: b, CLUSTER_C: c}
 
 
 _loader_ready = []
@@ -193,6 +195,16 @@ def test_two_clusters_in_one_account_stay_apart(clusters, aws_env, tmp_path):
     assert groups_b["swarm_workers"] == set(b["members"])
     b_manager_ip = b["instances"][b["manager"]]["PrivateIpAddress"]
     assert {plain(v)["swarm_manager_addr"] for v in hv_b.values()} == {b_manager_ip}
+
+
+def test_workers_of_an_untagged_asg_found_by_its_name(clusters, aws_env, tmp_path):
+    c = clusters[CLUSTER_C]
+    assert all("jhs:cluster" not in {t["Key"] for t in c["instances"][i].get("Tags", [])} for i in c["members"])
+    groups, hostvars = inventory_list(aws_env, write_config(tmp_path, cluster_name=CLUSTER_C))
+    assert groups["swarm_managers"] == {c["manager"]}
+    assert groups["swarm_workers"] == set(c["members"])
+    assert groups[f"asg_{CLUSTER_C.replace('-', '_')}_workers"] == set(c["members"])
+    assert {plain(hostvars[i])["swarm_node_pool"] for i in c["members"]} == {"default"}
 
 
 def test_graph_output(clusters, aws_env, tmp_path):
@@ -367,7 +379,7 @@ def test_cached_second_parse_makes_no_api_call(clusters, aws_env, tmp_path, coun
     env = dict(aws_env, AWS_ENDPOINT_URL=counting_proxy.url)
     cold = ansible_inventory(env, config, "--list").stdout
     cold_calls = len(counting_proxy.requests)
-    assert cold_calls >= 3     # DescribeAutoScalingGroups by name and by tag, DescribeInstances per include filter
+    assert cold_calls >= 2     # DescribeAutoScalingGroups by tag, DescribeInstances by tag
     assert any(b"DescribeAutoScalingGroups" in body for _, _, body in counting_proxy.requests)
     assert any(b"DescribeInstances" in body for _, _, body in counting_proxy.requests)
     assert list(cache_dir.iterdir())
@@ -446,9 +458,12 @@ def test_only_files_named_for_the_plugin(aws_env, tmp_path):
 # ---- lifecycle wait states (moto does not simulate them) -----------------------------------------------
 
 
-def test_lifecycle_wait_states_with_stubbed_autoscaling(clusters, moto_endpoint, tmp_path, monkeypatch):
+@pytest.mark.parametrize("group_tagged", [True, False], ids=["asg-tagged", "asg-found-by-name"])
+def test_lifecycle_wait_states_with_stubbed_autoscaling(clusters, moto_endpoint, tmp_path, monkeypatch,
+                                                        group_tagged):
     """EC2 from the local endpoint; the Auto Scaling answers stubbed with Pending:Wait, Terminating:Wait and Pending,
-    which moto never reports. The Stubber also pins the exact requests the plugin makes."""
+    which moto never reports. The Stubber also pins the exact requests: the cluster's tag first, and the
+    conventional name `<cluster>-workers` only when no tagged group has it."""
     from botocore.stub import Stubber
     from ansible.inventory.data import InventoryData
     from ansible.parsing.dataloader import DataLoader
@@ -471,12 +486,14 @@ def test_lifecycle_wait_states_with_stubbed_autoscaling(clusters, moto_endpoint,
 
     def client(service, **kwargs):
         conn = real_client(service, **kwargs)
-        if service == "autoscaling":
+        if service == "autoscaling" and not stubbers:
             stubber = Stubber(conn)
-            stubber.add_response("describe_auto_scaling_groups", answer,
-                                 {"AutoScalingGroupNames": [f"{CLUSTER_A}-workers"]})
-            stubber.add_response("describe_auto_scaling_groups", answer,
+            stubber.add_response("describe_auto_scaling_groups",
+                                 answer if group_tagged else {"AutoScalingGroups": []},
                                  {"Filters": [{"Name": "tag:jhs:cluster", "Values": [CLUSTER_A]}]})
+            if not group_tagged:
+                stubber.add_response("describe_auto_scaling_groups", answer,
+                                     {"AutoScalingGroupNames": [f"{CLUSTER_A}-workers"]})
             stubber.activate()
             stubbers.append(stubber)
         return conn

@@ -139,8 +139,8 @@ import re
 from datetime import date, datetime
 
 try:
-    import boto3
     import botocore
+    import botocore.loaders
 except ImportError:
     pass  # reported by require_aws_sdk()
 
@@ -174,6 +174,9 @@ NOT_LISTED = "NotListed"
 CLUSTER_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
 DESCRIBE_ASG_NAMES_MAX = 100         # DescribeAutoScalingGroups: at most 100 names per call
 DESCRIBE_ASG_INSTANCES_MAX = 50      # DescribeAutoScalingInstances: at most 50 ids per call
+EC2_FILTER_VALUES_MAX = 200          # DescribeInstances: at most 200 values per filter
+NO_CREDENTIALS = ("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+                  "the access_key/secret_key or profile options, or run where an instance role applies")
 
 
 def _json_safe(value):
@@ -232,12 +235,11 @@ class InventoryModule(AwsEc2InventoryModule):
 
     # ---- settings -------------------------------------------------------------------------------------
 
-    def _known_regions(self):
-        session = boto3.session.Session()
-        known = set()
-        for partition in session.get_available_partitions():
-            known.update(session.get_available_regions("ec2", partition_name=partition))
-        return known
+    @staticmethod
+    def _known_regions():
+        # botocore's partitions file lists every region it knows; it is small, unlike a session's endpoint data.
+        partitions = botocore.loaders.Loader().load_data("partitions")["partitions"]
+        return {r for p in partitions for r in p.get("regions", {}) if not r.endswith("-global")}
 
     def _read_settings(self):
         """Validate the configuration before any API call; every message names the setting at fault."""
@@ -274,8 +276,7 @@ class InventoryModule(AwsEc2InventoryModule):
         try:
             return call()
         except botocore.exceptions.NoCredentialsError:
-            self.fail_aws("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
-                          "the access_key/secret_key or profile options, or run where an instance role applies")
+            self.fail_aws(NO_CREDENTIALS)
         except botocore.exceptions.EndpointConnectionError as e:
             self.fail_aws(f"cannot reach the AWS endpoint for region {region}", exception=e)
         except is_boto3_error_code(["UnauthorizedOperation", "AccessDenied", "AccessDeniedException"]) as e:
@@ -295,16 +296,18 @@ class InventoryModule(AwsEc2InventoryModule):
     def _fetch_asgs(self, settings):
         """{region: {asg name: {instance id: {LifecycleState, LaunchTemplate, ...}}}} for the worker groups."""
         cluster = settings["cluster"]
-        names = settings["asg_names"] or [f"{cluster}-workers"]
         found = {}
         for region in settings["regions"]:
             client = self.client("autoscaling", region=region)
             groups = []
-            for batch in _chunks(names, DESCRIBE_ASG_NAMES_MAX):
-                groups += self._describe_asgs(client, region, AutoScalingGroupNames=batch)
             if settings["discover_asgs"]:
-                groups += self._describe_asgs(client, region,
-                                              Filters=[{"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster]}])
+                groups = self._describe_asgs(client, region,
+                                             Filters=[{"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster]}])
+            names = settings["asg_names"] or [f"{cluster}-workers"]
+            # by name only what the tag did not find: the project tags its groups, so usually nothing
+            missing = [n for n in names if n not in {g["AutoScalingGroupName"] for g in groups}]
+            for batch in _chunks(missing, DESCRIBE_ASG_NAMES_MAX):
+                groups += self._describe_asgs(client, region, AutoScalingGroupNames=batch)
             found[region] = {g["AutoScalingGroupName"]: {i["InstanceId"]: _json_safe(i) for i in g.get("Instances", [])}
                              for g in groups}
         return found
@@ -328,24 +331,33 @@ class InventoryModule(AwsEc2InventoryModule):
                     found[member["InstanceId"]] = _json_safe(member)
         return found
 
-    def _fetch(self, settings):
-        asgs = self._fetch_asgs(settings)
-        asg_names = sorted({name for groups in asgs.values() for name in groups})
-        extra = self.get_option("filters") or {}
-        include_filters = [dict(extra, **{f"tag:{CLUSTER_TAG}": settings["cluster"]})]
-        if asg_names:
-            include_filters.append(dict(extra, **{f"tag:{ASG_TAG}": asg_names}))
+    def _describe_instances(self, settings, filters):
+        """aws_ec2's query (regions, pagination, state filter, 403 handling), with a clear no-credentials error."""
         try:
-            instances = self._query(settings["regions"], include_filters, [], self.get_option("strict_permissions"),
-                                    False)["aws_ec2"]
+            return self._query(settings["regions"], filters, [], self.get_option("strict_permissions"), False)["aws_ec2"]
         except AnsibleParserError as e:
             if "Unable to locate credentials" in str(e):
-                self.fail_aws("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                              "AWS_PROFILE, the access_key/secret_key or profile options, or run where an instance "
-                              "role applies")
+                self.fail_aws(NO_CREDENTIALS)
             raise
-        instances = [_json_safe(i) for i in instances]
+
+    def _fetch(self, settings):
+        asgs = self._fetch_asgs(settings)
+        extra = self.get_option("filters") or {}
+        instances = self._describe_instances(settings, [dict(extra, **{f"tag:{CLUSTER_TAG}": settings["cluster"]})])
+        # members of the worker groups that lack the cluster tag (a group that does not propagate it)
+        seen = {i["InstanceId"] for i in instances}
+        untagged = sorted({iid for groups in asgs.values() for members in groups.values() for iid in members} - seen)
+        for batch in _chunks(untagged, EC2_FILTER_VALUES_MAX):
+            instances += self._describe_instances(settings, [dict(extra, **{"instance-id": batch})])
+        instances = [_json_safe(i) for i in sorted(instances, key=lambda i: i["InstanceId"])]
         return {"instances": instances, "asgs": asgs, "strays": self._fetch_stray_members(instances, asgs)}
+
+    def client(self, service, **kwargs):
+        # one client per service and region for the whole parse: building one loads botocore's service model
+        key = (service, tuple(sorted(kwargs.items())))
+        if key not in self._clients:
+            self._clients[key] = super().client(service, **kwargs)
+        return self._clients[key]
 
     # ---- classification --------------------------------------------------------------------------------
 
@@ -459,6 +471,7 @@ class InventoryModule(AwsEc2InventoryModule):
 
     def parse(self, inventory, loader, path, cache=True):
         # aws_ec2's parse would query every instance the filters allow; ours reads the cluster's shape instead.
+        self._clients = {}
         AWSInventoryBase.parse(self, inventory, loader, path, cache=cache)
         self._settings = self._read_settings()
         result_was_cached, data = self.get_cached_result(path, cache)
