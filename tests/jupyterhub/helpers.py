@@ -14,8 +14,9 @@ HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
 # The host's CA bundle (a TLS-inspecting proxy's CA may be in it): the role's "extra CA certificates".
 CA_BUNDLE = os.environ.get("LAB_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
-HUB_IMAGE_NAME = "jhs-test/hub"
-NOTEBOOK_IMAGE_NAME = "jhs-test/notebook"
+# The role's own image names: tags are recipe hashes, so tests share the build cache with any other run.
+HUB_IMAGE_NAME = "jhs/hub"
+NOTEBOOK_IMAGE_NAME = "jhs/notebook"
 
 
 def ansible_env(extra: dict | None = None) -> dict:
@@ -36,7 +37,7 @@ def write_inventory(path: Path, hosts: dict[str, dict]) -> Path:
 
 def run_playbook(playbook: str, inventory: Path, env: dict | None = None, json_output: bool = False,
                  timeout: int = 900) -> subprocess.CompletedProcess:
-    extra = {"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "ANSIBLE_CALLBACKS_ENABLED": ""} if json_output else {}
+    extra = {"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"} if json_output else {}
     return subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(HERE / playbook)],
                           env=ansible_env({**(env or {}), **extra}), capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT)
@@ -54,7 +55,8 @@ def recap(stdout: str) -> dict[str, dict[str, int]]:
 
 def failures(json_stdout: str) -> dict[str, str]:
     """{host: message} of the failed tasks in an ansible.posix.json run."""
-    data = json.loads(json_stdout[json_stdout.index("{"):])
+    start = json_stdout.index("{\n") if json_stdout.startswith("{\n") else json_stdout.index("\n{\n") + 1
+    data, _ = json.JSONDecoder().raw_decode(json_stdout[start:])
     out = {}
     for play in data["plays"]:
         for task in play["tasks"]:
