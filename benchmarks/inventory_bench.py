@@ -1,9 +1,9 @@
 """Inventory build time: swarm_ec2 against amazon.aws.aws_ec2, on the same instances, cold and cached.
 
 Starts a moto server on a free loopback port, creates two clusters (a manager and an Auto Scaling Group of
-workers each; 500 instances in all by default), then builds each cluster's inventory in this process the way
-ansible-playbook does (InventoryManager), several times, cold (cache bypassed and rewritten) and cached (jsonfile
-cache). It counts the HTTP requests botocore sends. Prints one table.
+workers each; 500 instances in all by default), then builds both clusters' inventory in this process the
+way ansible-playbook does (InventoryManager), several times, cold (cache bypassed and rewritten) and cached
+(jsonfile cache). It counts the HTTP requests botocore sends. Prints one table.
 
     .venv/bin/python benchmarks/inventory_bench.py [--instances 500] [--rounds 5]
 """
@@ -34,7 +34,8 @@ def free_port() -> int:
 
 def start_moto() -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+    moto_server = Path(sys.executable).parent / "moto_server"
+    proc = subprocess.Popen([str(moto_server), "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
@@ -123,7 +124,8 @@ def build(configs: list[Path], cache: bool) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--instances", type=int, default=500, help="instances in all, split over two clusters")
+    parser.add_argument("--instances", type=int, default=500,
+                        help="instances in all, split over two clusters")
     parser.add_argument("--rounds", type=int, default=5, help="builds per plugin and path (median reported)")
     args = parser.parse_args()
 
@@ -154,7 +156,8 @@ def main() -> None:
                         calls.append(counter.count - before)
                     rows.append((plugin, path, hosts, statistics.median(times), min(times), max(times),
                                  statistics.median(calls)))
-        print(f"\n{'plugin':<20} {'path':<7} {'hosts':>5} {'median s':>9} {'min s':>7} {'max s':>7} {'API calls':>9}")
+        print(f"\n{'plugin':<20} {'path':<7} {'hosts':>5} {'median s':>9} {'min s':>7} {'max s':>7} "
+              f"{'API calls':>9}")
         for plugin, path, hosts, med, low, high, calls in rows:
             print(f"{plugin:<20} {path:<7} {hosts:>5} {med:>9.3f} {low:>7.3f} {high:>7.3f} {calls:>9.0f}")
         print(f"\n{args.rounds} rounds each; both clusters' config files per build; "

@@ -22,12 +22,13 @@ AMI = "ami-12c6146b"   # one of the images moto knows
 
 
 def _clients(url):
-    kw = dict(endpoint_url=url, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing")
+    kw = dict(endpoint_url=url, region_name=REGION, aws_access_key_id="testing",
+              aws_secret_access_key="testing")
     return boto3.client("ec2", **kw), boto3.client("autoscaling", **kw)
 
 
 def _make_cluster(url, name, octet, workers=2, tag_asg=True):
-    """A manager with a public IP, a builder, and an ASG `<name>-workers` across two AZs, all tagged as provision does."""
+    """A manager with a public IP, a builder, and an ASG `<name>-workers` across two AZs."""
     ec2, asg = _clients(url)
     vpc = ec2.create_vpc(CidrBlock=f"10.{octet}.0.0/16")["Vpc"]["VpcId"]
     subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.{octet}.{i + 1}.0/24",
@@ -66,7 +67,8 @@ def _describe(url, ids):
 
 def _asg_members(url, name):
     _, asg = _clients(url)
-    group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[f"{name}-workers"])["AutoScalingGroups"][0]
+    groups = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[f"{name}-workers"])["AutoScalingGroups"]
+    group = groups[0]
     return {i["InstanceId"]: i for i in group["Instances"]}
 
 
@@ -199,12 +201,27 @@ def test_two_clusters_in_one_account_stay_apart(clusters, aws_env, tmp_path):
 
 def test_workers_of_an_untagged_asg_found_by_its_name(clusters, aws_env, tmp_path):
     c = clusters[CLUSTER_C]
-    assert all("jhs:cluster" not in {t["Key"] for t in c["instances"][i].get("Tags", [])} for i in c["members"])
+    for iid in c["members"]:
+        assert "jhs:cluster" not in {t["Key"] for t in c["instances"][iid].get("Tags", [])}
     groups, hostvars = inventory_list(aws_env, write_config(tmp_path, cluster_name=CLUSTER_C))
     assert groups["swarm_managers"] == {c["manager"]}
     assert groups["swarm_workers"] == set(c["members"])
     assert groups[f"asg_{CLUSTER_C.replace('-', '_')}_workers"] == set(c["members"])
     assert {plain(hostvars[i])["swarm_node_pool"] for i in c["members"]} == {"default"}
+
+
+def test_member_of_a_group_not_configured_gets_its_state_from_describe_auto_scaling_instances(
+        clusters, aws_env, tmp_path, counting_proxy):
+    """worker_asg_names names another group: the cluster's workers still carry their own group's tag, and their
+    lifecycle comes from DescribeAutoScalingInstances."""
+    a = clusters[CLUSTER_A]
+    config = write_config(tmp_path, cluster_name=CLUSTER_A, worker_asg_names=[f"{CLUSTER_A}-other"])
+    groups, hostvars = inventory_list(dict(aws_env, AWS_ENDPOINT_URL=counting_proxy.url), config)
+    assert any(b"DescribeAutoScalingInstances" in body for _, _, body in counting_proxy.requests)
+    assert groups["swarm_workers_leaving"] == {a["standby"]}
+    assert groups["swarm_workers"] == set(a["members"]) - {a["standby"]}
+    for iid, member in a["members"].items():
+        assert plain(hostvars[iid])["swarm_lifecycle_state"] == member["LifecycleState"]
 
 
 def test_graph_output(clusters, aws_env, tmp_path):
@@ -220,7 +237,7 @@ def test_graph_output(clusters, aws_env, tmp_path):
 
 
 def test_lab_config_reads_the_endpoint_from_the_environment(clusters, aws_env, tmp_path):
-    """The committed lab file, with only the cluster name changed: endpoint from AWS_ENDPOINT_URL, docker connection."""
+    """The committed lab file, cluster name changed: endpoint from AWS_ENDPOINT_URL, docker connection."""
     a = clusters[CLUSTER_A]
     lab = yaml.safe_load((ROOT / "inventories/lab/cluster.swarm_ec2.yml").read_text())
     assert "endpoint_url" not in lab and lab["connection"] == "docker" and lab["cluster_name"] == "labhub"
@@ -286,8 +303,8 @@ def test_connection_direct_is_the_default(clusters, aws_env, tmp_path):
 
 
 def test_docker_connection_reaches_the_container_named_after_the_instance():
-    """community.docker.docker reads remote_addr from inventory_hostname, ansible_host, ansible_docker_host; the
-    last one set wins, so ansible_docker_host (the instance id) beats ansible_host (the private IP)."""
+    """community.docker.docker reads remote_addr from inventory_hostname, ansible_host, ansible_docker_host;
+    the last one set wins, so ansible_docker_host (the instance id) beats ansible_host (the private IP)."""
     from ansible.playbook.play_context import PlayContext
 
     conn = load_plugin("connection", "community.docker.docker", PlayContext(), None)
@@ -317,7 +334,8 @@ def test_compose_groups_keyed_groups(clusters, aws_env, tmp_path):
 
 def test_strict_fails_on_an_undefined_variable(clusters, aws_env, tmp_path):
     config = write_config(tmp_path, cluster_name=CLUSTER_A, strict=True, compose={"x": "no_such_variable.y"})
-    proc = ansible_inventory(dict(aws_env, ANSIBLE_INVENTORY_UNPARSED_FAILED="true"), config, "--list", check=False)
+    env = dict(aws_env, ANSIBLE_INVENTORY_UNPARSED_FAILED="true")
+    proc = ansible_inventory(env, config, "--list", check=False)
     assert proc.returncode != 0
     assert "no_such_variable" in proc.stderr
 
@@ -374,8 +392,9 @@ def counting_proxy(moto_endpoint):
 
 def test_cached_second_parse_makes_no_api_call(clusters, aws_env, tmp_path, counting_proxy):
     cache_dir = tmp_path / "cache"
-    config = write_config(tmp_path, cluster_name=CLUSTER_A, cache=True, cache_plugin="ansible.builtin.jsonfile",
-                          cache_connection=str(cache_dir), cache_timeout=600)
+    config = write_config(tmp_path, cluster_name=CLUSTER_A, cache=True,
+                          cache_plugin="ansible.builtin.jsonfile", cache_connection=str(cache_dir),
+                          cache_timeout=600)
     env = dict(aws_env, AWS_ENDPOINT_URL=counting_proxy.url)
     cold = ansible_inventory(env, config, "--list").stdout
     cold_calls = len(counting_proxy.requests)
@@ -397,7 +416,8 @@ def test_cached_second_parse_makes_no_api_call(clusters, aws_env, tmp_path, coun
 
 
 def failing(env, config):
-    proc = ansible_inventory(dict(env, ANSIBLE_INVENTORY_UNPARSED_FAILED="true"), config, "--graph", check=False)
+    env = dict(env, ANSIBLE_INVENTORY_UNPARSED_FAILED="true")
+    proc = ansible_inventory(env, config, "--graph", check=False)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     return " ".join(proc.stderr.split())
@@ -419,7 +439,8 @@ def test_error_unknown_region(aws_env, tmp_path):
 
 def test_no_instance_found_is_an_empty_inventory_with_a_warning(clusters, aws_env, tmp_path):
     proc = ansible_inventory(aws_env, write_config(tmp_path, cluster_name="invt-nothing-here"), "--list")
-    assert "swarm_ec2: no instance of cluster 'invt-nothing-here' found in eu-west-1" in " ".join(proc.stderr.split())
+    stderr = " ".join(proc.stderr.split())
+    assert "swarm_ec2: no instance of cluster 'invt-nothing-here' found in eu-west-1" in stderr
     data = json.loads(proc.stdout)
     assert not data["_meta"]["hostvars"]
     # the swarm groups exist, so plays aimed at them match nothing instead of failing on an unknown pattern
@@ -429,7 +450,8 @@ def test_no_instance_found_is_an_empty_inventory_with_a_warning(clusters, aws_en
 
 @pytest.mark.parametrize("options, message", [
     ({}, "Required config 'cluster_name' for 'swarm_ec2' inventory plugin not provided"),
-    ({"cluster_name": CLUSTER_A, "connection": "telepathy"}, "Invalid value 'telepathy' for config 'connection'"),
+    ({"cluster_name": CLUSTER_A, "connection": "telepathy"},
+     "Invalid value 'telepathy' for config 'connection'"),
     ({"cluster_name": "not a name"}, "swarm_ec2: cluster_name must be letters, digits and hyphens"),
     ({"cluster_name": CLUSTER_A, "connection": "ssm"}, "swarm_ec2: connection: ssm needs ssm_bucket_name"),
 ])
@@ -461,9 +483,9 @@ def test_only_files_named_for_the_plugin(aws_env, tmp_path):
 @pytest.mark.parametrize("group_tagged", [True, False], ids=["asg-tagged", "asg-found-by-name"])
 def test_lifecycle_wait_states_with_stubbed_autoscaling(clusters, moto_endpoint, tmp_path, monkeypatch,
                                                         group_tagged):
-    """EC2 from the local endpoint; the Auto Scaling answers stubbed with Pending:Wait, Terminating:Wait and Pending,
-    which moto never reports. The Stubber also pins the exact requests: the cluster's tag first, and the
-    conventional name `<cluster>-workers` only when no tagged group has it."""
+    """EC2 from the local endpoint; the Auto Scaling answers stubbed with Pending:Wait, Terminating:Wait and
+    Pending, which moto never reports. The Stubber also pins the exact requests: the cluster's tag first, and
+    the conventional name `<cluster>-workers` only when no tagged group has it."""
     from botocore.stub import Stubber
     from ansible.inventory.data import InventoryData
     from ansible.parsing.dataloader import DataLoader
@@ -473,7 +495,8 @@ def test_lifecycle_wait_states_with_stubbed_autoscaling(clusters, moto_endpoint,
                            AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION).items():
         monkeypatch.setenv(key, value)
     _, real_asg = _clients(moto_endpoint)
-    group = real_asg.describe_auto_scaling_groups(AutoScalingGroupNames=[f"{CLUSTER_A}-workers"])["AutoScalingGroups"][0]
+    group = real_asg.describe_auto_scaling_groups(
+        AutoScalingGroupNames=[f"{CLUSTER_A}-workers"])["AutoScalingGroups"][0]
     ids = sorted(i["InstanceId"] for i in group["Instances"])
     states = dict(zip(ids, ["Pending:Wait", "Terminating:Wait", "Pending"]))
     for member in group["Instances"]:

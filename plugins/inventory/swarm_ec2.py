@@ -50,7 +50,8 @@ options:
   worker_asg_names:
     description:
       - The Auto Scaling Groups whose members are the cluster's workers.
-      - Empty (the default) means C(<cluster_name>-workers) and every group tagged C(jhs:cluster=<cluster_name>).
+      - Empty (the default) means C(<cluster_name>-workers) and every group tagged
+        C(jhs:cluster=<cluster_name>).
     type: list
     elements: str
     default: []
@@ -237,7 +238,7 @@ class InventoryModule(AwsEc2InventoryModule):
 
     @staticmethod
     def _known_regions():
-        # botocore's partitions file lists every region it knows; it is small, unlike a session's endpoint data.
+        # botocore's partitions file lists every region it knows, and is small (unlike the endpoint data).
         partitions = botocore.loaders.Loader().load_data("partitions")["partitions"]
         return {r for p in partitions for r in p.get("regions", {}) if not r.endswith("-global")}
 
@@ -294,7 +295,7 @@ class InventoryModule(AwsEc2InventoryModule):
         return self._aws_call("describe Auto Scaling groups", region, call) or []
 
     def _fetch_asgs(self, settings):
-        """{region: {asg name: {instance id: {LifecycleState, LaunchTemplate, ...}}}} for the worker groups."""
+        """{region: {asg name: {instance id: {LifecycleState, LaunchTemplate, ...}}}} of the worker groups."""
         cluster = settings["cluster"]
         found = {}
         for region in settings["regions"]:
@@ -308,8 +309,9 @@ class InventoryModule(AwsEc2InventoryModule):
             missing = [n for n in names if n not in {g["AutoScalingGroupName"] for g in groups}]
             for batch in _chunks(missing, DESCRIBE_ASG_NAMES_MAX):
                 groups += self._describe_asgs(client, region, AutoScalingGroupNames=batch)
-            found[region] = {g["AutoScalingGroupName"]: {i["InstanceId"]: _json_safe(i) for i in g.get("Instances", [])}
-                             for g in groups}
+            found[region] = {
+                g["AutoScalingGroupName"]: {i["InstanceId"]: _json_safe(i) for i in g.get("Instances", [])}
+                for g in groups}
         return found
 
     def _fetch_stray_members(self, instances, asgs):
@@ -326,15 +328,18 @@ class InventoryModule(AwsEc2InventoryModule):
             for batch in _chunks(ids, DESCRIBE_ASG_INSTANCES_MAX):
                 def call(batch=batch):
                     paginator = client.get_paginator("describe_auto_scaling_instances")
-                    return paginator.paginate(InstanceIds=batch).build_full_result().get("AutoScalingInstances", [])
+                    result = paginator.paginate(InstanceIds=batch).build_full_result()
+                    return result.get("AutoScalingInstances", [])
                 for member in self._aws_call("describe Auto Scaling instances", region, call) or []:
                     found[member["InstanceId"]] = _json_safe(member)
         return found
 
     def _describe_instances(self, settings, filters):
-        """aws_ec2's query (regions, pagination, state filter, 403 handling), with a clear no-credentials error."""
+        """aws_ec2's query (regions, pagination, state filter, 403s), with a clear no-credentials error."""
         try:
-            return self._query(settings["regions"], filters, [], self.get_option("strict_permissions"), False)["aws_ec2"]
+            strict_permissions = self.get_option("strict_permissions")
+            result = self._query(settings["regions"], filters, [], strict_permissions, False)
+            return result["aws_ec2"]
         except AnsibleParserError as e:
             if "Unable to locate credentials" in str(e):
                 self.fail_aws(NO_CREDENTIALS)
@@ -343,10 +348,12 @@ class InventoryModule(AwsEc2InventoryModule):
     def _fetch(self, settings):
         asgs = self._fetch_asgs(settings)
         extra = self.get_option("filters") or {}
-        instances = self._describe_instances(settings, [dict(extra, **{f"tag:{CLUSTER_TAG}": settings["cluster"]})])
+        by_tag = dict(extra, **{f"tag:{CLUSTER_TAG}": settings["cluster"]})
+        instances = self._describe_instances(settings, [by_tag])
         # members of the worker groups that lack the cluster tag (a group that does not propagate it)
         seen = {i["InstanceId"] for i in instances}
-        untagged = sorted({iid for groups in asgs.values() for members in groups.values() for iid in members} - seen)
+        members = {iid for groups in asgs.values() for group in groups.values() for iid in group}
+        untagged = sorted(members - seen)
         for batch in _chunks(untagged, EC2_FILTER_VALUES_MAX):
             instances += self._describe_instances(settings, [dict(extra, **{"instance-id": batch})])
         instances = [_json_safe(i) for i in sorted(instances, key=lambda i: i["InstanceId"])]
@@ -363,7 +370,9 @@ class InventoryModule(AwsEc2InventoryModule):
 
     @staticmethod
     def _worker_group(lifecycle_state, ec2_state):
-        if lifecycle_state in LEAVING_STATES or lifecycle_state == NOT_LISTED or ec2_state in ("stopping", "stopped"):
+        if lifecycle_state in LEAVING_STATES or lifecycle_state == NOT_LISTED:
+            return GROUP_LEAVING
+        if ec2_state in ("stopping", "stopped"):
             return GROUP_LEAVING
         if lifecycle_state == "InService" and ec2_state == "running":
             return GROUP_WORKERS
@@ -372,7 +381,7 @@ class InventoryModule(AwsEc2InventoryModule):
         return GROUP_JOINING
 
     def _classify(self, data, settings):
-        """Per instance id: the swarm facts this plugin adds, or nothing for an instance of another cluster."""
+        """Per instance id: the swarm facts this plugin adds; nothing for an instance of another cluster."""
         cluster = settings["cluster"]
         members = {}
         for region_groups in data["asgs"].values():
@@ -404,14 +413,17 @@ class InventoryModule(AwsEc2InventoryModule):
                 "swarm_lifecycle_state": lifecycle,
                 "swarm_launch_template_version": template.get("Version") or tags.get(LT_VERSION_TAG),
                 "swarm_availability_zone": inst["Placement"]["AvailabilityZone"],
-                "_group": GROUP_MANAGERS if role == "manager" else self._worker_group(lifecycle, inst["State"]["Name"]),
+                "_group": (GROUP_MANAGERS if role == "manager"
+                           else self._worker_group(lifecycle, inst["State"]["Name"])),
             }
         return facts
 
     @staticmethod
     def _primary_manager(instances, facts):
         managers = [i for i in instances if facts.get(i["InstanceId"], {}).get("swarm_role") == "manager"]
-        managers.sort(key=lambda i: (i["State"]["Name"] != "running", str(i.get("LaunchTime")), i["InstanceId"]))
+        # the longest-running manager that is running: the one that initialised the swarm
+        managers.sort(key=lambda i: (i["State"]["Name"] != "running", str(i.get("LaunchTime")),
+                                     i["InstanceId"]))
         return managers[0] if managers else None
 
     def _connection_vars(self, inst, fact, manager, settings):
@@ -421,7 +433,8 @@ class InventoryModule(AwsEc2InventoryModule):
         if style == "docker":
             conn.update(ansible_connection="community.docker.docker", ansible_docker_host=inst["InstanceId"])
         elif style == "ssm":
-            conn.update(ansible_connection="amazon.aws.aws_ssm", ansible_aws_ssm_instance_id=inst["InstanceId"],
+            conn.update(ansible_connection="amazon.aws.aws_ssm",
+                        ansible_aws_ssm_instance_id=inst["InstanceId"],
                         ansible_aws_ssm_region=inst["Placement"]["AvailabilityZone"][:-1],
                         ansible_aws_ssm_bucket_name=self.get_option("ssm_bucket_name"))
         elif style == "jump":
@@ -459,18 +472,20 @@ class InventoryModule(AwsEc2InventoryModule):
                 host_vars.update(fact)
                 host_vars.update(self._connection_vars(inst, fact, manager, settings))
                 self.inventory.add_host(name, group=group)
+                extra_groups = ["az_" + _group_safe(fact["swarm_availability_zone"])]
                 if fact["swarm_asg_name"]:
-                    self.inventory.add_host(name, group=self.inventory.add_group("asg_" + _group_safe(fact["swarm_asg_name"])))
-                self.inventory.add_host(name, group=self.inventory.add_group(
-                    "az_" + _group_safe(fact["swarm_availability_zone"])))
+                    extra_groups.append("asg_" + _group_safe(fact["swarm_asg_name"]))
+                for extra in extra_groups:
+                    self.inventory.add_host(name, group=self.inventory.add_group(extra))
                 for key, value in host_vars.items():
                     self.inventory.set_variable(name, key, value)
                 self._set_composite_vars(self.get_option("compose"), host_vars, name, strict=strict)
                 self._add_host_to_composed_groups(self.get_option("groups"), host_vars, name, strict=strict)
-                self._add_host_to_keyed_groups(self.get_option("keyed_groups"), host_vars, name, strict=strict)
+                self._add_host_to_keyed_groups(self.get_option("keyed_groups"), host_vars, name,
+                                               strict=strict)
 
     def parse(self, inventory, loader, path, cache=True):
-        # aws_ec2's parse would query every instance the filters allow; ours reads the cluster's shape instead.
+        # aws_ec2's parse queries every instance its filters allow; ours reads the cluster's shape instead.
         self._clients = {}
         AWSInventoryBase.parse(self, inventory, loader, path, cache=cache)
         self._settings = self._read_settings()
