@@ -1,0 +1,55 @@
+"""Filters of the aws_cluster role: CIDR checks for the preflight (standard library only, no netaddr), ASG tags."""
+from __future__ import annotations
+
+import ipaddress
+
+
+def _net(value):
+    try:
+        return ipaddress.IPv4Network(str(value), strict=True)
+    except ValueError:
+        return None
+
+
+def cidr_invalid(values):
+    """The entries that are not IPv4 networks in CIDR form with no host bits set."""
+    return [v for v in values if _net(v) is None or "/" not in str(v)]
+
+
+def cidr_outside(values, parent):
+    """The entries that are not inside the parent network."""
+    outer = _net(parent)
+    return [v for v in values if outer is None or _net(v) is None or not _net(v).subnet_of(outer)]
+
+
+def cidr_overlapping(values, others=None):
+    """Entries overlapping each other (others=None) or overlapping any of others, as 'a/b' strings."""
+    nets = [(v, _net(v)) for v in values if _net(v) is not None]
+    found = []
+    if others is None:
+        for i, (a, na) in enumerate(nets):
+            for b, nb in nets[i + 1:]:
+                if na.overlaps(nb):
+                    found.append(f"{a}/{b}")
+    else:
+        outer = [(o, _net(o)) for o in others if _net(o) is not None]
+        for a, na in nets:
+            for b, nb in outer:
+                if na.overlaps(nb):
+                    found.append(f"{a}/{b}")
+    return found
+
+
+def asg_tags(tags):
+    """A tag dict as the list autoscaling_group wants, each tag propagated to the instances at launch."""
+    return [{key: value, "propagate_at_launch": True} for key, value in sorted(tags.items())]
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "aws_cluster_cidr_invalid": cidr_invalid,
+            "aws_cluster_cidr_outside": cidr_outside,
+            "aws_cluster_cidr_overlapping": cidr_overlapping,
+            "aws_cluster_asg_tags": asg_tags,
+        }
