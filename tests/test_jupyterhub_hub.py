@@ -31,16 +31,16 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def fetch(url: str) -> tuple[int, dict]:
+def fetch(url: str):
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     opener = urllib.request.build_opener(NoRedirect, urllib.request.HTTPSHandler(context=ctx))
     try:
         with opener.open(url, timeout=10) as resp:
-            return resp.status, dict(resp.headers)
+            return resp.status, resp.headers
     except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers)
+        return err.code, err.headers
 
 
 @pytest.fixture(scope="module")
