@@ -80,8 +80,9 @@ def hub(tmp_path_factory, jh_images, moto_endpoint):  # noqa: F811
         assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
         second = run_playbook("site.yml", inv, env=env)
         assert second.returncode == 0, second.stdout[-6000:]
+        check = run_playbook("site.yml", inv, env=env, check=True)
         yield {"work": work, "https": https_port, "http": http_port, "container": container,
-               "values": values, "runs": [first, second], "host": host}
+               "values": values, "runs": [first, second, check], "host": host}
     finally:
         docker("rm", "-f", container, check=False)
         docker("network", "rm", network, check=False)
@@ -91,6 +92,12 @@ def test_second_run_changes_nothing(hub):
     counters = recap(hub["runs"][1].stdout)["manager"]
     assert counters["changed"] == 0, hub["runs"][1].stdout[-4000:]
     assert counters["failed"] == 0
+
+
+def test_check_mode_on_a_converged_manager_reports_no_change(hub):
+    check = hub["runs"][2]
+    assert check.returncode == 0, check.stdout[-4000:]
+    assert recap(check.stdout)["manager"]["changed"] == 0, check.stdout[-4000:]
 
 
 def test_github_login_redirects_to_github_with_client_id_and_callback(hub):

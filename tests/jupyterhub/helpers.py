@@ -36,9 +36,10 @@ def write_inventory(path: Path, hosts: dict[str, dict]) -> Path:
 
 
 def run_playbook(playbook: str, inventory: Path, env: dict | None = None, json_output: bool = False,
-                 timeout: int = 900) -> subprocess.CompletedProcess:
+                 timeout: int = 900, check: bool = False) -> subprocess.CompletedProcess:
     extra = {"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"} if json_output else {}
-    return subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(HERE / playbook)],
+    return subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(HERE / playbook)]
+                          + (["--check", "--diff"] if check else []),
                           env=ansible_env({**(env or {}), **extra}), capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT)
 
