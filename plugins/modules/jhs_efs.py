@@ -186,7 +186,14 @@ class Efs:
             time.sleep(2)
 
     def fs_state(self, fs_id):
-        found = self.call("DescribeFileSystems", self.client.describe_file_systems, FileSystemId=fs_id)
+        try:
+            found = self.client.describe_file_systems(FileSystemId=fs_id)
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "FileSystemNotFound":
+                return "deleted"
+            self.module.fail_json_aws(exc, msg="EFS DescribeFileSystems failed")
+        except botocore.exceptions.BotoCoreError as exc:
+            self.module.fail_json_aws(exc, msg="EFS DescribeFileSystems failed")
         return found["FileSystems"][0]["LifeCycleState"] if found.get("FileSystems") else "deleted"
 
     def ensure_present(self):
