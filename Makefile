@@ -53,3 +53,7 @@ molecule: venv docker
 	scripts/run-molecule
 
 test: lint pytest molecule
+
+bench: venv
+	$(BIN)/python benchmarks/inventory_bench.py
+	$(BIN)/python benchmarks/lab_boot.py
