@@ -1,0 +1,169 @@
+"""aws_cluster preflight: each bad setting is rejected with its own message before any AWS call.
+
+Every case runs playbooks/provision.yml with aws_endpoint_url pointing at a recorder on loopback that
+answers every request with AccessDenied and counts it. A rejected input must fail in a Preflight task
+with its message and leave the recorder at zero requests; the control case (valid settings) must get
+past preflight and reach the recorder, which proves the recorder would have seen a call.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from conftest import ROOT, VENV_BIN
+
+VALID = {
+    "cluster_name": "pre-flight",
+    "aws_region": "eu-west-1",
+    "repo_url": "https://git.example.org/jhs.git",
+    "repo_version": "main",
+    "aws_cluster_ami_id": "ami-1e749f67",
+}
+
+# (id, overrides, the message the preflight must print)
+BAD_INPUTS = [
+    ("cluster-name-format", {"cluster_name": "Bad_Name"}, "cluster_name=Bad_Name: use 3-28 characters"),
+    ("unknown-region", {"aws_region": "mars-north-1"}, "aws_region=mars-north-1 is not a known AWS region"),
+    ("endpoint-url-scheme", {"aws_endpoint_url": "ftp://127.0.0.1:1"}, "aws_endpoint_url=ftp://127.0.0.1:1: leave it empty"),
+    ("repo-url-missing", {"repo_url": ""}, "both are required; repo_url is a git URL"),
+    ("repo-version-space", {"repo_version": "my branch"}, "repo_version=my branch: both are required"),
+    ("vpc-cidr-invalid", {"aws_cluster_vpc_cidr": "10.10.0.0/33"}, "aws_cluster_vpc_cidr=10.10.0.0/33: give an IPv4 network"),
+    ("vpc-cidr-too-big", {"aws_cluster_vpc_cidr": "10.0.0.0/8"}, "aws_cluster_vpc_cidr=10.0.0.0/8: give an IPv4 network"),
+    ("subnet-cidr-invalid", {"aws_cluster_public_subnet_cidrs": ["10.10.1.300/24", "10.10.16.0/20"]},
+     "not valid IPv4 CIDRs: 10.10.1.300/24"),
+    ("subnet-outside-vpc", {"aws_cluster_public_subnet_cidrs": ["10.20.0.0/24", "10.10.16.0/20"]},
+     "outside aws_cluster_vpc_cidr=10.10.0.0/16: 10.20.0.0/24"),
+    ("subnets-overlap", {"aws_cluster_public_subnet_cidrs": ["10.10.0.0/20", "10.10.8.0/24"]},
+     "overlapping subnets: 10.10.0.0/20/10.10.8.0/24"),
+    ("subnet-in-reserved-range", {"aws_cluster_reserved_cidrs": ["10.10.255.0/24"],
+                                  "aws_cluster_private_subnet_cidrs": ["10.10.128.0/20", "10.10.240.0/20"]},
+     "no subnet may overlap them; overlapping: 10.10.240.0/20/10.10.255.0/24"),
+    ("subnet-count-mismatch", {"aws_cluster_public_subnet_cidrs": ["10.10.0.0/20", "10.10.16.0/20", "10.10.32.0/20"]},
+     "aws_cluster_public_subnet_cidrs (3) and aws_cluster_private_subnet_cidrs\n(2) need the same number"),
+    ("zones-count-mismatch", {"aws_cluster_availability_zones": ["eu-west-1a"]}, "(1 given)"),
+    ("hub-ingress-invalid", {"aws_cluster_hub_ingress_cidrs": ["everyone"]}, "aws_cluster_hub_ingress_cidrs=everyone: give at least one"),
+    ("ssh-cidr-invalid", {"aws_cluster_ssh_admin_cidrs": ["192.0.2.1"]}, "aws_cluster_ssh_admin_cidrs=192.0.2.1: give IPv4 CIDRs"),
+    ("ssh-open-to-world", {"aws_cluster_ssh_admin_cidrs": ["0.0.0.0/0"]}, "SSH would be open to the internet"),
+    ("min-above-desired", {"aws_cluster_worker_min_size": 3, "aws_cluster_worker_desired_capacity": 1},
+     "aws_cluster_worker_min_size=3, aws_cluster_worker_desired_capacity=1"),
+    ("desired-above-max", {"aws_cluster_worker_desired_capacity": 20, "aws_cluster_worker_max_size": 10},
+     "aws_cluster_worker_desired_capacity=20,\naws_cluster_worker_max_size=10"),
+    ("instance-type-format", {"aws_cluster_worker_instance_types": ["large"]}, "use EC2 instance type names"),
+    ("ami-id-format", {"aws_cluster_ami_id": "ami-xyz"}, "aws_cluster_ami_id=ami-xyz / aws_cluster_worker_ami_id="),
+    ("volume-too-small", {"aws_cluster_worker_volume_size": 2}, "aws_cluster_worker_volume_size=2"),
+    ("node-pool-format", {"aws_cluster_worker_node_pool": "GPU Pool"}, "aws_cluster_worker_node_pool=GPU Pool"),
+    ("cpu-target-range", {"aws_cluster_worker_cpu_target": 150}, "aws_cluster_worker_cpu_target=150: give a percentage"),
+    ("efs-transition", {"aws_cluster_efs_transition_to_ia": "AFTER_2_DAYS"}, "aws_cluster_efs_transition_to_ia=AFTER_2_DAYS"),
+    ("domain-format", {"aws_cluster_domain": "hub_example"}, "aws_cluster_domain=hub_example: give a lowercase"),
+    ("dns-without-domain", {"aws_cluster_dns_record": True}, "aws_cluster_dns_record is true but aws_cluster_domain is empty"),
+    ("dns-without-zone", {"aws_cluster_dns_record": True, "aws_cluster_domain": "hub.example.org"},
+     "set aws_cluster_hosted_zone to the Route53\nzone that contains it (given: '')"),
+    ("dns-zone-mismatch", {"aws_cluster_dns_record": True, "aws_cluster_domain": "hub.example.org",
+                           "aws_cluster_hosted_zone": "example.net"}, "(given: 'example.net')"),
+    ("existing-vpc-without-subnets", {"aws_cluster_vpc_id": "vpc-0123456789abcdef0"},
+     "aws_cluster_vpc_id=vpc-0123456789abcdef0 needs aws_cluster_existing_public_subnet_ids"),
+]
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """Answers like an AWS endpoint that denies everything, and counts requests."""
+    count = 0
+    lock = threading.Lock()
+
+    def _deny(self):
+        with Recorder.lock:
+            Recorder.count += 1
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        body = (b"<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>"
+                b"<Message>recorder</Message></Error><RequestId>0</RequestId></ErrorResponse>")
+        self.send_response(403)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _deny
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def recorder_url():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def run_provision(env: dict, recorder: str, overrides: dict) -> subprocess.CompletedProcess:
+    extra = dict(VALID, aws_endpoint_url=recorder)
+    extra.update(overrides)
+    env = dict(env, AWS_ENDPOINT_URL=recorder, ANSIBLE_FORCE_COLOR="0", AWS_MAX_ATTEMPTS="1")
+    return subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "playbooks/provision.yml", "-i", "inventories/lab/localhost.yml",
+         "-e", json.dumps(extra)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def outcomes(recorder_url, aws_env_module):
+    """Run every bad input (four at a time) and then the control; record output and request counts."""
+    results = {}
+
+    def one(case):
+        name, overrides, _ = case
+        proc = run_provision(aws_env_module, recorder_url, overrides)
+        return name, proc
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for name, proc in pool.map(one, BAD_INPUTS):
+            results[name] = proc
+    results["__requests_after_bad_inputs"] = Recorder.count
+    results["__control"] = run_provision(aws_env_module, recorder_url, {})
+    results["__requests_after_control"] = Recorder.count
+    return results
+
+
+@pytest.fixture(scope="module")
+def aws_env_module():
+    import os
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_DEFAULT_REGION="eu-west-1", AWS_REGION="eu-west-1", AWS_ACCESS_KEY_ID="testing",
+               AWS_SECRET_ACCESS_KEY="testing", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+               PATH=f"{VENV_BIN}:{os.environ['PATH']}")
+    return env
+
+
+def test_at_least_fifteen_bad_inputs_with_distinct_messages():
+    assert len(BAD_INPUTS) >= 15
+    assert len({message for _, _, message in BAD_INPUTS}) == len(BAD_INPUTS)
+
+
+@pytest.mark.parametrize("name,overrides,message", BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])
+def test_bad_input_rejected_by_preflight(outcomes, name, overrides, message):
+    proc = outcomes[name]
+    out = proc.stdout
+    assert proc.returncode != 0, out
+    failed_task = out[:out.index("fatal: [localhost]")].rsplit("TASK [", 1)[1].split("]", 1)[0]
+    assert failed_task.startswith("aws_cluster : Preflight |"), failed_task
+    # The message, with YAML folding undone the way the callback prints it.
+    printed = out[out.index("fatal: [localhost]"):]
+    assert message.replace("\n", " ") in printed.replace("\n", " "), printed[:2000]
+    assert "Discover |" not in out
+
+
+def test_no_aws_call_from_any_rejected_input(outcomes):
+    assert outcomes["__requests_after_bad_inputs"] == 0
+
+
+def test_control_input_passes_preflight_and_reaches_the_endpoint(outcomes):
+    proc = outcomes["__control"]
+    assert "TASK [aws_cluster : Discover | account and partition of the credentials]" in proc.stdout, proc.stdout[-3000:]
+    assert outcomes["__requests_after_control"] > 0
