@@ -191,6 +191,7 @@ BAD_CASES = {
     "home_outside_shared_dir": ({"jupyterhub_home_template": "/home/{username}"}, "must contain {username} and lie under"),
     "vars_secrets_bad_cookie": ({"jupyterhub_secrets_source": "vars", "jupyterhub_cookie_secret": "short",
                                  "jupyterhub_proxy_token": "x" * 20}, "jupyterhub_cookie_secret must be 64 hex digits"),
+    "hub_database_on_nfs": ({"jupyterhub_state_dir": "/mnt/efs/hub"}, "SQLite breaks on NFS"),
     "same_ports": ({"jupyterhub_https_port": 8443, "jupyterhub_http_port": 8443}, "must be\ntwo different ports"),
 }
 

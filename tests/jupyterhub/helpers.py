@@ -82,7 +82,8 @@ def image_vars(base: str, build_dir: Path) -> dict:
             "jupyterhub_extra_ca_certificates": [CA_BUNDLE] if Path(CA_BUNDLE).is_file() else [],
             "jupyterhub_hub_image_name": HUB_IMAGE_NAME, "jupyterhub_notebook_image_name": NOTEBOOK_IMAGE_NAME,
             "jupyterhub_build_dir": str(build_dir / "build"), "jupyterhub_config_dir": str(build_dir / "etc"),
-            "jupyterhub_tls_dir": str(build_dir / "etc" / "tls"), "jupyterhub_state_dir": str(build_dir / "state"),
+            "jupyterhub_tls_dir": str(build_dir / "etc" / "tls"), "jupyterhub_data_dir": str(build_dir / "data"),
+            "jupyterhub_state_dir": str(build_dir / "state"),
             "jupyterhub_backup_dir": str(build_dir / "backups")}
 
 
