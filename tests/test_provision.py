@@ -1,0 +1,405 @@
+"""playbooks/provision.yml against the local AWS endpoint: what it creates, idempotence, check mode, secrets.
+
+One cluster is provisioned once for the whole module (module-scoped fixture) and every assertion reads
+the endpoint's real state back with boto3.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+import subprocess
+import time
+
+import boto3
+import pytest
+from conftest import REGION, ROOT, VENV_BIN
+
+CLUSTER = "prov-a"
+ZONE = "example.test"
+DOMAIN = "hub.example.test"
+BASE_AMI = "ami-1e749f67"     # one of the images the local endpoint serves
+REPO_URL = "https://git.example.org/jupyterhub-swarm.git"
+
+
+def make_env(endpoint: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ENDPOINT_URL=endpoint, AWS_DEFAULT_REGION=REGION, AWS_REGION=REGION,
+               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", ANSIBLE_FORCE_COLOR="0",
+               ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), PATH=f"{VENV_BIN}:{os.environ['PATH']}")
+    return env
+
+
+def make_client(endpoint: str):
+    def client(service: str):
+        return boto3.client(service, endpoint_url=endpoint, region_name=REGION,
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+    return client
+
+
+def playbook(endpoint: str, name: str, extra: dict, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """Run a playbook of the repository against the endpoint; return the process and its wall time."""
+    extra = dict({"aws_endpoint_url": endpoint, "aws_region": REGION}, **extra)
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), f"playbooks/{name}.yml", "-i", "inventories/lab/localhost.yml",
+         "-e", json.dumps(extra), *args],
+        cwd=ROOT, env=make_env(endpoint), capture_output=True, text=True, timeout=900)
+    return proc, time.monotonic() - t0
+
+
+def recap(out: str) -> dict[str, int]:
+    match = re.search(r"^localhost\s+:\s+(.*)$", out, re.M)
+    assert match, out[-3000:]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+
+def tags_of(resource: dict) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", resource.get("tags", []))}
+
+
+def cluster_resources(client, cluster: str) -> dict[str, list[str]]:
+    """Everything on the endpoint that carries the cluster's tag (or lives under its names), by kind."""
+    ec2 = client("ec2")
+    f = [{"Name": "tag:jhs:cluster", "Values": [cluster]}]
+    out = {
+        "vpcs": [v["VpcId"] for v in ec2.describe_vpcs(Filters=f)["Vpcs"]],
+        "subnets": [v["SubnetId"] for v in ec2.describe_subnets(Filters=f)["Subnets"]],
+        "security_groups": [v["GroupId"] for v in ec2.describe_security_groups(Filters=f)["SecurityGroups"]],
+        "internet_gateways": [v["InternetGatewayId"] for v in ec2.describe_internet_gateways(Filters=f)["InternetGateways"]],
+        "route_tables": [v["RouteTableId"] for v in ec2.describe_route_tables(Filters=f)["RouteTables"]],
+        "nat_gateways": [v["NatGatewayId"] for v in ec2.describe_nat_gateways(Filters=f)["NatGateways"]
+                         if v["State"] not in ("deleted", "deleting")],
+        "elastic_ips": [v["AllocationId"] for v in ec2.describe_addresses(Filters=f)["Addresses"]],
+        "instances": [i["InstanceId"] for r in ec2.describe_instances(Filters=f)["Reservations"]
+                      for i in r["Instances"] if i["State"]["Name"] != "terminated"],
+        "volumes": [v["VolumeId"] for v in ec2.describe_volumes(Filters=f)["Volumes"]],
+        "launch_templates": [v["LaunchTemplateId"] for v in ec2.describe_launch_templates(Filters=f)["LaunchTemplates"]],
+    }
+    out["auto_scaling_groups"] = [
+        g["AutoScalingGroupName"] for g in client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]
+        if tags_of(g).get("jhs:cluster") == cluster]
+    iam = client("iam")
+    out["iam_roles"] = [r["RoleName"] for r in iam.list_roles()["Roles"]
+                        if tags_of(iam.list_role_tags(RoleName=r["RoleName"])).get("jhs:cluster") == cluster]
+    out["instance_profiles"] = [p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]
+                                if tags_of(p).get("jhs:cluster") == cluster
+                                or p["InstanceProfileName"] in (f"{cluster}-manager", f"{cluster}-worker")]
+    out["ssm_parameters"] = [p["Name"] for p in client("ssm").get_parameters_by_path(
+        Path=f"/{cluster}", Recursive=True)["Parameters"]]
+    efs = client("efs")
+    out["efs"] = [fs["FileSystemId"] for fs in efs.describe_file_systems(CreationToken=cluster)["FileSystems"]]
+    out["efs_mount_targets"] = [mt["MountTargetId"] for fs in out["efs"]
+                                for mt in efs.describe_mount_targets(FileSystemId=fs)["MountTargets"]]
+    return {k: sorted(v) for k, v in out.items() if v}
+
+
+def account_state(client) -> dict:
+    """A snapshot of everything on the endpoint the role could touch (any cluster)."""
+    ec2 = client("ec2")
+    state = {
+        "vpcs": ec2.describe_vpcs()["Vpcs"],
+        "subnets": ec2.describe_subnets()["Subnets"],
+        "security_groups": ec2.describe_security_groups()["SecurityGroups"],
+        "internet_gateways": ec2.describe_internet_gateways()["InternetGateways"],
+        "route_tables": ec2.describe_route_tables()["RouteTables"],
+        "nat_gateways": ec2.describe_nat_gateways()["NatGateways"],
+        "addresses": ec2.describe_addresses()["Addresses"],
+        "instances": ec2.describe_instances()["Reservations"],
+        "volumes": ec2.describe_volumes()["Volumes"],
+        "launch_templates": ec2.describe_launch_templates()["LaunchTemplates"],
+        "asgs": client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"],
+        "roles": client("iam").list_roles()["Roles"],
+        "instance_profiles": client("iam").list_instance_profiles()["InstanceProfiles"],
+        "ssm": client("ssm").describe_parameters()["Parameters"],
+        "efs": client("efs").describe_file_systems()["FileSystems"],
+        "zones": client("route53").list_hosted_zones()["HostedZones"],
+    }
+    return json.loads(json.dumps(state, default=str, sort_keys=True))
+
+
+def cluster_settings(cluster: str, **more) -> dict:
+    return dict({"cluster_name": cluster, "repo_url": REPO_URL, "repo_version": "v1.2.3",
+                 "aws_cluster_ami_id": BASE_AMI}, **more)
+
+
+@pytest.fixture(scope="module")
+def client(moto_endpoint):
+    return make_client(moto_endpoint)
+
+
+@pytest.fixture(scope="module")
+def provisioned(moto_endpoint, client):
+    oauth_secret = "oauth-" + secrets.token_hex(20)
+    settings = cluster_settings(CLUSTER, aws_cluster_oauth_client_secret=oauth_secret,
+                                aws_cluster_dns_record=True, aws_cluster_domain=DOMAIN, aws_cluster_hosted_zone=ZONE,
+                                aws_cluster_worker_desired_capacity=1)
+    result = {"oauth_secret": oauth_secret}
+    result["before_check"] = account_state(client)
+    result["check"], _ = playbook(moto_endpoint, "provision", settings, "--check")
+    result["after_check"] = account_state(client)
+    client("route53").create_hosted_zone(Name=ZONE, CallerReference=secrets.token_hex(8))
+    result["first"], result["first_seconds"] = playbook(moto_endpoint, "provision", settings)
+    assert result["first"].returncode == 0, result["first"].stdout[-5000:]
+    # The hub scales workers between runs; provision must leave the desired capacity alone.
+    client("autoscaling").set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=2)
+    result["second"], result["second_seconds"] = playbook(moto_endpoint, "provision", settings)
+    result["check_existing"], _ = playbook(moto_endpoint, "provision", settings, "--check")
+    return result
+
+
+def test_check_mode_on_empty_account_creates_nothing_and_says_what_it_would(provisioned):
+    proc = provisioned["check"]
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert provisioned["before_check"] == provisioned["after_check"]
+    assert "a real run would create" in proc.stdout
+    for thing in (f"VPC {CLUSTER}-vpc 10.10.0.0/16", f"Auto Scaling Group {CLUSTER}-workers", "NAT gateway",
+                  f"security groups {CLUSTER}-hub", f"manager instance {CLUSTER}-manager"):
+        assert thing in proc.stdout
+
+
+def test_first_run_creates_second_run_changes_nothing(provisioned):
+    assert recap(provisioned["first"].stdout)["changed"] > 0
+    second = provisioned["second"]
+    assert second.returncode == 0, second.stdout[-5000:]
+    assert recap(second.stdout)["changed"] == 0, re.findall(r"^changed: .*$", second.stdout, re.M)
+    print(f"provision from empty {provisioned['first_seconds']:.1f}s, no-change re-run {provisioned['second_seconds']:.1f}s")
+
+
+def test_check_mode_on_existing_cluster_reports_no_change(provisioned):
+    proc = provisioned["check_existing"]
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert recap(proc.stdout)["changed"] == 0, re.findall(r"^changed: .*$", proc.stdout, re.M)
+
+
+def test_network_two_zones_public_and_private(provisioned, client):
+    ec2 = client("ec2")
+    vpcs = ec2.describe_vpcs(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]}])["Vpcs"]
+    assert len(vpcs) == 1 and vpcs[0]["CidrBlock"] == "10.10.0.0/16"
+    assert tags_of(vpcs[0])["Name"] == f"{CLUSTER}-vpc"
+    vpc_id = vpcs[0]["VpcId"]
+    subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]
+    tiers = {tier: [s for s in subnets if tags_of(s).get("jhs:tier") == tier] for tier in ("public", "private")}
+    assert len(tiers["public"]) == 2 and len(tiers["private"]) == 2
+    assert len({s["AvailabilityZone"] for s in tiers["private"]}) == 2
+    assert all(s["MapPublicIpOnLaunch"] for s in tiers["public"])
+    assert not any(s["MapPublicIpOnLaunch"] for s in tiers["private"])
+    assert all(tags_of(s)["jhs:cluster"] == CLUSTER for s in subnets)
+    igws = ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [vpc_id]}])["InternetGateways"]
+    assert len(igws) == 1 and tags_of(igws[0])["jhs:cluster"] == CLUSTER
+    nats = [n for n in ec2.describe_nat_gateways(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["NatGateways"]
+            if n["State"] == "available"]
+    assert len(nats) == 1 and nats[0]["SubnetId"] in {s["SubnetId"] for s in tiers["public"]}
+    tables = ec2.describe_route_tables(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]}])["RouteTables"]
+    by_name = {tags_of(t)["Name"]: t for t in tables}
+    public_routes = {r["DestinationCidrBlock"]: r for r in by_name[f"{CLUSTER}-public"]["Routes"]}
+    private_routes = {r["DestinationCidrBlock"]: r for r in by_name[f"{CLUSTER}-private"]["Routes"]}
+    assert public_routes["0.0.0.0/0"]["GatewayId"] == igws[0]["InternetGatewayId"]
+    assert private_routes["0.0.0.0/0"]["NatGatewayId"] == nats[0]["NatGatewayId"]
+    assert {a["SubnetId"] for a in by_name[f"{CLUSTER}-private"]["Associations"]} == {s["SubnetId"] for s in tiers["private"]}
+
+
+def groups(client) -> dict[str, dict]:
+    found = client("ec2").describe_security_groups(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]}])
+    return {g["GroupName"]: g for g in found["SecurityGroups"]}
+
+
+def test_security_groups_least_exposure(provisioned, client):
+    sgs = groups(client)
+    assert set(sgs) == {f"{CLUSTER}-hub", f"{CLUSTER}-nodes", f"{CLUSTER}-efs"}
+    hub, nodes, efs = sgs[f"{CLUSTER}-hub"], sgs[f"{CLUSTER}-nodes"], sgs[f"{CLUSTER}-efs"]
+    hub_rules = {(p["IpProtocol"], p["FromPort"], p["ToPort"]): [r["CidrIp"] for r in p["IpRanges"]] for p in hub["IpPermissions"]}
+    assert hub_rules == {("tcp", 80, 80): ["0.0.0.0/0"], ("tcp", 443, 443): ["0.0.0.0/0"]}  # no SSH by default
+    node_rules = {(p["IpProtocol"], p["FromPort"], p["ToPort"]): p for p in nodes["IpPermissions"]}
+    assert set(node_rules) == {("tcp", 2377, 2377), ("tcp", 7946, 7946), ("udp", 7946, 7946), ("udp", 4789, 4789)}
+    for rule in node_rules.values():
+        assert rule["IpRanges"] == [] and [g["GroupId"] for g in rule["UserIdGroupPairs"]] == [nodes["GroupId"]]
+    (nfs,) = efs["IpPermissions"]
+    assert (nfs["IpProtocol"], nfs["FromPort"], nfs["ToPort"]) == ("tcp", 2049, 2049)
+    assert nfs["IpRanges"] == [] and [g["GroupId"] for g in nfs["UserIdGroupPairs"]] == [nodes["GroupId"]]
+
+
+def test_efs_encrypted_with_backups_lifecycle_and_mount_targets(provisioned, client):
+    efs = client("efs")
+    (fs,) = efs.describe_file_systems(CreationToken=CLUSTER)["FileSystems"]
+    assert fs["Encrypted"] is True
+    tags = tags_of({"Tags": efs.list_tags_for_resource(ResourceId=fs["FileSystemId"])["Tags"]})
+    assert tags["jhs:cluster"] == CLUSTER and tags["Name"] == f"{CLUSTER}-home"
+    assert tags.get("aws:elasticfilesystem:default-backup") == "enabled"   # Backup=True at creation
+    lifecycle = efs.describe_lifecycle_configuration(FileSystemId=fs["FileSystemId"])["LifecyclePolicies"]
+    assert lifecycle == [{"TransitionToIA": "AFTER_30_DAYS"}]
+    targets = efs.describe_mount_targets(FileSystemId=fs["FileSystemId"])["MountTargets"]
+    private = client("ec2").describe_subnets(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]},
+                                                      {"Name": "tag:jhs:tier", "Values": ["private"]}])["Subnets"]
+    assert sorted(t["SubnetId"] for t in targets) == sorted(s["SubnetId"] for s in private)
+    efs_sg = groups(client)[f"{CLUSTER}-efs"]["GroupId"]
+    for target in targets:
+        assert efs.describe_mount_target_security_groups(MountTargetId=target["MountTargetId"])["SecurityGroups"] == [efs_sg]
+
+
+def policy(client, role: str) -> dict:
+    iam = client("iam")
+    (name,) = iam.list_role_policies(RoleName=role)["PolicyNames"]
+    document = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+    return json.loads(document) if isinstance(document, str) else document
+
+
+def test_iam_roles_split_and_least_privilege(provisioned, client):
+    iam = client("iam")
+    account = client("sts").get_caller_identity()["Account"]
+    asg_arn = f"arn:aws:autoscaling:{REGION}:{account}:autoScalingGroup:*:autoScalingGroupName/{CLUSTER}-workers"
+    param = f"arn:aws:ssm:{REGION}:{account}:parameter/{CLUSTER}"
+    for role in ("manager", "worker"):
+        name = f"{CLUSTER}-{role}"
+        got = iam.get_role(RoleName=name)["Role"]
+        trust = got["AssumeRolePolicyDocument"]
+        trust = json.loads(trust) if isinstance(trust, str) else trust
+        assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+        assert tags_of(iam.list_role_tags(RoleName=name))["jhs:role"] == role
+        profile = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+        assert [r["RoleName"] for r in profile["Roles"]] == [name]
+    worker = policy(client, f"{CLUSTER}-worker")["Statement"]
+    actions = {a for s in worker for a in s["Action"]}
+    assert actions == {"ssm:GetParameter", "ssm:GetParameters", "autoscaling:CompleteLifecycleAction",
+                       "autoscaling:RecordLifecycleActionHeartbeat"}
+    assert worker[0]["Resource"] == [f"{param}/swarm/worker-join-token", f"{param}/swarm/manager-addr"]
+    assert worker[1]["Resource"] == asg_arn
+    manager = {s["Sid"]: s for s in policy(client, f"{CLUSTER}-manager")["Statement"]}
+    assert manager["PublishSwarmJoinParameters"]["Resource"] == [f"{param}/swarm/worker-join-token",
+                                                                 f"{param}/swarm/manager-addr"]
+    assert {"autoscaling:SetDesiredCapacity", "autoscaling:SetInstanceProtection"} <= set(manager["ScaleAndProtectWorkers"]["Action"])
+    assert manager["ScaleAndProtectWorkers"]["Resource"] == asg_arn
+    # The only "*" resource is for Describe calls, which have no resource-level permissions.
+    star = [s for s in manager.values() if s["Resource"] == "*"]
+    assert len(star) == 1 and all(a.split(":")[1].startswith("Describe") for a in star[0]["Action"])
+
+
+def test_secrets_stored_encrypted_kept_and_never_printed(provisioned, client):
+    ssm = client("ssm")
+    names = {p["Name"]: p for p in ssm.describe_parameters(
+        ParameterFilters=[{"Key": "Path", "Option": "Recursive", "Values": [f"/{CLUSTER}"]}])["Parameters"]}
+    expected = {f"/{CLUSTER}/hub/cookie-secret", f"/{CLUSTER}/hub/proxy-token", f"/{CLUSTER}/hub/oauth-client-secret",
+                f"/{CLUSTER}/swarm/manager-addr"}
+    assert set(names) == expected
+    assert all(p["Type"] == "SecureString" for p in names.values())
+    values = {n: ssm.get_parameter(Name=n, WithDecryption=True)["Parameter"] for n in expected}
+    assert re.fullmatch(r"[0-9a-f]{64}", values[f"/{CLUSTER}/hub/cookie-secret"]["Value"])
+    assert re.fullmatch(r"[0-9a-f]{64}", values[f"/{CLUSTER}/hub/proxy-token"]["Value"])
+    assert values[f"/{CLUSTER}/hub/oauth-client-secret"]["Value"] == provisioned["oauth_secret"]
+    # Generated once: the re-runs kept version 1.
+    assert values[f"/{CLUSTER}/hub/cookie-secret"]["Version"] == 1
+    assert values[f"/{CLUSTER}/hub/proxy-token"]["Version"] == 1
+    output = "".join(provisioned[k].stdout + provisioned[k].stderr for k in ("check", "first", "second", "check_existing"))
+    for name in (f"/{CLUSTER}/hub/cookie-secret", f"/{CLUSTER}/hub/proxy-token", f"/{CLUSTER}/hub/oauth-client-secret"):
+        assert values[name]["Value"] not in output, name
+    tags = tags_of({"Tags": ssm.list_tags_for_resource(ResourceType="Parameter",
+                                                       ResourceId=f"/{CLUSTER}/hub/cookie-secret")["TagList"]})
+    assert tags["jhs:cluster"] == CLUSTER
+
+
+def launch_template(client) -> dict:
+    ec2 = client("ec2")
+    (version,) = ec2.describe_launch_template_versions(LaunchTemplateName=f"{CLUSTER}-worker",
+                                                       Versions=["$Latest"])["LaunchTemplateVersions"]
+    return version
+
+
+def test_launch_template_hardened(provisioned, client):
+    version = launch_template(client)
+    assert version["VersionNumber"] == 1          # re-runs added no version
+    data = version["LaunchTemplateData"]
+    assert data["ImageId"] == BASE_AMI and data["InstanceType"] == "t3.large"
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    (root,) = data["BlockDeviceMappings"]
+    assert root["Ebs"]["Encrypted"] is True and root["Ebs"]["VolumeType"] == "gp3"
+    assert data["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{CLUSTER}-worker")
+    assert data["SecurityGroupIds"] == [groups(client)[f"{CLUSTER}-nodes"]["GroupId"]]
+    (lt,) = client("ec2").describe_launch_templates(LaunchTemplateNames=[f"{CLUSTER}-worker"])["LaunchTemplates"]
+    assert tags_of(lt)["jhs:cluster"] == CLUSTER
+
+
+def test_worker_user_data_contract(provisioned, client, moto_endpoint, tmp_path):
+    script = base64.b64decode(launch_template(client)["LaunchTemplateData"]["UserData"]).decode()
+    assert script.startswith("#!/bin/bash\n")
+    assert "exec >>/var/log/jhs-boot.log 2>&1" in script
+    assert "command -v git" in script and "apt-get install -y -q --no-install-recommends git ansible" in script
+    assert f"AWS_DEFAULT_REGION={REGION}\n" in script
+    assert f"AWS_ENDPOINT_URL={moto_endpoint}\n" in script
+    pull = re.search(r"exec ansible-pull (.*?)\n\nJHS_BOOT", script, re.S).group(1).replace("\\\n", " ")
+    assert " ".join(pull.split()) == (
+        f"-U {REPO_URL} -C v1.2.3 -d /opt/jhs/repo -i localhost, playbooks/worker_boot.yml "
+        f"-e cluster_name={CLUSTER} -e aws_region={REGION} -e aws_endpoint_url={moto_endpoint}")
+    assert "systemctl enable jhs-boot.service" in script and "WantedBy=multi-user.target" in script
+    path = tmp_path / "user-data.sh"
+    path.write_text(script)
+    syntax = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert syntax.returncode == 0, syntax.stderr
+
+
+def test_auto_scaling_group(provisioned, client):
+    asg = client("autoscaling")
+    (group,) = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[f"{CLUSTER}-workers"])["AutoScalingGroups"]
+    assert (group["MinSize"], group["MaxSize"]) == (0, 10)
+    assert group["DesiredCapacity"] == 2            # set by "the hub" between runs, left alone by provision
+    assert group["HealthCheckGracePeriod"] == 300
+    assert group["LaunchTemplate"]["LaunchTemplateName"] == f"{CLUSTER}-worker"
+    private = client("ec2").describe_subnets(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]},
+                                                      {"Name": "tag:jhs:tier", "Values": ["private"]}])["Subnets"]
+    assert sorted(group["VPCZoneIdentifier"].split(",")) == sorted(s["SubnetId"] for s in private)
+    tags = {t["Key"]: t for t in group["Tags"]}
+    for key, value in {"jhs:cluster": CLUSTER, "jhs:role": "worker", "jhs:node-pool": "default",
+                       "Name": f"{CLUSTER}-worker"}.items():
+        assert tags[key]["Value"] == value and tags[key]["PropagateAtLaunch"] is True
+    (hook,) = asg.describe_lifecycle_hooks(AutoScalingGroupName=f"{CLUSTER}-workers")["LifecycleHooks"]
+    assert hook["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING"
+    assert hook["HeartbeatTimeout"] == 600 and hook["DefaultResult"] == "CONTINUE"
+    (scaling,) = asg.describe_policies(AutoScalingGroupName=f"{CLUSTER}-workers")["ScalingPolicies"]
+    assert scaling["PolicyType"] == "TargetTrackingScaling"
+    config = scaling["TargetTrackingConfiguration"]
+    assert config["PredefinedMetricSpecification"]["PredefinedMetricType"] == "ASGAverageCPUUtilization"
+    assert config["TargetValue"] == 70.0
+    # Instances the group launched carry the propagated tags.
+    workers = client("ec2").describe_instances(Filters=[{"Name": "tag:jhs:role", "Values": ["worker"]},
+                                                        {"Name": "tag:jhs:cluster", "Values": [CLUSTER]}])
+    assert sum(len(r["Instances"]) for r in workers["Reservations"]) == 2
+
+
+def test_manager_instance_volume_address_and_dns(provisioned, client):
+    ec2 = client("ec2")
+    found = ec2.describe_instances(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]},
+                                            {"Name": "tag:jhs:role", "Values": ["manager"]},
+                                            {"Name": "instance-state-name", "Values": ["running"]}])
+    (manager,) = [i for r in found["Reservations"] for i in r["Instances"]]
+    assert tags_of(manager)["Name"] == f"{CLUSTER}-manager"
+    assert manager["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{CLUSTER}-manager")
+    sg = groups(client)
+    assert {g["GroupId"] for g in manager["SecurityGroups"]} == {sg[f"{CLUSTER}-hub"]["GroupId"], sg[f"{CLUSTER}-nodes"]["GroupId"]}
+    assert manager["MetadataOptions"]["HttpTokens"] == "required"
+    subnet = ec2.describe_subnets(SubnetIds=[manager["SubnetId"]])["Subnets"][0]
+    assert tags_of(subnet)["jhs:tier"] == "public"
+    (volume,) = ec2.describe_volumes(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]},
+                                              {"Name": "tag:jhs:data", "Values": ["hub-state"]}])["Volumes"]
+    assert volume["Encrypted"] is True and volume["VolumeType"] == "gp3" and volume["Size"] == 10
+    assert volume["Attachments"][0]["InstanceId"] == manager["InstanceId"]
+    (address,) = ec2.describe_addresses(Filters=[{"Name": "instance-id", "Values": [manager["InstanceId"]]}])["Addresses"]
+    assert tags_of(address)["jhs:cluster"] == CLUSTER
+    addr = client("ssm").get_parameter(Name=f"/{CLUSTER}/swarm/manager-addr", WithDecryption=True)["Parameter"]["Value"]
+    assert addr == manager["PrivateIpAddress"]
+    route53 = client("route53")
+    (zone,) = [z for z in route53.list_hosted_zones()["HostedZones"] if z["Name"] == ZONE + "."]
+    records = route53.list_resource_record_sets(HostedZoneId=zone["Id"])["ResourceRecordSets"]
+    (record,) = [r for r in records if r["Name"] == DOMAIN + "." and r["Type"] == "A"]
+    assert [v["Value"] for v in record["ResourceRecords"]] == [address["PublicIp"]]
+
+
+def test_every_resource_carries_the_cluster_tag(provisioned, client):
+    found = cluster_resources(client, CLUSTER)
+    for kind in ("vpcs", "subnets", "security_groups", "internet_gateways", "route_tables", "nat_gateways",
+                 "elastic_ips", "instances", "volumes", "launch_templates", "auto_scaling_groups", "iam_roles",
+                 "instance_profiles", "ssm_parameters", "efs", "efs_mount_targets"):
+        assert found.get(kind), kind
+    # The NAT gateway's and the manager's addresses both carry it.
+    assert len(found["elastic_ips"]) == 2

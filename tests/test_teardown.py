@@ -1,0 +1,84 @@
+"""playbooks/teardown.yml: deletes exactly what carries the cluster's tag, keeps user data unless told.
+
+Two clusters share one endpoint. Tearing one down (keeping user data) must leave only its EFS file system
+and hub state volume, and must not touch the other; with teardown_delete_user_data=true nothing is left.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from test_provision import cluster_resources, cluster_settings, make_client, playbook, recap
+
+A, B = "td-alpha", "td-beta"
+
+
+@pytest.fixture(scope="module")
+def client(moto_endpoint):
+    return make_client(moto_endpoint)
+
+
+@pytest.fixture(scope="module")
+def story(moto_endpoint, client):
+    """Provision A and B, tear A down keeping user data, then tear down A and B completely."""
+    steps = {}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = pool.map(lambda settings: playbook(moto_endpoint, "provision", settings)[0],
+                        [cluster_settings(A), cluster_settings(B, aws_cluster_nat_gateway=False,
+                                                               aws_cluster_vpc_cidr="10.20.0.0/16",
+                                                               aws_cluster_public_subnet_cidrs=["10.20.0.0/24", "10.20.1.0/24"],
+                                                               aws_cluster_private_subnet_cidrs=["10.20.8.0/24", "10.20.9.0/24"])])
+        for name, proc in zip((A, B), runs):
+            assert proc.returncode == 0, proc.stdout[-5000:]
+    steps["a_before"] = cluster_resources(client, A)
+    steps["b_before"] = cluster_resources(client, B)
+    steps["keep"], _ = playbook(moto_endpoint, "teardown", {"cluster_name": A})
+    steps["a_after_keep"] = cluster_resources(client, A)
+    steps["b_after_keep"] = cluster_resources(client, B)
+    steps["keep_again"], _ = playbook(moto_endpoint, "teardown", {"cluster_name": A})
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        steps["delete_a"], steps["delete_b"] = pool.map(
+            lambda cluster: playbook(moto_endpoint, "teardown", {"cluster_name": cluster, "teardown_delete_user_data": True})[0],
+            [A, B])
+    steps["a_after_delete"] = cluster_resources(client, A)
+    steps["b_after_delete"] = cluster_resources(client, B)
+    return steps
+
+
+def test_both_clusters_were_complete(story):
+    for before in (story["a_before"], story["b_before"]):
+        for kind in ("vpcs", "subnets", "security_groups", "instances", "volumes", "launch_templates",
+                     "auto_scaling_groups", "iam_roles", "instance_profiles", "ssm_parameters", "efs", "efs_mount_targets"):
+            assert before.get(kind), kind
+    assert "nat_gateways" in story["a_before"] and "nat_gateways" not in story["b_before"]
+
+
+def test_teardown_keeps_only_user_data_and_says_so(story):
+    proc = story["keep"]
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    after = story["a_after_keep"]
+    assert set(after) == {"efs", "volumes"}, after
+    assert after["efs"] == story["a_before"]["efs"]
+    hub_volume = after["volumes"]
+    assert len(hub_volume) == 1 and hub_volume[0] in story["a_before"]["volumes"]
+    assert f"EFS file system {after['efs'][0]} (user homes" in proc.stdout
+    assert f"hub state volume {A}-hub-state {hub_volume[0]}" in proc.stdout
+    assert "teardown_delete_user_data=true" in proc.stdout
+
+
+def test_teardown_of_one_cluster_leaves_the_other_untouched(story):
+    assert story["b_after_keep"] == story["b_before"]
+
+
+def test_teardown_again_is_harmless(story):
+    proc = story["keep_again"]
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    assert recap(proc.stdout)["changed"] == 0
+
+
+def test_teardown_with_delete_user_data_leaves_nothing(story):
+    for key in ("delete_a", "delete_b"):
+        assert story[key].returncode == 0, story[key].stdout[-5000:]
+        assert "Nothing kept" in story[key].stdout
+    assert story["a_after_delete"] == {}
+    assert story["b_after_delete"] == {}
