@@ -1,0 +1,123 @@
+"""swarm_worker / swarm_manager / docker_engine without a swarm: the SSM wait against the local AWS endpoint,
+and bad settings stopping in preflight. The swarm itself is exercised by the molecule scenario `swarm`."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, VENV_BIN
+
+
+def playbook(tmp_path: Path, tasks: str) -> Path:
+    path = tmp_path / "play.yml"
+    path.write_text("- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n"
+                    + textwrap.indent(textwrap.dedent(tasks), "    "))
+    return path
+
+
+def ansible(tmp_path: Path, env: dict, play: Path, variables: dict, **kw):
+    (tmp_path / "vars.json").write_text(json.dumps(
+        {"ansible_python_interpreter": str(VENV_BIN / "python"), **variables}))
+    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", str(play), "-e", f"@{tmp_path / 'vars.json'}"]
+    return subprocess.Popen(cmd, env={**env, "ANSIBLE_ROLES_PATH": str(ROOT / "roles")}, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+JOIN_PARAMS = """\
+- name: Read the join parameters the way swarm_worker does
+  ansible.builtin.include_role:
+    name: swarm_worker
+    tasks_from: join_params
+- name: Keep what the role read
+  ansible.builtin.copy:
+    content: "{{ {'addr': _swarm_worker_manager_addr, 'token': _swarm_worker_join_token,
+                  'attempts': __swarm_worker_join_params.attempts, 'waited': _swarm_worker_join_waited} | to_json }}"
+    dest: "{{ playbook_dir }}/read.json"
+    mode: "0600"
+"""
+
+
+def join_vars(cluster: str, endpoint: str, **extra) -> dict:
+    return {"cluster_name": cluster, "aws_region": "eu-west-1", "aws_endpoint_url": endpoint,
+            "swarm_worker_join_wait_initial_delay": 0.5, "swarm_worker_join_wait_max_delay": 2, **extra}
+
+
+def test_worker_waits_until_the_manager_publishes_then_reads_both(tmp_path, aws_env, boto, moto_endpoint):
+    ssm = boto("ssm")
+    proc = ansible(tmp_path, aws_env, playbook(tmp_path, JOIN_PARAMS),
+                   join_vars("waiter", moto_endpoint, swarm_worker_join_wait_timeout=120))
+    time.sleep(6)  # the worker is waiting: nothing published yet
+    assert proc.poll() is None, proc.communicate()[0]
+    token = "SWMTKN-1-" + "a" * 50 + "-" + "b" * 25
+    ssm.put_parameter(Name="/waiter/swarm/worker-join-token", Value=token, Type="SecureString")
+    ssm.put_parameter(Name="/waiter/swarm/manager-addr", Value="10.10.1.5", Type="SecureString")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    read = json.loads((tmp_path / "read.json").read_text())
+    assert read["addr"] == "10.10.1.5:2377"          # port added when the manager published a bare address
+    assert read["token"] == token
+    assert read["attempts"] >= 2 and float(read["waited"]) > 0  # it missed at least once, then read them
+    assert token not in out, "the join token must never appear in the output"
+
+
+def test_worker_gives_up_after_the_configured_wait_with_a_clear_message(tmp_path, aws_env, moto_endpoint):
+    start = time.monotonic()
+    proc = ansible(tmp_path, aws_env, playbook(tmp_path, JOIN_PARAMS),
+                   join_vars("nobody-home", moto_endpoint, swarm_worker_join_wait_timeout=3))
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "SSM parameters not available after 3 s" in out
+    assert "/nobody-home/swarm/worker-join-token" in out and "/nobody-home/swarm/manager-addr" in out
+    assert time.monotonic() - start < 60
+
+
+ROLE = """\
+- name: Apply the role
+  ansible.builtin.include_role:
+    name: {role}
+"""
+
+WORKER_OK = {"cluster_name": "hub", "aws_region": "eu-west-1", "swarm_worker_instance_id": "i-0abc",
+             "swarm_worker_availability_zone": "eu-west-1a", "swarm_worker_instance_type": "t3.large",
+             "swarm_worker_advertise_addr": "10.10.1.5"}
+
+
+@pytest.mark.parametrize("role, variables, message", [
+    ("swarm_worker", {**WORKER_OK, "swarm_worker_node_pool": "gpu"},
+     "swarm_worker_node_pool 'gpu' is not a pool of this cluster: allowed are default"),
+    ("swarm_worker", {**WORKER_OK, "swarm_worker_extra_labels": {"Team Name": "x"}},
+     "Malformed node label Team Name=x"),
+    ("swarm_worker", {**WORKER_OK, "swarm_worker_extra_labels": {"team": "a b"}},
+     "Malformed node label team=a b"),
+    ("swarm_worker", {**WORKER_OK, "swarm_worker_advertise_addr": "eth0"},
+     "swarm_worker_advertise_addr an IPv4 address (got 'eth0'"),
+    ("docker_engine", {"cluster_name": "hub", "aws_region": "eu-west-1", "docker_engine_log_driver": "syslog"},
+     "docker_engine_log_driver must be one of: json-file, local, awslogs"),
+    ("docker_engine", {"cluster_name": "hub", "aws_region": "eu-west-1", "docker_engine_log_max_size": "lots"},
+     "docker_engine_log_max_size a size like 10m (got lots)"),
+    ("docker_engine", {"cluster_name": "hub", "aws_region": "eu-west-1",
+                       "docker_engine_labels": {"jhs.node-pool": ""}},
+     "docker_engine_labels: key 'jhs.node-pool'"),
+    ("swarm_manager", {"cluster_name": "hub", "aws_region": "eu-west-1", "swarm_manager_advertise_addr": ""},
+     "swarm_manager_advertise_addr an IPv4 address (got ''"),
+    ("swarm_manager", {"cluster_name": "hub", "aws_region": "", "swarm_manager_advertise_addr": "10.10.1.4"},
+     "Publishing to SSM needs aws_region"),
+])
+def test_bad_settings_stop_in_preflight(tmp_path, aws_env, role, variables, message):
+    # gather_facts is needed by docker_engine's platform check; no task after preflight may run.
+    play = tmp_path / "play.yml"
+    play.write_text(f"- hosts: localhost\n  connection: local\n  gather_facts: true\n  gather_subset: [min]\n"
+                    f"  roles: [{role}]\n")
+    proc = ansible(tmp_path, aws_env, play, variables)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode != 0
+    flat = " ".join(out.split())
+    assert message in flat, out
+    # Nothing after the preflight ran (it would have needed a Docker engine or the metadata service).
+    assert "changed=0" in flat
