@@ -70,7 +70,10 @@ try:
 except ImportError:
     pass  # handled by AnsibleAWSModule
 
-from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+try:
+    from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+except ImportError:  # amazon.aws < 6 (e.g. the collection bundled with Debian 12's ansible package)
+    from ansible_collections.amazon.aws.plugins.module_utils.core import AnsibleAWSModule
 
 # Errors that mean "not yet" on a booting instance: no credentials from the instance role yet, no network yet,
 # throttling when a whole Auto Scaling Group boots at once.
