@@ -19,7 +19,7 @@ FS_ID = "fs-0123456789abcdef0"
 AWS_OPTIONS = "nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport,_netdev"
 
 
-def run_role(tmp_path: Path, **settings) -> subprocess.CompletedProcess:
+def run_role(tmp_path: Path, *args: str, **settings) -> subprocess.CompletedProcess:
     """Apply efs_mount to localhost with paths under tmp_path; extra settings as role variables."""
     mnt = tmp_path / "mnt" / "efs"
     variables = {
@@ -47,7 +47,7 @@ def run_role(tmp_path: Path, **settings) -> subprocess.CompletedProcess:
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
            "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
     return subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", str(playbook),
-                           "-e", f"@{tmp_path / 'vars.json'}"], env=env, capture_output=True, text=True,
+                           "-e", f"@{tmp_path / 'vars.json'}", *args], env=env, capture_output=True, text=True,
                           cwd=tmp_path, timeout=300)
 
 
@@ -109,6 +109,16 @@ def test_mount_target_by_ip(tmp_path):
     result = run_role(tmp_path, efs_mount_target="ip", efs_mount_target_ip="10.10.128.20")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "fstab").read_text().startswith("10.10.128.20:/ ")
+
+
+def test_check_mode_reports_changes_and_writes_nothing(tmp_path):
+    result = run_role(tmp_path, "--check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "changed=0" not in recap(result.stdout)
+    assert not (tmp_path / "mnt").exists()
+    # ansible.posix.mount touches a missing fstab file even in check mode (a real /etc/fstab always exists),
+    # but writes no entry.
+    assert not (tmp_path / "fstab").exists() or (tmp_path / "fstab").read_text() == ""
 
 
 @pytest.mark.parametrize("settings, message", [
