@@ -6,14 +6,14 @@ import subprocess
 
 import pytest
 from conftest import REGION, ROOT, VENV_BIN
-from test_provision import make_client, make_env
+from test_provision import inventory, make_client, make_env
 
 TOKEN = "efs-module-test"
 
 
 def jhs_efs(endpoint: str, check: bool = False, **args) -> dict:
     args = dict({"creation_token": TOKEN, "region": REGION, "endpoint_url": endpoint}, **args)
-    cmd = [str(VENV_BIN / "ansible"), "localhost", "-i", "inventories/lab/localhost.yml", "-m", "jhs_efs",
+    cmd = [str(VENV_BIN / "ansible"), "localhost", "-i", inventory(), "-m", "jhs_efs",
            "-a", json.dumps(args), "-o"] + (["--check"] if check else [])
     proc = subprocess.run(cmd, cwd=ROOT, env=make_env(endpoint), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr

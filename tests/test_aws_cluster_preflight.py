@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from conftest import ROOT, VENV_BIN
+from test_provision import inventory
 
 VALID = {
     "cluster_name": "pre-flight",
@@ -107,7 +108,7 @@ def run_provision(env: dict, recorder: str, overrides: dict) -> subprocess.Compl
     extra.update(overrides)
     env = dict(env, AWS_ENDPOINT_URL=recorder, ANSIBLE_FORCE_COLOR="0", AWS_MAX_ATTEMPTS="1")
     return subprocess.run(
-        [str(VENV_BIN / "ansible-playbook"), "playbooks/provision.yml", "-i", "inventories/lab/localhost.yml",
+        [str(VENV_BIN / "ansible-playbook"), "playbooks/provision.yml", "-i", inventory(),
          "-e", json.dumps(extra)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 

@@ -11,7 +11,10 @@ import os
 import re
 import secrets
 import subprocess
+import tempfile
 import time
+from functools import lru_cache
+from pathlib import Path
 
 import boto3
 import pytest
@@ -22,6 +25,14 @@ ZONE = "example.test"
 DOMAIN = "hub.example.test"
 BASE_AMI = "ami-1e749f67"     # one of the images the local endpoint serves
 REPO_URL = "https://git.example.org/jupyterhub-swarm.git"
+
+
+@lru_cache(maxsize=1)
+def inventory() -> str:
+    """A bare inventory with the control node only: no lab group_vars, every setting comes from the test."""
+    path = Path(tempfile.mkdtemp(prefix="jhs-aws-cluster-")) / "localhost.yml"
+    path.write_text((ROOT / "inventories/lab/localhost.yml").read_text())
+    return str(path)
 
 
 def make_env(endpoint: str) -> dict:
@@ -44,7 +55,7 @@ def playbook(endpoint: str, name: str, extra: dict, *args: str) -> tuple[subproc
     extra = dict({"aws_endpoint_url": endpoint, "aws_region": REGION}, **extra)
     t0 = time.monotonic()
     proc = subprocess.run(
-        [str(VENV_BIN / "ansible-playbook"), f"playbooks/{name}.yml", "-i", "inventories/lab/localhost.yml",
+        [str(VENV_BIN / "ansible-playbook"), f"playbooks/{name}.yml", "-i", inventory(),
          "-e", json.dumps(extra), *args],
         cwd=ROOT, env=make_env(endpoint), capture_output=True, text=True, timeout=900)
     return proc, time.monotonic() - t0
@@ -135,7 +146,8 @@ def provisioned(moto_endpoint, client):
     oauth_secret = "oauth-" + secrets.token_hex(20)
     settings = cluster_settings(CLUSTER, aws_cluster_oauth_client_secret=oauth_secret,
                                 aws_cluster_dns_record=True, aws_cluster_domain=DOMAIN, aws_cluster_hosted_zone=ZONE,
-                                aws_cluster_worker_desired_capacity=1)
+                                aws_cluster_worker_desired_capacity=1,
+                                aws_cluster_worker_boot_vars={"docker_engine_registry_mirrors": ["http://10.10.255.253:5000"]})
     result = {"oauth_secret": oauth_secret}
     result["before_check"] = account_state(client)
     result["check"], _ = playbook(moto_endpoint, "provision", settings, "--check")
@@ -147,6 +159,7 @@ def provisioned(moto_endpoint, client):
     client("autoscaling").set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=2)
     result["second"], result["second_seconds"] = playbook(moto_endpoint, "provision", settings)
     result["check_existing"], _ = playbook(moto_endpoint, "provision", settings, "--check")
+    result["check_drift"], _ = playbook(moto_endpoint, "provision", dict(settings, aws_cluster_worker_max_size=12), "--check")
     return result
 
 
@@ -172,6 +185,17 @@ def test_check_mode_on_existing_cluster_reports_no_change(provisioned):
     proc = provisioned["check_existing"]
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert recap(proc.stdout)["changed"] == 0, re.findall(r"^changed: .*$", proc.stdout, re.M)
+
+
+def test_check_mode_reports_a_drift_and_changes_nothing(provisioned, client):
+    proc = provisioned["check_drift"]
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert recap(proc.stdout)["changed"] == 1
+    assert re.search(r"TASK \[aws_cluster : Workers \| Auto Scaling Group across the private subnets\][^\n]*\n[^\n]*\nchanged:",
+                     proc.stdout)
+    (group,) = client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[f"{CLUSTER}-workers"])["AutoScalingGroups"]
+    assert group["MaxSize"] == 10
 
 
 def test_network_two_zones_public_and_private(provisioned, client):
@@ -227,7 +251,7 @@ def test_efs_encrypted_with_backups_lifecycle_and_mount_targets(provisioned, cli
     assert fs["Encrypted"] is True
     tags = tags_of({"Tags": efs.list_tags_for_resource(ResourceId=fs["FileSystemId"])["Tags"]})
     assert tags["jhs:cluster"] == CLUSTER and tags["Name"] == f"{CLUSTER}-home"
-    assert tags.get("aws:elasticfilesystem:default-backup") == "enabled"   # Backup=True at creation
+    assert efs.describe_backup_policy(FileSystemId=fs["FileSystemId"])["BackupPolicy"]["Status"] == "ENABLED"
     lifecycle = efs.describe_lifecycle_configuration(FileSystemId=fs["FileSystemId"])["LifecyclePolicies"]
     assert lifecycle == [{"TransitionToIA": "AFTER_30_DAYS"}]
     targets = efs.describe_mount_targets(FileSystemId=fs["FileSystemId"])["MountTargets"]
@@ -264,7 +288,8 @@ def test_iam_roles_split_and_least_privilege(provisioned, client):
     actions = {a for s in worker for a in s["Action"]}
     assert actions == {"ssm:GetParameter", "ssm:GetParameters", "autoscaling:CompleteLifecycleAction",
                        "autoscaling:RecordLifecycleActionHeartbeat"}
-    assert worker[0]["Resource"] == [f"{param}/swarm/worker-join-token", f"{param}/swarm/manager-addr"]
+    assert worker[0]["Resource"] == [f"{param}/swarm/worker-join-token", f"{param}/swarm/manager-addr",
+                                     f"{param}/efs/file-system-id"]
     assert worker[1]["Resource"] == asg_arn
     manager = {s["Sid"]: s for s in policy(client, f"{CLUSTER}-manager")["Statement"]}
     assert manager["PublishSwarmJoinParameters"]["Resource"] == [f"{param}/swarm/worker-join-token",
@@ -281,13 +306,15 @@ def test_secrets_stored_encrypted_kept_and_never_printed(provisioned, client):
     names = {p["Name"]: p for p in ssm.describe_parameters(
         ParameterFilters=[{"Key": "Path", "Option": "Recursive", "Values": [f"/{CLUSTER}"]}])["Parameters"]}
     expected = {f"/{CLUSTER}/hub/cookie-secret", f"/{CLUSTER}/hub/proxy-token", f"/{CLUSTER}/hub/oauth-client-secret",
-                f"/{CLUSTER}/swarm/manager-addr"}
+                f"/{CLUSTER}/swarm/manager-addr", f"/{CLUSTER}/efs/file-system-id"}
     assert set(names) == expected
     assert all(p["Type"] == "SecureString" for p in names.values())
     values = {n: ssm.get_parameter(Name=n, WithDecryption=True)["Parameter"] for n in expected}
     assert re.fullmatch(r"[0-9a-f]{64}", values[f"/{CLUSTER}/hub/cookie-secret"]["Value"])
     assert re.fullmatch(r"[0-9a-f]{64}", values[f"/{CLUSTER}/hub/proxy-token"]["Value"])
     assert values[f"/{CLUSTER}/hub/oauth-client-secret"]["Value"] == provisioned["oauth_secret"]
+    (fs,) = client("efs").describe_file_systems(CreationToken=CLUSTER)["FileSystems"]
+    assert values[f"/{CLUSTER}/efs/file-system-id"]["Value"] == fs["FileSystemId"]
     # Generated once: the re-runs kept version 1.
     assert values[f"/{CLUSTER}/hub/cookie-secret"]["Version"] == 1
     assert values[f"/{CLUSTER}/hub/proxy-token"]["Version"] == 1
@@ -318,7 +345,8 @@ def test_launch_template_hardened(provisioned, client):
     assert data["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{CLUSTER}-worker")
     assert data["SecurityGroupIds"] == [groups(client)[f"{CLUSTER}-nodes"]["GroupId"]]
     (lt,) = client("ec2").describe_launch_templates(LaunchTemplateNames=[f"{CLUSTER}-worker"])["LaunchTemplates"]
-    assert tags_of(lt)["jhs:cluster"] == CLUSTER
+    lt_tags = client("ec2").describe_tags(Filters=[{"Name": "resource-id", "Values": [lt["LaunchTemplateId"]]}])
+    assert tags_of(lt_tags)["jhs:cluster"] == CLUSTER
 
 
 def test_worker_user_data_contract(provisioned, client, moto_endpoint, tmp_path):
@@ -328,10 +356,14 @@ def test_worker_user_data_contract(provisioned, client, moto_endpoint, tmp_path)
     assert "command -v git" in script and "apt-get install -y -q --no-install-recommends git ansible" in script
     assert f"AWS_DEFAULT_REGION={REGION}\n" in script
     assert f"AWS_ENDPOINT_URL={moto_endpoint}\n" in script
-    pull = re.search(r"exec ansible-pull (.*?)\n\nJHS_BOOT", script, re.S).group(1).replace("\\\n", " ")
+    pull = re.search(r"exec ansible-pull (.*?)\n+JHS_BOOT", script, re.S).group(1).replace("\\\n", " ")
     assert " ".join(pull.split()) == (
-        f"-U {REPO_URL} -C v1.2.3 -d /opt/jhs/repo -i localhost, playbooks/worker_boot.yml "
+        f"-U {REPO_URL} -C v1.2.3 -d /opt/jhs/repo -i localhost, playbooks/worker_boot.yml -e @/etc/jhs/boot-vars.json "
         f"-e cluster_name={CLUSTER} -e aws_region={REGION} -e aws_endpoint_url={moto_endpoint}")
+    boot_vars = json.loads(re.search(r"<<'JHS_VARS'\n(.*?)\nJHS_VARS\n", script, re.S).group(1))
+    assert boot_vars == {"cluster_name": CLUSTER, "aws_region": REGION, "aws_endpoint_url": moto_endpoint,
+                         "docker_engine_registry_mirrors": ["http://10.10.255.253:5000"]}
+    assert "chmod 0600 /etc/jhs/boot-vars.json" in script
     assert "systemctl enable jhs-boot.service" in script and "WantedBy=multi-user.target" in script
     path = tmp_path / "user-data.sh"
     path.write_text(script)

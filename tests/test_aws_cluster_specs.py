@@ -1,0 +1,32 @@
+"""roles/aws_cluster: defaults/main.yml and meta/argument_specs.yml stay in step; every default is documented."""
+from __future__ import annotations
+
+import re
+
+import yaml
+from conftest import ROOT
+
+ROLE = ROOT / "roles" / "aws_cluster"
+
+
+def test_argument_specs_match_defaults():
+    defaults = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
+    specs = yaml.safe_load((ROLE / "meta/argument_specs.yml").read_text())["argument_specs"]
+    main = specs["main"]["options"]
+    shared = {"cluster_name", "aws_region", "aws_endpoint_url", "repo_url", "repo_version"}
+    assert set(main) - shared == set(defaults) - {"aws_cluster_delete_user_data"}
+    for name, value in defaults.items():
+        spec = main.get(name) or specs["teardown"]["options"][name]
+        assert spec["default"] == value, name
+        assert spec["type"] == {bool: "bool", int: "int", str: "str", list: "list", dict: "dict"}[type(value)], name
+        assert spec["description"], name
+    for name, spec in specs["teardown"]["options"].items():
+        if name in defaults:
+            assert spec["default"] == defaults[name], name
+
+
+def test_every_default_has_a_comment_line():
+    lines = (ROLE / "defaults/main.yml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if re.match(r"^[a-z_]+:", line):
+            assert lines[i - 1].startswith("# "), line
