@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
 import sys
 import time
 
@@ -20,6 +21,15 @@ from . import config
 from .docker import DockerError, docker, ids, inspect
 
 AMI_IMAGE_TAG = "jhs-lab:image"   # an AMI tag naming the container image its instances boot from
+AMI_DOCKER_TAR = "/var/lib/jhs-lab/ami-docker.tar"  # in a baked AMI's image: its builder's /var/lib/docker
+# Entry point of a baked AMI's image: restore the builder's /var/lib/docker into the node's own (empty)
+# volume on first boot (docker commit leaves volumes out, and pre-pulled images live there), then boot.
+AMI_INIT = f"""#!/bin/sh
+if [ -f {AMI_DOCKER_TAR} ] && [ -z "$(ls -A /var/lib/docker 2>/dev/null)" ]; then
+  tar --xattrs --xattrs-include='*' -xpf {AMI_DOCKER_TAR} -C /var/lib/docker
+fi
+exec /usr/local/sbin/lab-init
+"""
 
 
 def log(msg: str) -> None:
@@ -38,12 +48,16 @@ class Reconciler:
         self.ami_images: dict[str, str] = {}
         self.reported: set[str] = set()
 
-    def image_for(self, ami: str) -> str:
+    def image_for(self, ami: str) -> str | None:
+        """The container image instances of `ami` boot from; None while an AMI made from a lab node
+        (CreateImage) is not committed yet: its instances wait, as they would for a pending AMI."""
         if ami not in self.ami_images:
             image = self.default_image
             try:
                 for img in self.ec2.describe_images(ImageIds=[ami])["Images"]:
                     tags = {t["Key"]: t["Value"] for t in img.get("Tags", [])}
+                    if AMI_IMAGE_TAG not in tags and img.get("SourceInstanceId"):
+                        return None
                     image = tags.get(AMI_IMAGE_TAG, image)
             except Exception:  # an AMI unknown to the endpoint boots the lab's base node image
                 pass
@@ -68,6 +82,11 @@ class Reconciler:
             return
         t0 = time.time()
         image = self.image_for(inst["ImageId"])
+        if image is None:
+            if iid not in self.reported:
+                log(f"{iid}: waiting for {inst['ImageId']} (an AMI being made from a node) to be committed")
+                self.reported.add(iid)
+            return
         docker(
             "run", "-d", "--init", "--name", iid, "--hostname", "ip-" + ip.replace(".", "-"),
             "--label", f"{config.LABEL}=node", "--label", f"{config.LABEL}.instance-id={iid}",
@@ -81,6 +100,52 @@ class Reconciler:
             "-e", f"LAB_IMDS_ADDR={config.imds_addr()}", "-e", f"LAB_REGISTRY_ADDR={config.registry_addr()}",
             image)
         log(f"{iid}: running at {ip} ({inst['ImageId']} -> {image}); node started in {time.time() - t0:.1f}s")
+
+    # ---- AMIs made from lab nodes (CreateImage): the lab's stand-in for an EBS snapshot ---------------
+    def bake_amis(self) -> None:
+        """Commit every AMI created from a stopped lab node into a container image, so instances of it
+        boot from what its builder made, then tag the AMI jhs-lab:image=<image>; until then its
+        instances wait (image_for). The endpoint marks the AMI available at once, so callers that need
+        the image (the bake play in lab_mode) wait for that tag."""
+        for img in self.ec2.describe_images(Owners=["self"])["Images"]:
+            tags = {t["Key"]: t["Value"] for t in img.get("Tags", [])}
+            iid = img.get("SourceInstanceId")
+            if not iid or AMI_IMAGE_TAG in tags:
+                continue
+            node = inspect(iid)
+            if node is None or (node["Config"].get("Labels") or {}).get(config.LABEL) != "node":
+                continue
+            if node["State"]["Running"]:   # the bake stops its builder first; a running node waits
+                key = f"bake:{img['ImageId']}"
+                if key not in self.reported:
+                    log(f"{img['ImageId']}: made from {iid}, which still runs; committing once it is stopped")
+                    self.reported.add(key)
+                continue
+            self.commit_ami(img["ImageId"], iid, node)
+
+    def commit_ami(self, ami: str, iid: str, node: dict) -> None:
+        """docker commit of the node, plus its /var/lib/docker volume (which docker commit leaves out)
+        as a tar file in the image that the image's entry point restores on a new node's first boot."""
+        t0 = time.time()
+        tag, stage, helper = f"{config.IMAGE_PREFIX}/ami:{ami}", f"{config.IMAGE_PREFIX}/ami-stage:{ami}", f"{ami}-commit"
+        labels = ["--change", f"LABEL {config.LABEL}.image=ami", "--change", f"LABEL {config.LABEL}.ami={ami}"]
+        docker("commit", *labels, iid, stage, timeout=600)
+        src = [m["Name"] for m in node.get("Mounts", []) if m.get("Destination") == "/var/lib/docker"
+               and m.get("Type") == "volume"]
+        script = (f"mkdir -p {AMI_DOCKER_TAR.rsplit('/', 1)[0]} && "
+                  + (f"tar --xattrs --xattrs-include='*' -cpf {AMI_DOCKER_TAR} -C /from . && " if src else "")
+                  + "cat >/usr/local/sbin/lab-ami-init && chmod 0755 /usr/local/sbin/lab-ami-init")
+        docker("rm", "-f", helper, check=False)
+        subprocess.run(["docker", "run", "-i", "--name", helper, "--label", f"{config.LABEL}=copy",
+                        *(["-v", f"{src[0]}:/from:ro"] if src else []), "--entrypoint", "sh", stage, "-c", script],
+                       input=AMI_INIT, text=True, capture_output=True, check=True, timeout=600)
+        docker("commit", *labels, "--change", "ENTRYPOINT []",
+               "--change", 'CMD ["/usr/local/sbin/lab-ami-init"]', helper, tag, timeout=600)
+        docker("rm", "-f", helper, check=False)
+        docker("rmi", stage, check=False)
+        self.ec2.create_tags(Resources=[ami], Tags=[{"Key": AMI_IMAGE_TAG, "Value": tag}])
+        self.ami_images.pop(ami, None)
+        log(f"{ami}: committed {iid} as {tag} (with its /var/lib/docker) in {time.time() - t0:.1f}s")
 
     def pass_once(self) -> None:
         instances = self.instances()
@@ -106,6 +171,7 @@ class Reconciler:
         for name, node in nodes.items():
             if name not in instances:
                 self.remove(name, node, why="unknown to the endpoint")
+        self.bake_amis()
 
     def remove(self, iid: str, node: dict, why: str = "terminated") -> None:
         if node["State"]["Running"]:
