@@ -68,6 +68,10 @@ def meta(inst, path):
     }
     if path in simple:
         return simple[path]
+    if path in ("placement", "placement/"):
+        return "availability-zone\nregion"
+    if path in ("iam", "iam/"):
+        return "info\nsecurity-credentials/"
     if path == "":
         return "\n".join(["ami-id", "hostname", "iam/", "instance-id", "instance-type", "local-hostname",
                           "local-ipv4", "mac", "placement/"])
