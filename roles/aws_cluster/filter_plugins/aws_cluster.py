@@ -45,6 +45,22 @@ def asg_tags(tags):
     return [{key: value, "propagate_at_launch": True} for key, value in sorted(tags.items())]
 
 
+def owned(resources, cluster):
+    """The resources whose tags (a dict, or a boto3 Key/Value list) say jhs:cluster == cluster.
+
+    Teardown asks the API for tagged resources and checks again here, so an endpoint that ignores a tag
+    filter (the local one does for NAT gateways) can never make it delete another cluster's resources.
+    """
+    kept = []
+    for resource in resources or []:
+        tags = resource.get("tags", resource.get("Tags")) or {}
+        if isinstance(tags, list):
+            tags = {t.get("Key", t.get("key")): t.get("Value", t.get("value")) for t in tags}
+        if tags.get("jhs:cluster") == cluster:
+            kept.append(resource)
+    return kept
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -52,4 +68,5 @@ class FilterModule:
             "aws_cluster_cidr_outside": cidr_outside,
             "aws_cluster_cidr_overlapping": cidr_overlapping,
             "aws_cluster_asg_tags": asg_tags,
+            "aws_cluster_owned": owned,
         }
