@@ -152,8 +152,7 @@ def ensure_network() -> None:
 def ensure_endpoint() -> None:
     if running_pid("moto", f"-p {config.aws_port()}") is None:
         stop_process("moto")  # one on another port, if any
-        argv = [str(Path(sys.executable).parent / "moto_server"), "-H", config.gateway(),
-                "-p", str(config.aws_port())]
+        argv = [sys.executable, "-m", "lab.motoserver", "-H", config.gateway(), "-p", str(config.aws_port())]
         start_process("moto", argv)
         say(f"local AWS endpoint (moto) at {config.endpoint_url()}")
     endpoint_ready()

@@ -24,7 +24,7 @@ def lab_processes() -> set[str]:
             pgid = os.getpgid(int(pid))
         except OSError:
             continue
-        if ("moto_server" in cmd and "10.10.0.1" in cmd) or "lab.reconciler" in cmd or \
+        if ("lab.motoserver" in cmd and "10.10.0.1" in cmd) or "lab.reconciler" in cmd or \
                 ("git daemon" in cmd or "git-daemon" in cmd) and str(LAB_DIR) in cmd:
             found.add(str(pgid))
     return found
