@@ -9,6 +9,8 @@ down     stop and remove every process, container, volume, network and file the 
 from __future__ import annotations
 
 import argparse
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -16,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -346,6 +349,12 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("reconcile")
     r.add_argument("--once", action="store_true")
     args = parser.parse_args(argv)
+    # One `up` or `down` at a time per lab directory (two racing would orphan processes).
+    lock_path = Path(tempfile.gettempdir()) / ("jhs-lab-" + hashlib.sha256(str(config.lab_dir()).encode())
+                                               .hexdigest()[:12] + ".lock")
+    lock = lock_path.open("w")
+    if args.cmd in ("up", "down"):
+        fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         if args.cmd == "up":
             up()
