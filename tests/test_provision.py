@@ -22,6 +22,8 @@ import boto3
 import pytest
 from conftest import REGION, ROOT, VENV_BIN
 
+pytestmark = pytest.mark.slow   # several full provision runs against the local endpoint
+
 CLUSTER = "prov-a"
 ZONE = "example.test"
 DOMAIN = "hub.example.test"

@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from test_provision import cluster_resources, cluster_settings, make_client, playbook, recap
 
+pytestmark = pytest.mark.slow   # several full provision runs against the local endpoint
+
 A, B = "td-alpha", "td-beta"
 
 
