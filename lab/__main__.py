@@ -329,9 +329,32 @@ def status() -> int:
     return 0
 
 
+def find_hub() -> str | None:
+    """The URL of a hub answering on a manager instance of the lab (written to .lab/env as LAB_HUB_URL)."""
+    import ssl
+    from .reconciler import ec2_client
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # the lab's hub has a self-signed certificate
+    resp = ec2_client().describe_instances(Filters=[{"Name": "tag:jhs:role", "Values": ["manager"]},
+                                                    {"Name": "instance-state-name", "Values": ["running"]}])
+    for res in resp["Reservations"]:
+        for inst in res["Instances"]:
+            url = f"https://{inst['PrivateIpAddress']}/"
+            try:
+                urllib.request.urlopen(url + "hub/api", timeout=5, context=ctx)
+            except OSError:
+                continue
+            return url
+    return None
+
+
 def summary() -> int:
     status()
-    hub = read_env().get("LAB_HUB_URL")
+    hub = find_hub()
+    if hub:
+        env = read_env()
+        write_env(env.get("LAB_BASE_AMI", ""), {"LAB_HUB_URL": hub})
+    hub = read_env().get("LAB_HUB_URL") if hub else None
     print(f"hub        {hub}" if hub else "hub        not deployed in this lab yet")
     return 0
 

@@ -1,0 +1,236 @@
+"""The main job end to end in the lab: `ansible-playbook site.yml -i inventories/lab`.
+
+Provision in the local endpoint, the manager configured over the inventory, workers that join the
+swarm by themselves from their user-data (ansible-pull), JupyterHub over HTTPS spawning user servers
+as swarm services on the workers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+import uuid
+
+import pytest
+import requests
+import urllib3
+from labutil import ROOT, lab_cmd, node_exec, read_env, wait_for
+
+pytestmark = pytest.mark.lab
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the lab hub's certificate is self-signed
+CLUSTER = "labhub"
+
+
+def run_site(lab_env: dict, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **lab_env, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
+    return subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "site.yml", "-i", "inventories/lab", *extra],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=3000)
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    hosts = {}
+    for m in re.finditer(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output, re.M):
+        hosts[m.group(1)] = {"ok": int(m.group(2)), "changed": int(m.group(3)), "unreachable": int(m.group(4)),
+                             "failed": int(m.group(5))}
+    return hosts
+
+
+@pytest.fixture(scope="module")
+def site(lab):
+    proc = run_site(lab)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    lab_cmd("summary")
+    env = read_env()
+    assert env.get("LAB_HUB_URL"), "make lab's summary found no hub answering on a manager"
+    return env
+
+
+@pytest.fixture(scope="module")
+def aws(site):
+    import boto3
+    kw = dict(endpoint_url=site["AWS_ENDPOINT_URL"], region_name=site["AWS_DEFAULT_REGION"],
+              aws_access_key_id="lab", aws_secret_access_key="lab")
+    return lambda service: boto3.client(service, **kw)
+
+
+def manager_id(aws) -> str:
+    resp = aws("ec2").describe_instances(Filters=[
+        {"Name": "tag:jhs:cluster", "Values": [CLUSTER]}, {"Name": "tag:jhs:role", "Values": ["manager"]},
+        {"Name": "instance-state-name", "Values": ["running"]}])
+    return resp["Reservations"][0]["Instances"][0]["InstanceId"]
+
+
+def swarm_nodes(manager: str) -> list[dict]:
+    ids = node_exec(manager, "docker", "node", "ls", "-q").stdout.split()
+    return json.loads(node_exec(manager, "docker", "node", "inspect", *ids).stdout)
+
+
+def worker_ids(aws) -> list[str]:
+    groups = aws("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[f"{CLUSTER}-workers"])
+    return sorted(i["InstanceId"] for i in groups["AutoScalingGroups"][0]["Instances"]
+                  if i["LifecycleState"] == "InService")
+
+
+def ready_workers(manager: str) -> dict[str, dict]:
+    """Ready worker nodes by the instance id in their engine labels."""
+    out = {}
+    for n in swarm_nodes(manager):
+        labels = n["Description"]["Engine"].get("Labels") or {}
+        if n["Spec"]["Role"] == "worker" and n["Status"]["State"] == "ready" and "jhs.instance-id" in labels:
+            out[labels["jhs.instance-id"]] = labels
+    return out
+
+
+def test_manager_and_workers_are_ready_swarm_nodes_with_labels(site, aws):
+    manager = manager_id(aws)
+    nodes = swarm_nodes(manager)
+    leader = [n for n in nodes if n["Spec"]["Role"] == "manager"]
+    assert len(leader) == 1 and leader[0]["Status"]["State"] == "ready"
+    workers = ready_workers(manager)
+    assert sorted(workers) == worker_ids(aws) and len(workers) == 2
+    ec2 = aws("ec2")
+    for iid, labels in workers.items():
+        inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+        assert labels["jhs.availability-zone"] == inst["Placement"]["AvailabilityZone"]
+        assert labels["jhs.instance-type"] == inst["InstanceType"]
+        assert labels["jhs.node-pool"] == "default"
+    # no user server may land on the manager: it is not a worker and the spawner's placement says so
+    assert not [n for n in nodes if n["Spec"]["Role"] == "manager" and n["Spec"]["Availability"] != "active"]
+
+
+def test_second_run_changes_nothing(site):
+    proc = run_site(site)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    hosts = recap(proc.stdout)
+    assert hosts, proc.stdout[-2000:]
+    changed = {h: r["changed"] for h, r in hosts.items() if r["changed"] or r["failed"] or r["unreachable"]}
+    assert changed == {}, proc.stdout[-6000:]
+
+
+class Hub:
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+        self.s = requests.Session()
+        self.s.verify = False
+        self.s.get(self.url + "/hub/login", timeout=30)
+        r = self.s.post(self.url + "/hub/login", timeout=30, allow_redirects=False,
+                        data={"username": "admin", "password": "lab", "_xsrf": self.s.cookies.get("_xsrf")})
+        assert r.status_code == 302, r.text[:500]
+        r = self.s.post(self.url + "/hub/api/users/admin/tokens", timeout=30, json={"note": "lab test"},
+                        headers={"X-XSRFToken": self.s.cookies.get("_xsrf")})
+        assert r.status_code in (200, 201), r.text[:500]
+        self.token = r.json()["token"]
+        self.api = requests.Session()
+        self.api.verify = False
+        self.api.headers["Authorization"] = f"token {self.token}"
+
+    def call(self, method: str, path: str, **kw) -> requests.Response:
+        return self.api.request(method, self.url + path, timeout=60, **kw)
+
+    def start(self, user: str, timeout: float = 300) -> dict:
+        r = self.call("POST", f"/hub/api/users/{user}/server")
+        assert r.status_code in (201, 202), r.text
+        return wait_for(lambda: (m := self.call("GET", f"/hub/api/users/{user}").json())["servers"].get("", {})
+                        .get("ready") and m, timeout, 2, what=f"{user}'s server to be ready")
+
+    def stop(self, user: str, timeout: float = 120) -> None:
+        r = self.call("DELETE", f"/hub/api/users/{user}/server")
+        assert r.status_code in (202, 204), r.text
+        wait_for(lambda: not self.call("GET", f"/hub/api/users/{user}").json()["servers"], timeout, 2,
+                 what=f"{user}'s server to stop")
+
+
+@pytest.fixture(scope="module")
+def hub(site):
+    return Hub(site["LAB_HUB_URL"])
+
+
+def service_node(manager: str, user: str) -> str:
+    """Instance id of the worker running the user's swarm service."""
+    tasks = node_exec(manager, "docker", "service", "ps", f"jupyter-{user}", "--filter", "desired-state=running",
+                      "--format", "{{.Node}}").stdout.split()
+    assert len(tasks) == 1, tasks
+    node = json.loads(node_exec(manager, "docker", "node", "inspect", tasks[0]).stdout)[0]
+    assert node["Spec"]["Role"] == "worker"
+    return node["Description"]["Engine"]["Labels"]["jhs.instance-id"]
+
+
+def test_user_server_runs_on_a_worker_and_answers_through_the_hub(site, aws, hub):
+    user = "u" + uuid.uuid4().hex[:6]
+    assert hub.call("POST", f"/hub/api/users/{user}").status_code == 201
+    hub.start(user)
+    manager = manager_id(aws)
+    assert service_node(manager, user) in worker_ids(aws)
+    r = hub.call("GET", f"/user/{user}/api/status")
+    assert r.status_code == 200 and "started" in r.json()
+    # the user's home is on the shared file system, owned by the notebook user
+    home = ROOT / ".lab" / "efs" / "home" / user
+    assert home.is_dir() and home.stat().st_uid == 1000
+
+
+def test_home_survives_stop_and_start_on_the_other_worker(site, aws, hub):
+    user = "u" + uuid.uuid4().hex[:6]
+    assert hub.call("POST", f"/hub/api/users/{user}").status_code == 201
+    hub.start(user)
+    manager = manager_id(aws)
+    first = service_node(manager, user)
+    r = hub.call("PUT", f"/user/{user}/api/contents/notes.txt",
+                 json={"type": "file", "format": "text", "content": "kept across servers"})
+    assert r.status_code in (200, 201), r.text
+    hub.stop(user)
+    node_name = next(n["ID"] for n in swarm_nodes(manager)
+                     if (n["Description"]["Engine"].get("Labels") or {}).get("jhs.instance-id") == first)
+    node_exec(manager, "docker", "node", "update", "--availability", "drain", node_name)
+    try:
+        hub.start(user)
+        assert service_node(manager, user) != first
+        r = hub.call("GET", f"/user/{user}/api/contents/notes.txt")
+        assert r.status_code == 200 and r.json()["content"] == "kept across servers"
+    finally:
+        node_exec(manager, "docker", "node", "update", "--availability", "active", node_name)
+        hub.stop(user)
+
+
+def test_user_server_cannot_reach_the_instance_metadata(site, aws, hub):
+    user = "u" + uuid.uuid4().hex[:6]
+    assert hub.call("POST", f"/hub/api/users/{user}").status_code == 201
+    hub.start(user)
+    worker = service_node(manager_id(aws), user)
+    container = node_exec(worker, "docker", "ps", "-q", "--filter", f"label=com.docker.swarm.service.name=jupyter-{user}")
+    cid = container.stdout.split()[0]
+    probe = ("import urllib.request as u\n"
+             "r = u.Request('http://169.254.169.254/latest/api/token', method='PUT',"
+             " headers={'X-aws-ec2-metadata-token-ttl-seconds': '60'})\n"
+             "try:\n u.urlopen(r, timeout=5); print('REACHED')\nexcept Exception as e: print('BLOCKED', e)\n")
+    out = node_exec(worker, "docker", "exec", cid, "python3", "-c", probe).stdout
+    assert out.startswith("BLOCKED"), out
+    # the worker itself still reaches it (the rule is what blocks the container, not a broken route)
+    host = node_exec(worker, "python3", "-c", probe).stdout
+    assert host.startswith("REACHED"), host
+    hub.stop(user)
+
+
+def test_scale_out_joins_by_itself_and_scale_in_leaves_no_down_node(site, aws):
+    asg, manager = aws("autoscaling"), manager_id(aws)
+    before = set(worker_ids(aws))
+    asg.set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=3)
+    new = wait_for(lambda: set(worker_ids(aws)) - before, 30, what="a third instance")
+    (iid,) = new
+    t0 = time.time()
+    wait_for(lambda: iid in ready_workers(manager), 600, 3, what=f"{iid} to join the swarm by itself",
+             detail=lambda: node_exec(iid, "tail", "-30", "/var/log/jhs-boot.log").stdout)
+    print(f"new worker Ready {time.time() - t0:.0f} s after it was seen InService")
+
+    asg.set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=2)
+    wait_for(lambda: len(worker_ids(aws)) == 2, 60, what="the group to scale in")
+    gone = (before | new) - set(worker_ids(aws))
+    wait_for(lambda: not (gone & set(ready_workers(manager))), 120, 2, what="the removed worker to leave")
+    env = {**os.environ, **site, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    proc = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/workers.yml", "-i", "inventories/lab"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    states = [(n["Description"]["Hostname"], n["Status"]["State"]) for n in swarm_nodes(manager)]
+    assert all(state == "ready" for _, state in states), states
+    assert len(states) == 3, states
