@@ -132,7 +132,7 @@ def test_bake_makes_a_tagged_image_the_template_default_and_terminates_the_build
                             )["Instances"][0]["InstanceId"]
     cluster["instances"].append(iid)
     wait_for(lambda: node_exec(iid, "docker", "info").returncode == 0, 90, what=f"the engine on {iid}")
-    assert node_exec(iid, "ansible-pull", "--version").returncode == 0       # the boot skips installing Ansible
+    assert node_exec(iid, "/opt/jhs/venv/bin/ansible-pull", "--version").returncode == 0  # the boot skips installing it
     head = node_exec(iid, "git", "-C", "/opt/jhs/repo", "rev-parse", "HEAD").stdout.strip()
     assert head and head == tags["jhs:repo-commit"]                            # the repo at repo_version
     present = node_exec(iid, "docker", "image", "inspect", PREPULL)
