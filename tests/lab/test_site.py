@@ -113,6 +113,7 @@ class Hub:
     def __init__(self, url: str):
         self.url = url.rstrip("/")
         self.s = requests.Session()
+        self.s.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment overrides verify=False
         self.s.verify = False
         self.s.get(self.url + "/hub/login", timeout=30)
         r = self.s.post(self.url + "/hub/login", timeout=30, allow_redirects=False,
@@ -123,6 +124,7 @@ class Hub:
         assert r.status_code in (200, 201), r.text[:500]
         self.token = r.json()["token"]
         self.api = requests.Session()
+        self.api.trust_env = False
         self.api.verify = False
         self.api.headers["Authorization"] = f"token {self.token}"
 
@@ -194,21 +196,39 @@ def test_home_survives_stop_and_start_on_the_other_worker(site, aws, hub):
 
 
 def test_user_server_cannot_reach_the_instance_metadata(site, aws, hub):
+    """A container on a worker, like a user's server, is refused by the metadata service; the worker is not.
+
+    `docker exec` into a swarm task's container fails inside these Docker-in-Docker nodes (runc setns
+    error), so the probe runs in a container of the user's image on the user's network, on the worker
+    that runs the user's server: the same forwarded path through DOCKER-USER as the server itself.
+    """
     user = "u" + uuid.uuid4().hex[:6]
     assert hub.call("POST", f"/hub/api/users/{user}").status_code == 201
     hub.start(user)
-    worker = service_node(manager_id(aws), user)
-    container = node_exec(worker, "docker", "ps", "-q", "--filter", f"label=com.docker.swarm.service.name=jupyter-{user}")
-    cid = container.stdout.split()[0]
+    manager = manager_id(aws)
+    worker = service_node(manager, user)
+    spec = json.loads(node_exec(manager, "docker", "service", "inspect", f"jupyter-{user}").stdout)[0]["Spec"]
+    image = spec["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]
+    network = node_exec(manager, "docker", "network", "inspect", "-f", "{{.Name}}",
+                        spec["TaskTemplate"]["Networks"][0]["Target"]).stdout.strip()
     probe = ("import urllib.request as u\n"
              "r = u.Request('http://169.254.169.254/latest/api/token', method='PUT',"
              " headers={'X-aws-ec2-metadata-token-ttl-seconds': '60'})\n"
              "try:\n u.urlopen(r, timeout=5); print('REACHED')\nexcept Exception as e: print('BLOCKED', e)\n")
-    out = node_exec(worker, "docker", "exec", cid, "python3", "-c", probe).stdout
-    assert out.startswith("BLOCKED"), out
+    out = node_exec(worker, "docker", "run", "--rm", "--network", network, image, "python3", "-c", probe)
+    assert out.stdout.startswith("BLOCKED"), out.stdout + out.stderr
     # the worker itself still reaches it (the rule is what blocks the container, not a broken route)
     host = node_exec(worker, "python3", "-c", probe).stdout
     assert host.startswith("REACHED"), host
+    # and without the rule the same container would get through: the test can fail
+    rule = ["DOCKER-USER", "-d", "169.254.169.254/32", "-m", "comment", "--comment",
+            "jhs: containers may not reach instance metadata", "-j", "REJECT"]
+    assert node_exec(worker, "iptables", "-D", *rule).returncode == 0
+    try:
+        out = node_exec(worker, "docker", "run", "--rm", "--network", network, image, "python3", "-c", probe)
+        assert out.stdout.startswith("REACHED"), out.stdout + out.stderr
+    finally:
+        node_exec(worker, "iptables", "-I", *rule)
     hub.stop(user)
 
 
