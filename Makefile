@@ -47,7 +47,7 @@ lint: venv
 	$(BIN)/ansible-lint --profile production
 
 pytest: venv docker
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 molecule: venv docker
 	scripts/run-molecule

@@ -66,3 +66,27 @@ def boto(moto_endpoint):
 
 def reset_moto(url: str) -> None:
     urllib.request.urlopen(urllib.request.Request(url + "/moto-api/reset", method="POST"), timeout=10)
+
+
+# --- the running local lab (tests under tests/lab/) -------------------------------------------------------
+# One conftest for the whole suite: tests import helpers `from conftest import ...`, so a second conftest
+# module would shadow this one. Lab helpers live in tests/lab/labutil.py.
+sys.path.insert(0, str(ROOT / "tests" / "lab"))
+from labutil import lab_cmd, read_env  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The lab, up for the session (brought up if needed; left up for the next make target)."""
+    lab_cmd("up")
+    return read_env()
+
+
+@pytest.fixture
+def lab_aws(lab):
+    import boto3
+
+    def client(service: str):
+        return boto3.client(service, endpoint_url=lab["AWS_ENDPOINT_URL"], region_name=lab["AWS_DEFAULT_REGION"],
+                            aws_access_key_id="lab", aws_secret_access_key="lab")
+    return client
