@@ -129,7 +129,7 @@ def build_from_dir(name: str, base: str, log: Path) -> str:
     tag = tag_for(name)
     if image_exists(tag):
         return tag
-    cmd = ["docker", "build", "--build-arg", f"BASE={base}", "--label", f"{config.LABEL}.image={name}",
+    cmd = ["docker", "build", "--force-rm", "--build-arg", f"BASE={base}", "--label", f"{config.LABEL}.image={name}",
            "-t", tag]
     if name == "node":
         cmd += ["--build-arg", "EXTRA_PACKAGES=" + os.environ.get("LAB_NODE_EXTRA_PACKAGES", "")]
