@@ -72,6 +72,7 @@ def reset_moto(url: str) -> None:
 # One conftest for the whole suite: tests import helpers `from conftest import ...`, so a second conftest
 # module would shadow this one. Lab helpers live in tests/lab/labutil.py.
 sys.path.insert(0, str(ROOT / "tests" / "lab"))
+sys.path.insert(0, str(ROOT))  # the lab package (lab.hubclient)
 from labutil import lab_cmd, read_env  # noqa: E402
 
 

@@ -153,6 +153,7 @@ def test_rendered_config_loads_in_jupyterhub_without_unrecognized_options(auth, 
     assert "--NotebookNotary.db_file=:memory:" in result["args"]
     # The idle culler runs as a hub-managed service with a role scoped to what it needs.
     assert "--timeout=3600" in result["services"]["jupyterhub-idle-culler"]
+    assert result["environment"]["JUPYTERHUB_ACTIVITY_INTERVAL"] == "300"
     assert result["roles"]["jupyterhub-idle-culler"] == {
         "scopes": ["delete:servers", "list:users", "read:servers", "read:users:activity"],
         "services": ["jupyterhub-idle-culler"]}
@@ -193,6 +194,8 @@ BAD_CASES = {
                                  "jupyterhub_proxy_token": "x" * 20}, "jupyterhub_cookie_secret must be 64 hex digits"),
     "hub_database_on_nfs": ({"jupyterhub_state_dir": "/mnt/efs/hub"}, "SQLite breaks on NFS"),
     "same_ports": ({"jupyterhub_https_port": 8443, "jupyterhub_http_port": 8443}, "must be\ntwo different ports"),
+    "activity_slower_than_culler": ({"jupyterhub_idle_timeout": 300, "jupyterhub_activity_interval": 300},
+                                    "at most half of\njupyterhub_idle_timeout (300)"),
 }
 
 

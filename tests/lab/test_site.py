@@ -14,12 +14,11 @@ import time
 import uuid
 
 import pytest
-import requests
-import urllib3
 from labutil import ROOT, lab_cmd, node_exec, read_env, wait_for
 
+from lab.hubclient import HubClient
+
 pytestmark = pytest.mark.lab
-urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the lab hub's certificate is self-signed
 CLUSTER = "labhub"
 
 
@@ -109,44 +108,9 @@ def test_second_run_changes_nothing(site):
     assert changed == {}, proc.stdout[-6000:]
 
 
-class Hub:
-    def __init__(self, url: str):
-        self.url = url.rstrip("/")
-        self.s = requests.Session()
-        self.s.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment overrides verify=False
-        self.s.verify = False
-        self.s.get(self.url + "/hub/login", timeout=30)
-        r = self.s.post(self.url + "/hub/login", timeout=30, allow_redirects=False,
-                        data={"username": "admin", "password": "lab", "_xsrf": self.s.cookies.get("_xsrf")})
-        assert r.status_code == 302, r.text[:500]
-        r = self.s.post(self.url + "/hub/api/users/admin/tokens", timeout=30, json={"note": "lab test"},
-                        headers={"X-XSRFToken": self.s.cookies.get("_xsrf")})
-        assert r.status_code in (200, 201), r.text[:500]
-        self.token = r.json()["token"]
-        self.api = requests.Session()
-        self.api.trust_env = False
-        self.api.verify = False
-        self.api.headers["Authorization"] = f"token {self.token}"
-
-    def call(self, method: str, path: str, **kw) -> requests.Response:
-        return self.api.request(method, self.url + path, timeout=60, **kw)
-
-    def start(self, user: str, timeout: float = 300) -> dict:
-        r = self.call("POST", f"/hub/api/users/{user}/server")
-        assert r.status_code in (201, 202), r.text
-        return wait_for(lambda: (m := self.call("GET", f"/hub/api/users/{user}").json())["servers"].get("", {})
-                        .get("ready") and m, timeout, 2, what=f"{user}'s server to be ready")
-
-    def stop(self, user: str, timeout: float = 120) -> None:
-        r = self.call("DELETE", f"/hub/api/users/{user}/server")
-        assert r.status_code in (202, 204), r.text
-        wait_for(lambda: not self.call("GET", f"/hub/api/users/{user}").json()["servers"], timeout, 2,
-                 what=f"{user}'s server to stop")
-
-
 @pytest.fixture(scope="module")
 def hub(site):
-    return Hub(site["LAB_HUB_URL"])
+    return HubClient(site["LAB_HUB_URL"])
 
 
 def service_node(manager: str, user: str) -> str:
@@ -230,6 +194,60 @@ def test_user_server_cannot_reach_the_instance_metadata(site, aws, hub):
     finally:
         node_exec(worker, "iptables", "-I", *rule)
     hub.stop(user)
+
+
+def run_manager(lab_env: dict, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **lab_env, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
+    return subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/manager.yml", "-i", "inventories/lab",
+                           *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+
+
+def hub_logs(manager: str, since: str) -> str:
+    proc = node_exec(manager, "docker", "logs", "--since", since, "jupyterhub")
+    return proc.stdout + proc.stderr
+
+
+def test_idle_culler_stops_a_server_left_idle(site, aws, hub):
+    """The hub-managed jupyterhub-idle-culler, given a short timeout through the role's settings, stops a
+    server nobody uses, and leaves alone one that is used; the default settings are put back afterwards."""
+    manager = manager_id(aws)
+    proc = run_manager(site, "-e", "jupyterhub_idle_timeout=40", "-e", "jupyterhub_idle_cull_every=10",
+                       "-e", "jupyterhub_activity_interval=5")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    try:
+        since = node_exec(manager, "date", "-u", "+%Y-%m-%dT%H:%M:%SZ").stdout.strip()
+        idle, busy = "idle" + uuid.uuid4().hex[:5], "busy" + uuid.uuid4().hex[:5]
+        hub.create_user(idle)
+        hub.start(idle)
+        t0 = time.monotonic()
+        hub.create_user(busy)
+        hub.start(busy)
+        # the busy user's server reports activity (a kernel that runs), the idle one's reports none
+        r = hub.call("POST", f"/user/{busy}/api/kernels", json={"name": "python3"})
+        assert r.status_code == 201, r.text
+        kernel = r.json()["id"]
+
+        def busy_server_active():
+            hub.call("GET", f"/user/{busy}/api/kernels/{kernel}")   # keeps the hub's last_activity fresh
+            node_exec(manager, "true")
+            return hub.server(idle) is None
+
+        wait_for(busy_server_active, 180, 5, what=f"the culler to stop {idle}'s idle server",
+                 detail=lambda: hub_logs(manager, since)[-3000:])
+        culled_after = time.monotonic() - t0
+        assert culled_after >= 35, f"stopped {culled_after:.0f} s after it was ready, before the 40 s idle timeout"
+        logs = hub_logs(manager, since)
+        assert re.search(rf"Culling server {idle}\b", logs), logs[-3000:]
+        assert node_exec(manager, "docker", "service", "inspect", f"jupyter-{idle}").returncode != 0
+        assert hub.server(busy) and hub.server(busy)["ready"], "the culler stopped a server in use"
+        assert not re.search(rf"Culling server {busy}\b", logs), logs[-3000:]
+        print(f"idle server culled {culled_after:.0f} s after it was ready (timeout 40 s, a pass every 10 s)")
+        hub.stop(busy)
+    finally:
+        proc = run_manager(site)
+        assert proc.returncode == 0, proc.stdout[-4000:]
+    config = node_exec(manager, "sh", "-c", "cat /etc/jupyterhub/jupyterhub_config.py").stdout
+    assert "--timeout=3600" in config, "the default idle timeout was not put back"
 
 
 def test_scale_out_joins_by_itself_and_scale_in_leaves_no_down_node(site, aws):

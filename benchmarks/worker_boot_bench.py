@@ -1,0 +1,166 @@
+"""Worker boot benchmark on the running lab: time from an instance starting to its swarm node being Ready.
+
+Usage (after `make lab`): .venv/bin/python benchmarks/worker_boot_bench.py [--rounds 3]
+
+(a) base image: an instance of the workers' launch template at a version with the base AMI runs the whole
+    user-data: apt packages, the pinned Ansible virtual environment from the package index, then
+    ansible-pull of playbooks/worker_boot.yml (engine, EFS, join).
+(b) baked image: the same launch template at the version playbooks/worker_image.yml added (Ansible, the
+    repository and the engine are in the image); the same user-data finds Ansible and runs ansible-pull.
+If the cluster has no baked image yet, the benchmark bakes one first (playbooks/worker_image.yml) and
+afterwards puts the launch template's default version back and removes the image it made.
+
+Each round starts one instance of (a) and then one of (b) with RunInstances, in the workers' subnet with
+the Auto Scaling Group's tags, and polls `docker node ls` on the manager every 0.25 s until the node of
+that instance's private address is Ready. The boot log's timestamps split the time into user-data
+start, ansible-pull start and the end. Each instance is terminated and its node removed afterwards.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import boto3
+
+ROOT = Path(__file__).resolve().parent.parent
+CLUSTER = "labhub"
+
+
+def lab_env() -> dict[str, str]:
+    return dict(line.split("=", 1) for line in (ROOT / ".lab/env").read_text().splitlines()
+                if "=" in line and not line.startswith("#"))
+
+
+def sh(*cmd: str, check: bool = False) -> str:
+    return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=600).stdout
+
+
+def stamp(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def boot_marks(node: str) -> dict[str, float]:
+    log = sh("docker", "exec", node, "cat", "/var/log/jhs-boot.log")
+    marks = {}
+    if m := re.search(r"jhs-boot: user-data start (\S+)", log):
+        marks["user-data start"] = stamp(m.group(1))
+    if m := re.search(r"Starting Ansible Pull at (\S+ \S+)", log):
+        marks["ansible-pull start"] = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    if m := re.search(r"jhs-boot: user-data done (\S+)", log):
+        marks["user-data done"] = stamp(m.group(1))
+    return marks
+
+
+class Lab:
+    def __init__(self, env: dict[str, str]):
+        kw = dict(endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
+                  aws_access_key_id="lab", aws_secret_access_key="lab")
+        self.env = env
+        self.ec2, self.asg = boto3.client("ec2", **kw), boto3.client("autoscaling", **kw)
+        group = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[f"{CLUSTER}-workers"])["AutoScalingGroups"][0]
+        self.subnet = group["VPCZoneIdentifier"].split(",")[0]
+        self.tags = [{"Key": t["Key"], "Value": t["Value"]} for t in group.get("Tags", []) if t.get("PropagateAtLaunch")]
+        mgr = self.ec2.describe_instances(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]},
+                                                   {"Name": "tag:jhs:role", "Values": ["manager"]},
+                                                   {"Name": "instance-state-name", "Values": ["running"]}])
+        self.manager = mgr["Reservations"][0]["Instances"][0]["InstanceId"]
+
+    def template_versions(self) -> list[dict]:
+        return self.ec2.describe_launch_template_versions(LaunchTemplateName=f"{CLUSTER}-worker")["LaunchTemplateVersions"]
+
+    def node_states(self) -> dict[str, str]:
+        out = sh("docker", "exec", self.manager, "docker", "node", "ls", "--format", "{{.ID}} {{.Hostname}} {{.Status}}")
+        return {host: f"{nid} {state}" for nid, host, state in (line.split() for line in out.splitlines())}
+
+    def boot(self, version: str) -> dict[str, float]:
+        t0 = time.time()
+        inst = self.ec2.run_instances(
+            LaunchTemplate={"LaunchTemplateName": f"{CLUSTER}-worker", "Version": version}, MinCount=1, MaxCount=1,
+            SubnetId=self.subnet, TagSpecifications=[{"ResourceType": "instance", "Tags": self.tags}])["Instances"][0]
+        iid, host = inst["InstanceId"], "ip-" + inst["PrivateIpAddress"].replace(".", "-")
+        try:
+            deadline = t0 + 900
+            while not self.node_states().get(host, "").endswith(" Ready"):
+                if time.time() > deadline:
+                    raise TimeoutError(f"{iid} not Ready after 900 s:\n" + sh("docker", "exec", iid, "tail", "-20",
+                                                                              "/var/log/jhs-boot.log"))
+                time.sleep(0.25)
+            ready = time.time() - t0
+            started = sh("docker", "inspect", "-f", "{{.State.StartedAt}}", iid).strip()
+            result = {"ready": ready, "container running": stamp(started[:26].rstrip("Z") + "Z") - t0}
+            result.update({k: v - t0 for k, v in boot_marks(iid).items()})
+            return result
+        finally:
+            self.ec2.terminate_instances(InstanceIds=[iid])
+            deadline = time.time() + 120
+            while sh("docker", "ps", "-aq", "--filter", f"name=^{iid}$").strip() and time.time() < deadline:
+                time.sleep(0.5)
+            node = self.node_states().get(host)
+            if node:
+                sh("docker", "exec", self.manager, "docker", "node", "rm", "--force", node.split()[0])
+
+
+def bake(env: dict[str, str]) -> None:
+    run_env = {**os.environ, **env, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+               "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
+    t0 = time.time()
+    proc = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/worker_image.yml", "-i", "inventories/lab"],
+                          cwd=ROOT, env=run_env, capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit("the bake failed:\n" + proc.stdout[-4000:])
+    print(f"baked the worker image in {time.time() - t0:.0f} s")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    env = lab_env()
+    lab = Lab(env)
+    base_ami = env["LAB_BASE_AMI"]
+
+    versions = lab.template_versions()
+    default_before = next(v["VersionNumber"] for v in versions if v["DefaultVersion"])
+    baked_here = None
+    if not any(v["LaunchTemplateData"]["ImageId"] != base_ami for v in versions):
+        bake(env)
+        versions = lab.template_versions()
+        baked_here = next(v["LaunchTemplateData"]["ImageId"] for v in versions if v["DefaultVersion"])
+    base_v = str(max(v["VersionNumber"] for v in versions if v["LaunchTemplateData"]["ImageId"] == base_ami))
+    baked = max((v for v in versions if v["LaunchTemplateData"]["ImageId"] != base_ami), key=lambda v: v["VersionNumber"])
+    baked_v = str(baked["VersionNumber"])
+    print(f"launch template {CLUSTER}-worker: (a) version {base_v} = base AMI {base_ami}, "
+          f"(b) version {baked_v} = baked AMI {baked['LaunchTemplateData']['ImageId']}; {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    results: dict[str, list[dict[str, float]]] = {"a": [], "b": []}
+    try:
+        for rnd in range(args.rounds):
+            for kind, version in (("a", base_v), ("b", baked_v)):
+                r = lab.boot(version)
+                results[kind].append(r)
+                print(f"round {rnd + 1} ({kind}): " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(r.items(), key=lambda kv: kv[1])))
+    finally:
+        if baked_here:
+            lab.ec2.modify_launch_template(LaunchTemplateName=f"{CLUSTER}-worker", DefaultVersion=str(default_before))
+            image = lab.ec2.describe_images(ImageIds=[baked_here])["Images"][0]
+            lab.ec2.deregister_image(ImageId=baked_here)
+            lab_image = {t["Key"]: t["Value"] for t in image.get("Tags", [])}.get("jhs-lab:image")
+            if lab_image:
+                sh("docker", "rmi", lab_image)
+    med = {k: statistics.median(r["ready"] for r in v) for k, v in results.items()}
+    print(json.dumps({k: [round(r["ready"], 1) for r in v] for k, v in results.items()}))
+    print(f"instance start -> node Ready, median of {args.rounds}: (a) base image {med['a']:.1f} s, "
+          f"(b) baked image {med['b']:.1f} s = {med['b'] / med['a']:.2f} of (a)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
