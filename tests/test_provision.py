@@ -155,7 +155,7 @@ def provisioned(moto_endpoint, client):
                                 aws_cluster_dns_record=True, aws_cluster_domain=DOMAIN, aws_cluster_hosted_zone=ZONE,
                                 aws_cluster_worker_desired_capacity=1,
                                 aws_cluster_worker_boot_vars={"docker_engine_registry_mirrors": ["http://10.10.255.253:5000"]})
-    result = {"oauth_secret": oauth_secret}
+    result = {"oauth_secret": oauth_secret, "settings": settings}
     result["before_check"] = account_state(client)
     result["check"], _ = playbook(moto_endpoint, "provision", settings, "--check")
     result["after_check"] = account_state(client)
@@ -443,3 +443,40 @@ def test_every_resource_carries_the_cluster_tag(provisioned, client):
         assert found.get(kind), kind
     # The NAT gateway's and the manager's addresses both carry it.
     assert len(found["elastic_ips"]) == 2
+
+
+def test_a_baked_worker_image_stays_in_the_launch_template(provisioned, client, moto_endpoint):
+    """After playbooks/worker_image.yml imaged a worker for the cluster, provisioning again keeps workers on
+    that image (it does not put the base AMI back) and a further run changes nothing; another cluster's image
+    is never picked; aws_cluster_worker_use_baked_image=false goes back to the base AMI.
+    Runs last in this module: it adds launch template versions."""
+    ec2 = client("ec2")
+    found = ec2.describe_instances(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]},
+                                            {"Name": "tag:jhs:role", "Values": ["manager"]},
+                                            {"Name": "instance-state-name", "Values": ["running"]}])
+    instance = found["Reservations"][0]["Instances"][0]["InstanceId"]
+
+    def image(name: str, cluster: str) -> str:
+        image_id = ec2.create_image(InstanceId=instance, Name=name)["ImageId"]
+        ec2.create_tags(Resources=[image_id], Tags=[{"Key": "jhs:cluster", "Value": cluster},
+                                                     {"Key": "jhs:role", "Value": "worker-image"}])
+        return image_id
+
+    baked = image(f"{CLUSTER}-worker-baked", CLUSTER)
+    image("other-worker-baked", "other-cluster")     # newer, but another cluster's
+
+    def default_image() -> str:
+        (v,) = ec2.describe_launch_template_versions(LaunchTemplateName=f"{CLUSTER}-worker",
+                                                     Versions=["$Default"])["LaunchTemplateVersions"]
+        return v["LaunchTemplateData"]["ImageId"]
+
+    settings = provisioned["settings"]
+    first, _ = playbook(moto_endpoint, "provision", settings)
+    assert first.returncode == 0, first.stdout[-4000:]
+    assert default_image() == baked
+    again, _ = playbook(moto_endpoint, "provision", settings)
+    assert again.returncode == 0 and recap(again.stdout)["changed"] == 0, re.findall(r"^changed: .*$", again.stdout, re.M)
+    assert default_image() == baked
+    base, _ = playbook(moto_endpoint, "provision", dict(settings, aws_cluster_worker_use_baked_image=False))
+    assert base.returncode == 0, base.stdout[-4000:]
+    assert default_image() == BASE_AMI
