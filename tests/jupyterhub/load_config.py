@@ -40,6 +40,7 @@ async def main(path, profile):
         "allow_all": auth.allow_all,
         "admin_users": sorted(auth.admin_users),
         "spawner_class": f"{type(spawner).__module__}.{type(spawner).__name__}",
+        "spawner_mro": [f"{k.__module__}.{k.__name__}" for k in type(spawner).__mro__],
         "image": spawner.image,
         "allowed_images": sorted(spawner._get_allowed_images()),
         "network_name": spawner.network_name,
