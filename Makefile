@@ -57,3 +57,5 @@ test: lint pytest molecule
 bench: venv
 	$(BIN)/python benchmarks/inventory_bench.py
 	$(BIN)/python benchmarks/lab_boot.py
+	$(BIN)/python benchmarks/spawn_bench.py
+	$(BIN)/python benchmarks/worker_boot_bench.py

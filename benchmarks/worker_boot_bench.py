@@ -78,9 +78,10 @@ class Lab:
 
     def node_states(self) -> dict[str, str]:
         out = sh("docker", "exec", self.manager, "docker", "node", "ls", "--format", "{{.ID}} {{.Hostname}} {{.Status}}")
-        return {host: f"{nid} {state}" for nid, host, state in (line.split() for line in out.splitlines())}
+        rows = [line.split() for line in out.splitlines()]
+        return {row[1]: f"{row[0]} {row[2]}" for row in rows if len(row) == 3}
 
-    def boot(self, version: str) -> dict[str, float]:
+    def boot(self, version: str, log_to: Path | None = None) -> dict[str, float]:
         t0 = time.time()
         inst = self.ec2.run_instances(
             LaunchTemplate={"LaunchTemplateName": f"{CLUSTER}-worker", "Version": version}, MinCount=1, MaxCount=1,
@@ -97,6 +98,8 @@ class Lab:
             started = sh("docker", "inspect", "-f", "{{.State.StartedAt}}", iid).strip()
             result = {"ready": ready, "container running": stamp(started[:26].rstrip("Z") + "Z") - t0}
             result.update({k: v - t0 for k, v in boot_marks(iid).items()})
+            if log_to:
+                log_to.write_text(sh("docker", "exec", iid, "cat", "/var/log/jhs-boot.log"))
             return result
         finally:
             self.ec2.terminate_instances(InstanceIds=[iid])
@@ -122,17 +125,26 @@ def bake(env: dict[str, str]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--logs", type=Path, help="keep each instance's boot log in this directory")
+    ap.add_argument("--keep-image", action="store_true", help="keep an image baked here (and its template version)")
     args = ap.parse_args()
     env = lab_env()
     lab = Lab(env)
     base_ami = env["LAB_BASE_AMI"]
 
-    versions = lab.template_versions()
-    default_before = next(v["VersionNumber"] for v in versions if v["DefaultVersion"])
+    def usable_versions() -> list[dict]:
+        """Template versions whose image still exists (a deregistered image's versions stay behind)."""
+        versions = lab.template_versions()
+        images = {i["ImageId"] for i in lab.ec2.describe_images(
+            ImageIds=sorted({v["LaunchTemplateData"]["ImageId"] for v in versions}))["Images"]}
+        return [v for v in versions if v["LaunchTemplateData"]["ImageId"] in images]
+
+    versions = usable_versions()
+    default_before = next(v["VersionNumber"] for v in lab.template_versions() if v["DefaultVersion"])
     baked_here = None
     if not any(v["LaunchTemplateData"]["ImageId"] != base_ami for v in versions):
         bake(env)
-        versions = lab.template_versions()
+        versions = usable_versions()
         baked_here = next(v["LaunchTemplateData"]["ImageId"] for v in versions if v["DefaultVersion"])
     base_v = str(max(v["VersionNumber"] for v in versions if v["LaunchTemplateData"]["ImageId"] == base_ami))
     baked = max((v for v in versions if v["LaunchTemplateData"]["ImageId"] != base_ami), key=lambda v: v["VersionNumber"])
@@ -144,11 +156,14 @@ def main() -> int:
     try:
         for rnd in range(args.rounds):
             for kind, version in (("a", base_v), ("b", baked_v)):
-                r = lab.boot(version)
+                log = args.logs / f"{kind}-{rnd + 1}.log" if args.logs else None
+                if log:
+                    log.parent.mkdir(parents=True, exist_ok=True)
+                r = lab.boot(version, log)
                 results[kind].append(r)
                 print(f"round {rnd + 1} ({kind}): " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(r.items(), key=lambda kv: kv[1])))
     finally:
-        if baked_here:
+        if baked_here and not args.keep_image:
             lab.ec2.modify_launch_template(LaunchTemplateName=f"{CLUSTER}-worker", DefaultVersion=str(default_before))
             image = lab.ec2.describe_images(ImageIds=[baked_here])["Images"][0]
             lab.ec2.deregister_image(ImageId=baked_here)
