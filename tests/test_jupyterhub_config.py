@@ -36,6 +36,28 @@ def jh_images(tmp_path_factory):
     return tags
 
 
+def test_spawner_notices_a_starting_server_quickly_and_fails_a_silent_one(rendered, jh_images):
+    """The config's SwarmSpawner (tests/jupyterhub/spawner_poll.py, Docker calls stubbed): a task running after
+    three waiting states is seen well within upstream's first 1 s pause; rejected is waited on and failed stops
+    the spawn; after upstream's start, an answering port returns at once and a silent one fails in http_timeout."""
+    config = rendered / "local-selfsigned" / "jupyterhub_config.py"
+    proc = docker("run", "--rm", "--network", "none",
+                  "-v", f"{config}:/etc/jupyterhub/jupyterhub_config.py:ro",
+                  "-v", f"{rendered / 'secrets'}:/etc/jupyterhub/secrets:ro",
+                  "-v", f"{HERE / 'spawner_poll.py'}:/opt/spawner_poll.py:ro",
+                  jh_images["hub"], "python3", "/opt/spawner_poll.py", "/etc/jupyterhub/jupyterhub_config.py",
+                  check=False, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))[len("RESULT "):])
+    assert result["class_mro"][1] == "dockerspawner.swarmspawner.SwarmSpawner"
+    assert result["running"]["result"] == "ok" and result["running"]["calls"] == 4
+    assert result["running"]["seconds"] < 0.6, result      # upstream: 1 + 1.5 + 2.25 = 4.75 s
+    assert result["failed"]["result"].startswith("RuntimeError: Service") and result["failed"]["calls"] == 3
+    assert result["answering"]["result"][0] == "127.0.0.1" and result["answering"]["seconds"] < 1
+    assert result["closed"]["result"].startswith("TimeoutError: Server at http://127.0.0.1:")
+    assert 2 <= result["closed"]["seconds"] < 10, result
+
+
 def test_notebook_image_starts_without_the_slow_import(jh_images):
     """rfc3987-syntax (jupyterhub_notebook_pip_remove) is gone from the notebook image, and the server's own
     modules (jupyter_server, JupyterLab, jupyterhub-singleuser, whose jsonschema used it when present) import."""

@@ -1,0 +1,77 @@
+"""Exercise the config's SwarmSpawner polling in the real hub image, with Docker stubbed out.
+
+Run inside the hub image: python3 spawner_poll.py /etc/jupyterhub/jupyterhub_config.py
+The swarm cannot be made to hold a task in "rejected" or a port closed on demand, so these edge cases use
+stubs for the Docker calls (get_task, and upstream's start returning an address); the happy path runs
+against the real lab swarm in tests/lab/test_site.py. Prints RESULT <json>.
+"""
+import asyncio
+import json
+import sys
+import time
+
+import dockerspawner
+from jupyterhub import orm
+from jupyterhub.app import JupyterHub
+from jupyterhub.objects import Server
+
+
+async def main(path):
+    app = JupyterHub()
+    await app.initialize(["-f", path])
+    user_orm = orm.User(name="alice")
+    app.db.add(user_orm)
+    app.db.commit()
+    user = app.users[user_orm.id]
+    spawner = user.spawners[""]
+    out = {"class_mro": [f"{k.__module__}.{k.__name__}" for k in type(spawner).__mro__][:3]}
+
+    async def states(seq):
+        calls = []
+
+        async def get_task():
+            calls.append(time.monotonic())
+            state = seq[min(len(calls) - 1, len(seq) - 1)]
+            return {"Status": {"State": state, "Err": "stub"}}
+        spawner.get_task = get_task
+        t0 = time.monotonic()
+        try:
+            await spawner.start_object()
+            result = "ok"
+        except RuntimeError as e:
+            result = f"RuntimeError: {e}"
+        return {"result": result, "calls": len(calls), "seconds": round(time.monotonic() - t0, 3)}
+
+    # running after 3 waiting states: seen within a fraction of upstream's first 1 s pause
+    out["running"] = await states(["pending", "preparing", "starting", "running"])
+    # a rejected task is waited on (Swarm reschedules it), then a failed one stops the spawn
+    out["failed"] = await states(["rejected", "rejected", "failed"])
+
+    # the port check after upstream's start: an answering server returns at once, a closed port times out
+    async def upstream_start(self):
+        return ("127.0.0.1", PORT)
+    dockerspawner.SwarmSpawner.start = upstream_start
+    server = await asyncio.start_server(lambda r, w: w.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+                                        "127.0.0.1", 0)
+    global PORT
+    PORT = server.sockets[0].getsockname()[1]
+    orm_server = orm.Server(base_url="/user/alice/")
+    app.db.add(orm_server)
+    app.db.commit()
+    spawner.server = Server(orm_server=orm_server)
+    t0 = time.monotonic()
+    out["answering"] = {"result": list(await spawner.start()), "seconds": round(time.monotonic() - t0, 3)}
+    server.close()
+    await server.wait_closed()
+    spawner.http_timeout = 2
+    t0 = time.monotonic()
+    try:
+        await spawner.start()
+        out["closed"] = {"result": "returned"}
+    except TimeoutError as e:
+        out["closed"] = {"result": f"TimeoutError: {e}", "seconds": round(time.monotonic() - t0, 3)}
+    print("RESULT " + json.dumps(out))
+
+
+PORT = 0
+asyncio.run(main(sys.argv[1]))
