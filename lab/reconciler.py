@@ -47,6 +47,7 @@ class Reconciler:
         self.ec2 = ec2_client()
         self.ami_images: dict[str, str] = {}
         self.reported: set[str] = set()
+        self.failures: dict[str, str] = {}   # instance id -> last error (logged once per new error)
 
     def image_for(self, ami: str) -> str | None:
         """The container image instances of `ami` boot from; None while an AMI made from a lab node
@@ -155,23 +156,33 @@ class Reconciler:
             if info:
                 nodes[info["Name"].lstrip("/")] = info
         for iid, inst in instances.items():
-            state = inst["State"]["Name"]
-            node = nodes.get(iid)
-            if state in ("pending", "running"):
-                if node is None:
-                    self.start_node(inst)
-                elif not node["State"]["Running"]:
-                    docker("start", iid)
-                    log(f"{iid}: started again")
-            elif state in ("stopping", "stopped") and node and node["State"]["Running"]:
-                docker("stop", "-t", "30", iid)
-                log(f"{iid}: stopped")
-            elif state in ("shutting-down", "terminated") and node:
-                self.remove(iid, node)
+            # One instance that cannot become a node (its AMI's image gone, ...) must not hold up the others.
+            try:
+                self.reconcile(iid, inst, nodes.get(iid))
+                self.failures.pop(iid, None)
+            except Exception as exc:  # noqa: BLE001 (logged; the next pass retries)
+                self.ami_images.pop(inst.get("ImageId"), None)   # look the AMI up again next time
+                if self.failures.get(iid) != str(exc):
+                    log(f"{iid}: {exc}")
+                    self.failures[iid] = str(exc)
         for name, node in nodes.items():
             if name not in instances:
                 self.remove(name, node, why="unknown to the endpoint")
         self.bake_amis()
+
+    def reconcile(self, iid: str, inst: dict, node: dict | None) -> None:
+        state = inst["State"]["Name"]
+        if state in ("pending", "running"):
+            if node is None:
+                self.start_node(inst)
+            elif not node["State"]["Running"]:
+                docker("start", iid)
+                log(f"{iid}: started again")
+        elif state in ("stopping", "stopped") and node and node["State"]["Running"]:
+            docker("stop", "-t", "30", iid)
+            log(f"{iid}: stopped")
+        elif state in ("shutting-down", "terminated") and node:
+            self.remove(iid, node)
 
     def remove(self, iid: str, node: dict, why: str = "terminated") -> None:
         if node["State"]["Running"]:

@@ -102,3 +102,32 @@ def test_asg_instances_become_nodes_that_run_their_user_data(lab, lab_aws, asg_e
     states = {i["InstanceId"]: i["State"]["Name"] for r in ec2.describe_instances(InstanceIds=ids)["Reservations"]
               for i in r["Instances"]}
     assert set(states.values()) == {"terminated"}
+
+
+def test_an_instance_that_cannot_boot_does_not_hold_up_the_others(lab, lab_aws, asg_env):
+    """An instance whose AMI names a container image the lab does not have never becomes a node, the
+    reconciler says why once, and an instance started after it still boots."""
+    from labutil import ROOT
+    name, subnet = asg_env
+    ec2 = lab_aws("ec2")
+    ami = ec2.register_image(Name=f"{name}-broken", RootDeviceName="/dev/xvda",
+                             BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}}])["ImageId"]
+    missing = f"jhs-lab/ami:missing-{uuid.uuid4().hex[:8]}"
+    ec2.create_tags(Resources=[ami], Tags=[{"Key": "jhs-lab:image", "Value": missing}])
+    try:
+        (bad,) = [i["InstanceId"] for i in ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, SubnetId=subnet,
+                                                               InstanceType="t3.small")["Instances"]]
+        log = ROOT / ".lab" / "logs" / "reconciler.log"
+        wait_for(lambda: bad in log.read_text(), 30, what="the reconciler to report the instance it cannot boot")
+        (good,) = [i["InstanceId"] for i in ec2.run_instances(
+            LaunchTemplate={"LaunchTemplateName": name, "Version": "$Latest"}, MinCount=1, MaxCount=1,
+            SubnetId=subnet)["Instances"]]
+        wait_for(lambda: node_exec(good, "cat", "/var/lib/lab-test/marker").stdout.strip() == "done", 120,
+                 what=f"{good} to boot while {bad} cannot")
+        assert bad not in node_containers()
+        lines = [line for line in log.read_text().splitlines() if line.split(" ", 1)[-1].startswith(f"{bad}: ")]
+        assert len(lines) == 1 and missing in lines[0], lines      # said once, naming the image
+        ec2.terminate_instances(InstanceIds=[bad, good])
+        wait_for(lambda: good not in node_containers(), 90, what=f"{good} removed")
+    finally:
+        ec2.deregister_image(ImageId=ami)
