@@ -2,7 +2,8 @@
 
 Usage (after `make lab`): .venv/bin/python benchmarks/worker_boot_bench.py [--rounds 3]
 
-(a) base image: an instance of the workers' launch template at a version with the base AMI runs the whole
+(a) base image: an instance of the workers' launch template at a version made from (b)'s with the base AMI
+    (the same user-data; removed afterwards) runs the whole
     user-data: apt packages, the pinned Ansible virtual environment from the package index, then
     ansible-pull of playbooks/worker_boot.yml (engine, EFS, join).
 (b) baked image: the same launch template at the version playbooks/worker_image.yml added (Ansible, the
@@ -146,9 +147,12 @@ def main() -> int:
         bake(env)
         versions = usable_versions()
         baked_here = next(v["LaunchTemplateData"]["ImageId"] for v in versions if v["DefaultVersion"])
-    base_v = str(max(v["VersionNumber"] for v in versions if v["LaunchTemplateData"]["ImageId"] == base_ami))
     baked = max((v for v in versions if v["LaunchTemplateData"]["ImageId"] != base_ami), key=lambda v: v["VersionNumber"])
     baked_v = str(baked["VersionNumber"])
+    # (a) boots the baked version's data (same user-data) with the base AMI: a version made for this run.
+    base_v = str(lab.ec2.create_launch_template_version(
+        LaunchTemplateName=f"{CLUSTER}-worker", SourceVersion=baked_v, VersionDescription="worker boot benchmark (a)",
+        LaunchTemplateData={"ImageId": base_ami})["LaunchTemplateVersion"]["VersionNumber"])
     print(f"launch template {CLUSTER}-worker: (a) version {base_v} = base AMI {base_ami}, "
           f"(b) version {baked_v} = baked AMI {baked['LaunchTemplateData']['ImageId']}; {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}")
@@ -163,6 +167,7 @@ def main() -> int:
                 results[kind].append(r)
                 print(f"round {rnd + 1} ({kind}): " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(r.items(), key=lambda kv: kv[1])))
     finally:
+        lab.ec2.delete_launch_template_versions(LaunchTemplateName=f"{CLUSTER}-worker", Versions=[base_v])
         if baked_here and not args.keep_image:
             lab.ec2.modify_launch_template(LaunchTemplateName=f"{CLUSTER}-worker", DefaultVersion=str(default_before))
             image = lab.ec2.describe_images(ImageIds=[baked_here])["Images"][0]
