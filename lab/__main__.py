@@ -181,6 +181,27 @@ def ensure_registry(image: str, base: str) -> None:
     raise LabError(f"could not push the base image to the lab registry at {pushed}")
 
 
+def ensure_ecr(image: str) -> None:
+    """The stand-in for Amazon ECR: a registry that takes only the user and password of an authorization
+    token from the local endpoint's GetAuthorizationToken (user AWS; moto's password names the account), so
+    the hub's ECR login, push and the workers' authenticated pulls run as on AWS."""
+    import boto3
+    sts = boto3.client("sts", endpoint_url=config.endpoint_url(), region_name=config.region(),
+                       aws_access_key_id="lab", aws_secret_access_key="lab")
+    user, password = "AWS", f"{sts.get_caller_identity()['Account']}-auth-token"
+    cur = inspect(config.ECR_CONTAINER)
+    env = [f"LAB_REGISTRY_USER={user}", f"LAB_REGISTRY_PASSWORD={password}"]
+    if cur and cur["Config"]["Image"] == image and cur["State"]["Running"] and set(env) <= set(cur["Config"]["Env"]):
+        return
+    if cur:
+        docker("rm", "-f", "-v", config.ECR_CONTAINER)
+    docker("run", "-d", "--name", config.ECR_CONTAINER, "--label", f"{config.LABEL}=ecr",
+           "--network", config.NETWORK, "--ip", config.ecr_addr().split(":")[0],
+           "--mount", f"type=volume,dst=/var/lib/docker-registry,volume-label={config.LABEL}=ecr",
+           *[a for e in env for a in ("-e", e)], "--restart", "unless-stopped", image)
+    say(f"registry (Amazon ECR stand-in, ECR tokens of the local endpoint) at {config.ecr_addr()}")
+
+
 def snapshot_repo() -> str:
     """Publish the working tree (tracked and untracked, not ignored) as branch `lab` of the lab's git
     repository, which lab instances ansible-pull from, the way AWS instances pull from repo_url."""
@@ -258,6 +279,7 @@ def write_env(base_ami: str, extra: dict[str, str] | None = None) -> Path:
         "LAB_REPO_URL": config.repo_url(),
         "LAB_REPO_VERSION": config.GIT_BRANCH,
         "LAB_REGISTRY": config.registry_addr(),
+        "LAB_ECR_REGISTRY": config.ecr_addr(),
     }
     if "LAB_HUB_URL" in old:
         env["LAB_HUB_URL"] = old["LAB_HUB_URL"]
@@ -285,6 +307,7 @@ def up() -> None:
     base_ami = ensure_base_ami(tags["node"])
     ensure_imds(tags["imds"])
     ensure_registry(tags["registry"], tags["base"])
+    ensure_ecr(tags["registry"])
     snapshot_repo()
     ensure_git_daemon()
     ensure_reconciler()

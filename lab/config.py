@@ -75,6 +75,14 @@ def registry_addr() -> str:
     return f"{service_range()[-3]}:5000"
 
 
+ECR_CONTAINER = "jhs-lab-ecr"
+
+
+def ecr_addr() -> str:
+    """The lab's stand-in for the cluster's Amazon ECR registry (basic auth with the endpoint's ECR tokens)."""
+    return f"{service_range()[-4]}:5000"
+
+
 def registry_host_port() -> int:
     """Where the host pushes to the lab registry (loopback: Docker trusts it without TLS)."""
     return int(setting("LAB_REGISTRY_PORT", "5001"))

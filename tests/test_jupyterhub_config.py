@@ -39,12 +39,13 @@ def jh_images(tmp_path_factory):
 def test_spawner_notices_a_starting_server_quickly_and_fails_a_silent_one(rendered, jh_images):
     """The config's SwarmSpawner (tests/jupyterhub/spawner_poll.py, Docker calls stubbed): a task running after
     three waiting states is seen well within upstream's first 1 s pause; rejected is waited on and failed stops
-    the spawn; after upstream's start, an answering port returns at once and a silent one fails in http_timeout."""
+    the spawn; after upstream's start, an answering port returns at once and a silent one fails in http_timeout;
+    registry credentials (ECR tokens the refresher rewrites) reach the Docker client again when their file changes."""
     config = rendered / "local-selfsigned" / "jupyterhub_config.py"
     proc = docker("run", "--rm", "--network", "none",
                   "-v", f"{config}:/etc/jupyterhub/jupyterhub_config.py:ro",
                   "-v", f"{rendered / 'secrets'}:/etc/jupyterhub/secrets:ro",
-                  "-v", f"{HERE / 'spawner_poll.py'}:/opt/spawner_poll.py:ro",
+                  "-v", f"{HERE / 'spawner_poll.py'}:/opt/spawner_poll.py:ro", "-e", "DOCKER_CONFIG=/tmp/registry-config",
                   jh_images["hub"], "python3", "/opt/spawner_poll.py", "/etc/jupyterhub/jupyterhub_config.py",
                   check=False, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -56,6 +57,10 @@ def test_spawner_notices_a_starting_server_quickly_and_fails_a_silent_one(render
     assert result["answering"]["result"][0] == "127.0.0.1" and result["answering"]["seconds"] < 1
     assert result["closed"]["result"].startswith("TimeoutError: Server at http://127.0.0.1:")
     assert 2 <= result["closed"]["seconds"] < 10, result
+    # registry credentials: read again only when the file changed, and what create_service would send
+    assert result["registry"]["no_file"] == {"reloads": 0, "sent": None}
+    assert result["registry"]["written"] == {"reloads": 1, "sent": "token-1"}
+    assert result["registry"]["refreshed"] == {"reloads": 2, "sent": "token-2"}
 
 
 def test_notebook_image_starts_without_the_slow_import(jh_images):

@@ -3,7 +3,8 @@
 Run inside the hub image: python3 spawner_poll.py /etc/jupyterhub/jupyterhub_config.py
 The swarm cannot be made to hold a task in "rejected" or a port closed on demand, so these edge cases use
 stubs for the Docker calls (get_task, and upstream's start returning an address); the happy path runs
-against the real lab swarm in tests/lab/test_site.py. Prints RESULT <json>.
+against the real lab swarm in tests/lab/test_site.py. The registry credentials' reload uses a Docker client
+with no daemon behind it (the X-Registry-Auth header it would send). Prints RESULT <json>.
 """
 import asyncio
 import json
@@ -70,7 +71,54 @@ async def main(path):
         out["closed"] = {"result": "returned"}
     except TimeoutError as e:
         out["closed"] = {"result": f"TimeoutError: {e}", "seconds": round(time.monotonic() - t0, 3)}
+
+    # registry credentials (DOCKER_CONFIG, rewritten by the ECR refresher): handed to the Docker client again
+    # before a service is created whenever the file changed, and then sent along by create_service
+    out["registry"] = await registry(spawner)
     print("RESULT " + json.dumps(out))
+
+
+async def registry(spawner):
+    import base64
+    import os
+    from pathlib import Path
+
+    import docker
+    config = Path(os.environ["DOCKER_CONFIG"]) / "config.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    client = docker.APIClient(base_url="unix:///nonexistent.sock", version="1.41")   # no daemon needed
+    calls = []
+
+    async def stub_docker(method, *args, **kwargs):
+        calls.append(method)
+        return getattr(client, method)(*args, **kwargs)
+
+    async def upstream_create(self):
+        return {"ID": "stub"}
+    spawner.docker = stub_docker
+    dockerspawner.SwarmSpawner.create_object = upstream_create
+
+    def write(password):
+        auth = base64.b64encode(f"AWS:{password}".encode()).decode()
+        config.write_text(json.dumps({"auths": {"registry.example.test:5000": {"auth": auth}}}))
+
+    def header_password():
+        header = docker.auth.get_config_header(client, "registry.example.test:5000")
+        return json.loads(base64.urlsafe_b64decode(header))["password"] if header else None
+
+    result = {}
+    await spawner.create_object()
+    result["no_file"] = {"reloads": calls.count("reload_config"), "sent": header_password()}
+    write("token-1")
+    await spawner.create_object()
+    await spawner.create_object()
+    result["written"] = {"reloads": calls.count("reload_config"), "sent": header_password()}
+    time.sleep(0.01)
+    write("token-2")
+    os.utime(config, ns=(time.time_ns(), time.time_ns() + 1_000_000))   # a new mtime even on coarse clocks
+    await spawner.create_object()
+    result["refreshed"] = {"reloads": calls.count("reload_config"), "sent": header_password()}
+    return result
 
 
 PORT = 0

@@ -136,6 +136,33 @@ def test_user_server_runs_on_a_worker_and_answers_through_the_hub(site, aws, hub
     assert home.is_dir() and home.stat().st_uid == 1000
 
 
+def test_notebook_image_comes_from_the_ecr_stand_in_with_the_hubs_credentials(site, aws, hub):
+    """The notebook image is only in the lab's ECR stand-in, which refuses an anonymous pull. Workers hold no
+    registry credentials; once they lack the image, a user's spawn still starts, because the hub sends the ECR
+    token (from the local endpoint, kept fresh by the refresher container) with the service it creates."""
+    manager = manager_id(aws)
+    published = json.loads(aws("ssm").get_parameter(Name=f"/{CLUSTER}/hub/notebook-images")["Parameter"]["Value"])
+    image = published["images"][0]
+    assert published["registry"] == site["LAB_ECR_REGISTRY"] and published["registry_auth"] == "ecr"
+    assert image.startswith(f"{site['LAB_ECR_REGISTRY']}/{CLUSTER}/notebook:")
+    refresher = node_exec(manager, "docker", "inspect", "-f", "{{.State.Running}} {{.HostConfig.NetworkMode}}",
+                          "jupyterhub-registry-login")
+    assert refresher.stdout.split() == ["true", "host"], refresher.stdout + refresher.stderr
+    workers = worker_ids(aws)
+    for worker in workers:
+        assert node_exec(worker, "test", "-e", "/root/.docker/config.json").returncode != 0
+        anonymous = node_exec(worker, "docker", "pull", image)
+        assert anonymous.returncode != 0 and "no basic auth credentials" in anonymous.stdout + anonymous.stderr
+        node_exec(worker, "docker", "image", "rm", "--force", image)   # untagged (running servers keep theirs)
+        assert node_exec(worker, "docker", "image", "inspect", image).returncode != 0
+    user = "u" + uuid.uuid4().hex[:6]
+    assert hub.call("POST", f"/hub/api/users/{user}").status_code == 201
+    hub.start(user)
+    node = service_node(manager, user)
+    assert node_exec(node, "docker", "image", "inspect", image).returncode == 0   # pulled for the spawn
+    hub.stop(user)
+
+
 def test_home_survives_stop_and_start_on_the_other_worker(site, aws, hub):
     user = "u" + uuid.uuid4().hex[:6]
     assert hub.call("POST", f"/hub/api/users/{user}").status_code == 201
