@@ -2,8 +2,8 @@
 
 Usage (after `make lab`): .venv/bin/python benchmarks/worker_boot_bench.py [--rounds 3]
 
-(a) base image: an instance of the workers' launch template at a version made from (b)'s with the base AMI
-    (the same user-data; removed afterwards) runs the whole
+(a) base image: an instance of (b)'s launch template version with the base AMI given in RunInstances
+    (the same user-data) runs the whole
     user-data: apt packages, the pinned Ansible virtual environment from the package index, then
     ansible-pull of playbooks/worker_boot.yml (engine, EFS, join).
 (b) baked image: the same launch template at the version playbooks/worker_image.yml added (Ansible, the
@@ -82,11 +82,17 @@ class Lab:
         rows = [line.split() for line in out.splitlines()]
         return {row[1]: f"{row[0]} {row[2]}" for row in rows if len(row) == 3}
 
-    def boot(self, version: str, log_to: Path | None = None) -> dict[str, float]:
+    def boot(self, version: str, log_to: Path | None = None, image_id: str | None = None) -> dict[str, float]:
+        # The lab restores a baked AMI's disk ahead of its next node (lab/reconciler.py); measure nothing while
+        # it copies one, so neither boot shares the disk with that copy.
+        deadline = time.time() + 600
+        while json.loads((ROOT / ".lab/ami-disks.json").read_text())["filling"] and time.time() < deadline:
+            time.sleep(1)
         t0 = time.time()
         inst = self.ec2.run_instances(
             LaunchTemplate={"LaunchTemplateName": f"{CLUSTER}-worker", "Version": version}, MinCount=1, MaxCount=1,
-            SubnetId=self.subnet, TagSpecifications=[{"ResourceType": "instance", "Tags": self.tags}])["Instances"][0]
+            SubnetId=self.subnet, TagSpecifications=[{"ResourceType": "instance", "Tags": self.tags}],
+            **({"ImageId": image_id} if image_id else {}))["Instances"][0]
         iid, host = inst["InstanceId"], "ip-" + inst["PrivateIpAddress"].replace(".", "-")
         try:
             deadline = t0 + 900
@@ -149,25 +155,21 @@ def main() -> int:
         baked_here = next(v["LaunchTemplateData"]["ImageId"] for v in versions if v["DefaultVersion"])
     baked = max((v for v in versions if v["LaunchTemplateData"]["ImageId"] != base_ami), key=lambda v: v["VersionNumber"])
     baked_v = str(baked["VersionNumber"])
-    # (a) boots the baked version's data (same user-data) with the base AMI: a version made for this run.
-    base_v = str(lab.ec2.create_launch_template_version(
-        LaunchTemplateName=f"{CLUSTER}-worker", SourceVersion=baked_v, VersionDescription="worker boot benchmark (a)",
-        LaunchTemplateData={"ImageId": base_ami})["LaunchTemplateVersion"]["VersionNumber"])
-    print(f"launch template {CLUSTER}-worker: (a) version {base_v} = base AMI {base_ami}, "
+    base_v = baked_v   # (a) boots the same version (user-data and all) with the base AMI given instead
+    print(f"launch template {CLUSTER}-worker version {baked_v}: (a) with the base AMI {base_ami}, "
           f"(b) version {baked_v} = baked AMI {baked['LaunchTemplateData']['ImageId']}; {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}")
     results: dict[str, list[dict[str, float]]] = {"a": [], "b": []}
     try:
         for rnd in range(args.rounds):
-            for kind, version in (("a", base_v), ("b", baked_v)):
+            for kind, version, image in (("a", base_v, base_ami), ("b", baked_v, None)):
                 log = args.logs / f"{kind}-{rnd + 1}.log" if args.logs else None
                 if log:
                     log.parent.mkdir(parents=True, exist_ok=True)
-                r = lab.boot(version, log)
+                r = lab.boot(version, log, image)
                 results[kind].append(r)
                 print(f"round {rnd + 1} ({kind}): " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(r.items(), key=lambda kv: kv[1])))
     finally:
-        lab.ec2.delete_launch_template_versions(LaunchTemplateName=f"{CLUSTER}-worker", Versions=[base_v])
         if baked_here and not args.keep_image:
             lab.ec2.modify_launch_template(LaunchTemplateName=f"{CLUSTER}-worker", DefaultVersion=str(default_before))
             image = lab.ec2.describe_images(ImageIds=[baked_here])["Images"][0]

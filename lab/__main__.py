@@ -111,13 +111,14 @@ def preflight() -> None:
     if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
         raise LabError("no Docker engine answers (`docker info` failed): start it (`make docker` as root "
                        "does) and re-run")
-    registry = inspect(config.REGISTRY_CONTAINER) or {}
-    registry_ports = [b.get("HostPort") for bs in (registry.get("HostConfig", {}).get("PortBindings") or {}).values()
+    registry_ports = [b.get("HostPort") for name in (config.REGISTRY_CONTAINER, config.ECR_CONTAINER)
+                      for bs in ((inspect(name) or {}).get("HostConfig", {}).get("PortBindings") or {}).values()
                       for b in bs or []]
     for var, port, ours in (("LAB_AWS_PORT", config.aws_port(), running_pid("moto", f"-p {config.aws_port()}")),
                             ("LAB_GIT_PORT", config.git_port(), running_pid("git", f"--port={config.git_port()}")),
                             ("LAB_REGISTRY_PORT", config.registry_host_port(),
-                             str(config.registry_host_port()) in registry_ports)):
+                             str(config.registry_host_port()) in registry_ports),
+                            ("LAB_ECR_PORT", config.ecr_host_port(), str(config.ecr_host_port()) in registry_ports)):
         if not 1024 <= port <= 65535:
             raise LabError(f"{var}={port}: use a port from 1024 to 65535")
         if not ours and not port_free(port):
@@ -191,13 +192,17 @@ def ensure_ecr(image: str) -> None:
     user, password = "AWS", f"{sts.get_caller_identity()['Account']}-auth-token"
     cur = inspect(config.ECR_CONTAINER)
     env = [f"LAB_REGISTRY_USER={user}", f"LAB_REGISTRY_PASSWORD={password}"]
-    if cur and cur["Config"]["Image"] == image and cur["State"]["Running"] and set(env) <= set(cur["Config"]["Env"]):
+    ports = [b.get("HostPort") for bs in ((cur or {}).get("HostConfig", {}).get("PortBindings") or {}).values()
+             for b in bs or []]
+    if (cur and cur["Config"]["Image"] == image and cur["State"]["Running"] and set(env) <= set(cur["Config"]["Env"])
+            and str(config.ecr_host_port()) in ports):
         return
     if cur:
         docker("rm", "-f", "-v", config.ECR_CONTAINER)
     docker("run", "-d", "--name", config.ECR_CONTAINER, "--label", f"{config.LABEL}=ecr",
            "--network", config.NETWORK, "--ip", config.ecr_addr().split(":")[0],
            "--mount", f"type=volume,dst=/var/lib/docker-registry,volume-label={config.LABEL}=ecr",
+           "-p", f"127.0.0.1:{config.ecr_host_port()}:5000",
            *[a for e in env for a in ("-e", e)], "--restart", "unless-stopped", image)
     say(f"registry (Amazon ECR stand-in, ECR tokens of the local endpoint) at {config.ecr_addr()}")
 
@@ -280,6 +285,7 @@ def write_env(base_ami: str, extra: dict[str, str] | None = None) -> Path:
         "LAB_REPO_VERSION": config.GIT_BRANCH,
         "LAB_REGISTRY": config.registry_addr(),
         "LAB_ECR_REGISTRY": config.ecr_addr(),
+        "LAB_ECR_PORT": str(config.ecr_host_port()),
     }
     if "LAB_HUB_URL" in old:
         env["LAB_HUB_URL"] = old["LAB_HUB_URL"]

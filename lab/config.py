@@ -83,6 +83,11 @@ def ecr_addr() -> str:
     return f"{service_range()[-4]}:5000"
 
 
+def ecr_host_port() -> int:
+    """Where the host reaches the ECR stand-in (loopback: Docker trusts it without TLS)."""
+    return int(setting("LAB_ECR_PORT", "5002"))
+
+
 def registry_host_port() -> int:
     """Where the host pushes to the lab registry (loopback: Docker trusts it without TLS)."""
     return int(setting("LAB_REGISTRY_PORT", "5001"))

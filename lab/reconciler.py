@@ -13,7 +13,9 @@ import ipaddress
 import json
 import subprocess
 import sys
+import threading
 import time
+import uuid
 
 import boto3
 
@@ -32,6 +34,13 @@ exec /usr/local/sbin/lab-init
 """
 
 
+# A volume already holding a baked AMI's /var/lib/docker, for the next node of that AMI: the lab's stand-in for
+# an EBS volume made from the AMI's snapshot, which AWS hands an instance at launch (its blocks load lazily)
+# instead of copying the whole disk first, as the tar restore above does on a node's first boot.
+DISK_LABEL = f"{config.LABEL}.ami-disk"
+DISK_STATE = "ami-disks.json"   # in the lab dir: {"filling": [ami, ...]}, so benchmarks can wait for quiet
+
+
 def log(msg: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
@@ -48,6 +57,15 @@ class Reconciler:
         self.ami_images: dict[str, str] = {}
         self.reported: set[str] = set()
         self.failures: dict[str, str] = {}   # instance id -> last error (logged once per new error)
+        self.spares: dict[str, list[str]] = {}   # AMI -> volumes holding its disk, ready for a node
+        self.filling: set[str] = set()           # AMIs whose next disk is being restored
+        self.refills: dict[str, tuple[str, str, float]] = {}   # node -> (AMI, image, since): refill once it booted
+        self.lock = threading.Lock()
+        self.last_cleanup = 0.0
+        # a disk left by an earlier reconciler may be half restored: start over
+        for vol in ids("volume", DISK_LABEL):
+            docker("volume", "rm", vol, check=False)
+        self.write_disk_state()
 
     def image_for(self, ami: str) -> str | None:
         """The container image instances of `ami` boot from; None while an AMI made from a lab node
@@ -73,6 +91,75 @@ class Reconciler:
                     found[inst["InstanceId"]] = inst
         return found
 
+    # ---- disks of baked AMIs, restored ahead of the nodes that use them ---------------------------------
+    def write_disk_state(self) -> None:
+        with self.lock:
+            state = {"filling": sorted(self.filling | {ami for ami, _, _ in list(self.refills.values())})}
+        (config.lab_dir() / DISK_STATE).write_text(json.dumps(state) + "\n")
+
+    def fill_disk(self, ami: str, image: str) -> None:
+        """Restore a new volume from the AMI's image (its builder's /var/lib/docker) and keep it as a spare."""
+        name = f"{config.IMAGE_PREFIX.replace('/', '-')}-disk-{ami}-{uuid.uuid4().hex[:6]}"
+        t0 = time.time()
+        try:
+            docker("volume", "create", "--label", f"{config.LABEL}=ami-disk", "--label", f"{DISK_LABEL}={ami}", name)
+            docker("run", "--rm", "--label", f"{config.LABEL}=copy", "-v", f"{name}:/var/lib/docker",
+                   "--entrypoint", "sh", image, "-c",
+                   f"tar --xattrs --xattrs-include='*' -xpf {AMI_DOCKER_TAR} -C /var/lib/docker", timeout=900)
+        except DockerError as exc:
+            docker("volume", "rm", name, check=False)
+            log(f"{ami}: restoring a disk failed ({exc}); its next node restores its own")
+            return
+        with self.lock:
+            self.spares.setdefault(ami, []).append(name)
+        log(f"{ami}: a disk for its next node restored in {time.time() - t0:.1f}s")
+
+    def refill_later(self, ami: str, image: str) -> None:
+        with self.lock:
+            if ami in self.filling:
+                return
+            self.filling.add(ami)
+        self.write_disk_state()
+
+        def work() -> None:
+            try:
+                self.fill_disk(ami, image)
+            finally:
+                with self.lock:
+                    self.filling.discard(ami)
+                self.write_disk_state()
+        threading.Thread(target=work, daemon=True).start()
+
+    def refill_booted(self) -> None:
+        """Restore the next disk of an AMI once the node that took the last one has booted (or after 2 min),
+        so the copy never competes with that boot."""
+        for iid, (ami, image, since) in list(self.refills.items()):
+            booted = subprocess.run(["docker", "exec", iid, "test", "-e", "/var/lib/cloud/instance/boot-finished"],
+                                    capture_output=True).returncode == 0
+            if booted or time.time() - since > 120:
+                with self.lock:
+                    self.refills.pop(iid)
+                self.refill_later(ami, image)
+
+    def take_disk(self, ami: str) -> str | None:
+        with self.lock:
+            disks = self.spares.get(ami) or []
+            return disks.pop(0) if disks else None
+
+    def clean_disks(self) -> None:
+        """Every 30 s: remove spare disks of AMIs that are gone (deregistered, or their image removed)."""
+        if time.time() - self.last_cleanup < 30:
+            return
+        self.last_cleanup = time.time()
+        owned = {i["ImageId"] for i in self.ec2.describe_images(Owners=["self"])["Images"]}
+        with self.lock:
+            gone = {ami: vols for ami, vols in self.spares.items() if ami not in owned}
+            for ami in gone:
+                self.spares.pop(ami)
+        for vols in gone.values():
+            for vol in vols:
+                docker("volume", "rm", vol, check=False)
+
     def start_node(self, inst: dict) -> None:
         iid, ip = inst["InstanceId"], inst.get("PrivateIpAddress", "")
         if not ip or ipaddress.ip_address(ip) not in config.network_cidr():
@@ -88,19 +175,26 @@ class Reconciler:
                 log(f"{iid}: waiting for {inst['ImageId']} (an AMI being made from a node) to be committed")
                 self.reported.add(iid)
             return
+        disk = self.take_disk(inst["ImageId"])
         docker(
             "run", "-d", "--init", "--name", iid, "--hostname", "ip-" + ip.replace(".", "-"),
             "--label", f"{config.LABEL}=node", "--label", f"{config.LABEL}.instance-id={iid}",
             "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
             "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
             "--tmpfs", "/run",
-            "--mount", f"type=volume,dst=/var/lib/docker,volume-label={config.LABEL}=node-docker",
+            "--mount", (f"type=volume,src={disk},dst=/var/lib/docker" if disk else
+                        f"type=volume,dst=/var/lib/docker,volume-label={config.LABEL}=node-docker"),
             "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
             "-v", f"{config.efs_dir()}:{config.NODE_EFS_PATH}",
             "--network", config.NETWORK, "--ip", ip,
             "-e", f"LAB_IMDS_ADDR={config.imds_addr()}", "-e", f"LAB_REGISTRY_ADDR={config.registry_addr()}",
             image)
-        log(f"{iid}: running at {ip} ({inst['ImageId']} -> {image}); node started in {time.time() - t0:.1f}s")
+        log(f"{iid}: running at {ip} ({inst['ImageId']} -> {image}{', a disk restored ahead' if disk else ''}); "
+            f"node started in {time.time() - t0:.1f}s")
+        if image.startswith(f"{config.IMAGE_PREFIX}/ami:"):   # a baked AMI: its next node gets a disk ready
+            with self.lock:
+                self.refills[iid] = (inst["ImageId"], image, time.time())
+            self.write_disk_state()
 
     # ---- AMIs made from lab nodes (CreateImage): the lab's stand-in for an EBS snapshot ---------------
     def bake_amis(self) -> None:
@@ -144,9 +238,11 @@ class Reconciler:
                "--change", 'CMD ["/usr/local/sbin/lab-ami-init"]', helper, tag, timeout=600)
         docker("rm", "-f", helper, check=False)
         docker("rmi", stage, check=False)
+        log(f"{ami}: committed {iid} as {tag} (with its /var/lib/docker) in {time.time() - t0:.1f}s")
+        if src:
+            self.fill_disk(ami, tag)   # before the AMI counts as made: its first node gets a ready disk
         self.ec2.create_tags(Resources=[ami], Tags=[{"Key": AMI_IMAGE_TAG, "Value": tag}])
         self.ami_images.pop(ami, None)
-        log(f"{ami}: committed {iid} as {tag} (with its /var/lib/docker) in {time.time() - t0:.1f}s")
 
     def pass_once(self) -> None:
         instances = self.instances()
@@ -169,6 +265,8 @@ class Reconciler:
             if name not in instances:
                 self.remove(name, node, why="unknown to the endpoint")
         self.bake_amis()
+        self.refill_booted()
+        self.clean_disks()
 
     def reconcile(self, iid: str, inst: dict, node: dict | None) -> None:
         state = inst["State"]["Name"]
@@ -188,6 +286,10 @@ class Reconciler:
         if node["State"]["Running"]:
             docker("stop", "-t", "30", iid, check=False)
         docker("rm", "-f", "-v", iid, check=False)
+        for m in node.get("Mounts", []):   # a disk restored ahead is a named volume, which rm -v keeps
+            if m.get("Destination") == "/var/lib/docker" and m.get("Name", "").startswith(
+                    config.IMAGE_PREFIX.replace("/", "-") + "-disk-"):
+                docker("volume", "rm", m["Name"], check=False)
         log(f"{iid}: {why}; node removed")
 
 

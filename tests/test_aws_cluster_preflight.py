@@ -67,6 +67,14 @@ BAD_INPUTS = [
                            "aws_cluster_hosted_zone": "example.net"}, "(given: 'example.net')"),
     ("existing-vpc-without-subnets", {"aws_cluster_vpc_id": "vpc-0123456789abcdef0"},
      "aws_cluster_vpc_id=vpc-0123456789abcdef0 needs aws_cluster_existing_public_subnet_ids"),
+    ("ecr-repository-name", {"aws_cluster_ecr_repositories": ["Notebook"]},
+     "aws_cluster_ecr_repositories=Notebook: give unique short names of lower-case letters"),
+    ("ecr-repository-path", {"aws_cluster_ecr_repositories": ["team/notebook"]}, "aws_cluster_ecr_repositories=team/notebook:"),
+    ("ecr-repository-twice", {"aws_cluster_ecr_repositories": ["notebook", "notebook"]},
+     "aws_cluster_ecr_repositories=notebook,notebook: give unique"),
+    ("ecr-cluster-name-component", {"cluster_name": "pre--flight"},
+     "cluster_name=pre--flight prefixes the ECR repositories (<cluster_name>/<name>), where ECR allows no '--'"),
+    ("ecr-keep-images-negative", {"aws_cluster_ecr_keep_images": -1}, "aws_cluster_ecr_keep_images=-1: give a whole number >= 0"),
 ]
 
 

@@ -7,6 +7,7 @@ URL with the configured client id and callback; HTTP redirects to HTTPS; the dat
 """
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 import ssl
@@ -92,6 +93,16 @@ def test_second_run_changes_nothing(hub):
     counters = recap(hub["runs"][1].stdout)["manager"]
     assert counters["changed"] == 0, hub["runs"][1].stdout[-4000:]
     assert counters["failed"] == 0
+
+
+def test_publishes_the_images_it_spawns_for_the_worker_image(hub, moto_endpoint):
+    import boto3
+    ssm = boto3.client("ssm", endpoint_url=moto_endpoint, region_name="eu-west-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    param = ssm.get_parameter(Name=f"/{hub['host']['cluster_name']}/hub/notebook-images")["Parameter"]
+    assert param["Type"] == "String"
+    assert json.loads(param["Value"]) == {"images": [hub["host"]["jupyterhub_notebook_image"]], "registry": "",
+                                          "registry_auth": "none"}
 
 
 def test_check_mode_on_a_converged_manager_reports_no_change(hub):

@@ -1,4 +1,4 @@
-"""playbooks/provision.yml against the local AWS endpoint: what it creates, idempotence, check mode, secrets.
+"""playbooks/provision.yml against the local AWS endpoint: what it creates, idempotence, check mode, secrets, ECR.
 
 One cluster is provisioned once for the whole module (module-scoped fixture) and every assertion reads
 the endpoint's real state back with boto3.
@@ -111,7 +111,20 @@ def cluster_resources(client, cluster: str) -> dict[str, list[str]]:
     out["efs"] = [fs["FileSystemId"] for fs in efs.describe_file_systems(CreationToken=cluster)["FileSystems"]]
     out["efs_mount_targets"] = [mt["MountTargetId"] for fs in out["efs"]
                                 for mt in efs.describe_mount_targets(FileSystemId=fs)["MountTargets"]]
+    out["ecr_repositories"] = list(ecr_repositories(client, cluster))
     return {k: sorted(v) for k, v in out.items() if v}
+
+
+def ecr_repositories(client, cluster: str) -> dict[str, dict]:
+    """The repositories under <cluster>/ that carry the cluster's tag, by name, each with its tags."""
+    ecr = client("ecr")
+    found = {}
+    for repo in ecr.describe_repositories()["repositories"]:
+        if repo["repositoryName"].startswith(f"{cluster}/"):
+            tags = {"tags": ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"])["tags"]}
+            if tags_of(tags).get("jhs:cluster") == cluster:
+                found[repo["repositoryName"]] = dict(repo, tags=tags_of(tags))
+    return found
 
 
 def account_state(client) -> dict:
@@ -134,6 +147,7 @@ def account_state(client) -> dict:
         "ssm": client("ssm").describe_parameters()["Parameters"],
         "efs": client("efs").describe_file_systems()["FileSystems"],
         "zones": client("route53").list_hosted_zones()["HostedZones"],
+        "ecr": client("ecr").describe_repositories()["repositories"],
     }
     return json.loads(json.dumps(state, default=str, sort_keys=True))
 
@@ -167,6 +181,8 @@ def provisioned(moto_endpoint, client):
     result["second"], result["second_seconds"] = playbook(moto_endpoint, "provision", settings)
     result["check_existing"], _ = playbook(moto_endpoint, "provision", settings, "--check")
     result["check_drift"], _ = playbook(moto_endpoint, "provision", dict(settings, aws_cluster_worker_max_size=12), "--check")
+    result["check_ecr_drift"], _ = playbook(moto_endpoint, "provision", dict(
+        settings, aws_cluster_ecr_repositories=["notebook", "base"], aws_cluster_ecr_keep_images=5), "--check")
     return result
 
 
@@ -176,8 +192,11 @@ def test_check_mode_on_empty_account_creates_nothing_and_says_what_it_would(prov
     assert provisioned["before_check"] == provisioned["after_check"]
     assert "a real run would create" in proc.stdout
     for thing in (f"VPC {CLUSTER}-vpc 10.10.0.0/16", f"Auto Scaling Group {CLUSTER}-workers", "NAT gateway",
-                  f"security groups {CLUSTER}-hub", f"manager instance {CLUSTER}-manager"):
+                  f"security groups {CLUSTER}-hub", f"manager instance {CLUSTER}-manager",
+                  f".dkr.ecr.{REGION}.amazonaws.com/{CLUSTER}/notebook (scan on push on, image tags mutable, "
+                  "keep the newest 10 images)"):
         assert thing in proc.stdout
+    assert re.search(rf"ECR repositories \d{{12}}\.dkr\.ecr\.{REGION}\.amazonaws\.com/{CLUSTER}/notebook ", proc.stdout)
 
 
 def test_first_run_creates_second_run_changes_nothing(provisioned):
@@ -203,6 +222,20 @@ def test_check_mode_reports_a_drift_and_changes_nothing(provisioned, client):
     (group,) = client("autoscaling").describe_auto_scaling_groups(
         AutoScalingGroupNames=[f"{CLUSTER}-workers"])["AutoScalingGroups"]
     assert group["MaxSize"] == 10
+
+
+def test_check_mode_reports_ecr_drift_and_changes_nothing(provisioned, client):
+    """A new repository and a changed lifecycle policy on an existing cluster: reported, not made."""
+    proc = provisioned["check_ecr_drift"]
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    drift = re.search(r"TASK \[aws_cluster : ECR \| repositories a real run would create or change\][^\n]*\n[^\n]*\n"
+                      r"changed: \[localhost\] =>(.*?)\nTASK \[", proc.stdout, re.S)
+    assert drift, proc.stdout[-3000:]
+    assert f"{CLUSTER}/notebook: lifecycle policy changed" in drift.group(1)
+    assert f"{CLUSTER}/base: create" in drift.group(1)
+    assert list(ecr_repositories(client, CLUSTER)) == [f"{CLUSTER}/notebook"]
+    lifecycle = json.loads(client("ecr").get_lifecycle_policy(repositoryName=f"{CLUSTER}/notebook")["lifecyclePolicyText"])
+    assert lifecycle["rules"][0]["selection"]["countNumber"] == 10
 
 
 def test_network_two_zones_public_and_private(provisioned, client):
@@ -277,6 +310,16 @@ def policy(client, role: str) -> dict:
     return json.loads(document) if isinstance(document, str) else document
 
 
+ECR_LOGIN = ["ecr:GetAuthorizationToken"]
+ECR_PULL = ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"]
+ECR_PUSH_PULL = ECR_PULL + ["ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage"]
+
+
+def ecr_statements(statements: list[dict]) -> list[tuple[list[str], object]]:
+    """(actions, resource) of every statement with an ecr: action, in order."""
+    return [(s["Action"], s["Resource"]) for s in statements if any(a.startswith("ecr:") for a in s["Action"])]
+
+
 def test_iam_roles_split_and_least_privilege(provisioned, client):
     iam = client("iam")
     account = client("sts").get_caller_identity()["Account"]
@@ -294,18 +337,26 @@ def test_iam_roles_split_and_least_privilege(provisioned, client):
     worker = policy(client, f"{CLUSTER}-worker")["Statement"]
     actions = {a for s in worker for a in s["Action"]}
     assert actions == {"ssm:GetParameter", "ssm:GetParameters", "autoscaling:CompleteLifecycleAction",
-                       "autoscaling:RecordLifecycleActionHeartbeat"}
+                       "autoscaling:RecordLifecycleActionHeartbeat"} | set(ECR_LOGIN) | set(ECR_PULL)
     assert worker[0]["Resource"] == [f"{param}/swarm/worker-join-token", f"{param}/swarm/manager-addr",
                                      f"{param}/efs/file-system-id"]
     assert worker[1]["Resource"] == asg_arn
+    # ECR: log in anywhere (GetAuthorizationToken has no resource), pull only from the cluster's repositories.
+    repository_arn = f"arn:aws:ecr:{REGION}:{account}:repository/{CLUSTER}/notebook"
+    assert ecr_statements(worker) == [(ECR_LOGIN, "*"), (ECR_PULL, [repository_arn])]
     manager = {s["Sid"]: s for s in policy(client, f"{CLUSTER}-manager")["Statement"]}
     assert manager["PublishSwarmJoinParameters"]["Resource"] == [f"{param}/swarm/worker-join-token",
                                                                  f"{param}/swarm/manager-addr"]
+    # the hub publishes the images it spawns, for the worker-image bake to pre-pull
+    assert manager["PublishNotebookImages"]["Resource"] == f"{param}/hub/notebook-images"
+    assert manager["PublishNotebookImages"]["Action"] == ["ssm:PutParameter", "ssm:AddTagsToResource"]
     assert {"autoscaling:SetDesiredCapacity", "autoscaling:SetInstanceProtection"} <= set(manager["ScaleAndProtectWorkers"]["Action"])
     assert manager["ScaleAndProtectWorkers"]["Resource"] == asg_arn
-    # The only "*" resource is for Describe calls, which have no resource-level permissions.
+    # The only "*" resources: Describe calls and the ECR login, which have no resource-level permissions.
     star = [s for s in manager.values() if s["Resource"] == "*"]
-    assert len(star) == 1 and all(a.split(":")[1].startswith("Describe") for a in star[0]["Action"])
+    assert len(star) == 2 and all(a.split(":")[1].startswith("Describe") for a in star[0]["Action"])
+    assert star[1]["Action"] == ECR_LOGIN
+    assert ecr_statements(list(manager.values())) == [(ECR_LOGIN, "*"), (ECR_PUSH_PULL, [repository_arn])]
 
 
 def test_secrets_stored_encrypted_kept_and_never_printed(provisioned, client):
@@ -331,6 +382,23 @@ def test_secrets_stored_encrypted_kept_and_never_printed(provisioned, client):
     tags = tags_of({"Tags": ssm.list_tags_for_resource(ResourceType="Parameter",
                                                        ResourceId=f"/{CLUSTER}/hub/cookie-secret")["TagList"]})
     assert tags["jhs:cluster"] == CLUSTER
+
+
+def test_ecr_repository_for_notebook_images(provisioned, client):
+    ecr = client("ecr")
+    (repo,) = ecr_repositories(client, CLUSTER).values()
+    assert repo["repositoryName"] == f"{CLUSTER}/notebook"
+    assert repo["tags"] == {"jhs:cluster": CLUSTER, "Name": f"{CLUSTER}/notebook"}
+    assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
+    assert repo["imageTagMutability"] == "MUTABLE"
+    assert repo["encryptionConfiguration"]["encryptionType"] == "AES256"
+    lifecycle = json.loads(ecr.get_lifecycle_policy(repositoryName=f"{CLUSTER}/notebook")["lifecyclePolicyText"])
+    (rule,) = lifecycle["rules"]
+    assert rule["selection"] == {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 10}
+    assert rule["action"] == {"type": "expire"}
+    registry = repo["repositoryUri"].split("/", 1)[0]
+    assert registry == f"{repo['registryId']}.dkr.ecr.{REGION}.amazonaws.com"
+    assert f"ECR registry {registry}, repositories {repo['repositoryUri']}" in provisioned["first"].stdout
 
 
 def launch_template(client) -> dict:
@@ -366,7 +434,10 @@ def test_worker_user_data_contract(provisioned, client, moto_endpoint, tmp_path)
     command, pull = re.search(r"exec (\S*ansible-pull) (.*?)\n+JHS_BOOT", script, re.S).groups()
     pull = " ".join(pull.replace("\\\n", " ").split())
     assert pull.startswith(f"-U {REPO_URL} -C v1.2.3 -d /opt/jhs/repo -i localhost, playbooks/worker_boot.yml "
-                           "-e @/etc/jhs/boot-vars.json ")
+                           '-e @/etc/jhs/boot-vars.json "${identity[@]}" ')
+    # the identity document, read with IMDSv2 by the boot script, reaches the playbook as worker_boot_identity
+    assert "X-aws-ec2-metadata-token-ttl-seconds" in script and "/dynamic/instance-identity/document" in script
+    assert '{"worker_boot_identity": %s}' in script and "identity=(-e @/run/jhs-boot-identity.json)" in script
     assert pull.endswith(f"-e cluster_name={CLUSTER} -e aws_region={REGION} -e aws_endpoint_url={moto_endpoint}")
     boot_vars = json.loads(re.search(r"<<'JHS_VARS'\n(.*?)\nJHS_VARS\n", script, re.S).group(1))
     assert boot_vars == {"cluster_name": CLUSTER, "aws_region": REGION, "aws_endpoint_url": moto_endpoint,
@@ -439,10 +510,27 @@ def test_every_resource_carries_the_cluster_tag(provisioned, client):
     found = cluster_resources(client, CLUSTER)
     for kind in ("vpcs", "subnets", "security_groups", "internet_gateways", "route_tables", "nat_gateways",
                  "elastic_ips", "instances", "volumes", "launch_templates", "auto_scaling_groups", "iam_roles",
-                 "instance_profiles", "ssm_parameters", "efs", "efs_mount_targets"):
+                 "instance_profiles", "ssm_parameters", "efs", "efs_mount_targets", "ecr_repositories"):
         assert found.get(kind), kind
     # The NAT gateway's and the manager's addresses both carry it.
     assert len(found["elastic_ips"]) == 2
+
+
+def test_no_ecr_repositories_no_ecr_statements(provisioned, client, moto_endpoint):
+    """aws_cluster_ecr_repositories: [] drops the ECR statements from both policies and changes nothing else; an
+    existing repository is left alone (its images are the hub's; teardown removes it).
+    Changes the policies: runs after the tests that read them."""
+    settings = dict(provisioned["settings"], aws_cluster_ecr_repositories=[])
+    proc, _ = playbook(moto_endpoint, "provision", settings)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert re.findall(r"^changed: .*$", proc.stdout, re.M) == ["changed: [localhost] => (item=manager)",
+                                                               "changed: [localhost] => (item=worker)"]
+    assert re.search(r"TASK \[aws_cluster : IAM \| least-privilege inline policies\][^\n]*\n[^\n]*\nchanged:", proc.stdout)
+    for role in ("manager", "worker"):
+        statements = policy(client, f"{CLUSTER}-{role}")["Statement"]
+        assert not [a for s in statements for a in s["Action"] if a.startswith("ecr:")], role
+    assert "ECR |" not in proc.stdout and "no ECR repositories" in proc.stdout
+    assert list(ecr_repositories(client, CLUSTER)) == [f"{CLUSTER}/notebook"]
 
 
 def test_a_baked_worker_image_stays_in_the_launch_template(provisioned, client, moto_endpoint):

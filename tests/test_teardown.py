@@ -2,9 +2,12 @@
 
 Two clusters share one endpoint. Tearing one down (keeping user data) must leave only its EFS file system
 and hub state volume, and must not touch the other; with teardown_delete_user_data=true nothing is left.
+ECR repositories go with their images either way; repositories under the cluster's name prefix that do not
+carry its tag are never touched.
 """
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -13,6 +16,8 @@ from test_provision import cluster_resources, cluster_settings, make_client, pla
 pytestmark = pytest.mark.slow   # several full provision runs against the local endpoint
 
 A, B = "td-alpha", "td-beta"
+# Named like A's repositories, but not A's: one untagged, one tagged with B.
+IMPOSTERS = {f"{A}/imposter": [], f"{A}/of-beta": [{"Key": "jhs:cluster", "Value": B}]}
 
 
 @pytest.fixture(scope="module")
@@ -32,26 +37,47 @@ def story(moto_endpoint, client):
                                                                aws_cluster_private_subnet_cidrs=["10.20.8.0/24", "10.20.9.0/24"])])
         for name, proc in zip((A, B), runs):
             assert proc.returncode == 0, proc.stdout[-5000:]
+    ecr = client("ecr")
+    for name, tags in IMPOSTERS.items():
+        ecr.create_repository(repositoryName=name, tags=tags)
+    # An image in A's repository: teardown deletes a repository with its images.
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2,
+                           "digest": "sha256:" + "0" * 64}, "layers": []}
+    ecr.put_image(repositoryName=f"{A}/notebook", imageManifest=json.dumps(manifest), imageTag="v1")
+    steps["a_images"] = ecr.list_images(repositoryName=f"{A}/notebook")["imageIds"]
     steps["a_before"] = cluster_resources(client, A)
     steps["b_before"] = cluster_resources(client, B)
     steps["keep"], _ = playbook(moto_endpoint, "teardown", {"cluster_name": A})
     steps["a_after_keep"] = cluster_resources(client, A)
     steps["b_after_keep"] = cluster_resources(client, B)
     steps["keep_again"], _ = playbook(moto_endpoint, "teardown", {"cluster_name": A})
+    steps["imposters_after_keep"] = ecr_names(ecr, A)
     with ThreadPoolExecutor(max_workers=2) as pool:
         steps["delete_a"], steps["delete_b"] = pool.map(
             lambda cluster: playbook(moto_endpoint, "teardown", {"cluster_name": cluster, "teardown_delete_user_data": True})[0],
             [A, B])
     steps["a_after_delete"] = cluster_resources(client, A)
     steps["b_after_delete"] = cluster_resources(client, B)
+    steps["imposters_after_delete"] = ecr_names(ecr, A)
+    for name in IMPOSTERS:
+        ecr.delete_repository(repositoryName=name)
     return steps
+
+
+def ecr_names(ecr, cluster: str) -> list[str]:
+    return sorted(r["repositoryName"] for r in ecr.describe_repositories()["repositories"]
+                  if r["repositoryName"].startswith(f"{cluster}/"))
 
 
 def test_both_clusters_were_complete(story):
     for before in (story["a_before"], story["b_before"]):
         for kind in ("vpcs", "subnets", "security_groups", "instances", "volumes", "launch_templates",
-                     "auto_scaling_groups", "iam_roles", "instance_profiles", "ssm_parameters", "efs", "efs_mount_targets"):
+                     "auto_scaling_groups", "iam_roles", "instance_profiles", "ssm_parameters", "efs", "efs_mount_targets",
+                     "ecr_repositories"):
             assert before.get(kind), kind
+    assert story["a_before"]["ecr_repositories"] == [f"{A}/notebook"] and len(story["a_images"]) == 1
+    assert story["b_before"]["ecr_repositories"] == [f"{B}/notebook"]
     assert "nat_gateways" in story["a_before"] and "nat_gateways" not in story["b_before"]
 
 
@@ -66,6 +92,12 @@ def test_teardown_keeps_only_user_data_and_says_so(story):
     assert f"EFS file system {after['efs'][0]} (user homes" in proc.stdout
     assert f"hub state volume {A}-hub-state {hub_volume[0]}" in proc.stdout
     assert "teardown_delete_user_data=true" in proc.stdout
+    assert f"changed: [localhost] => (item={A}/notebook)" in proc.stdout   # the repository, with its image
+
+
+def test_teardown_never_touches_a_repository_without_the_cluster_tag(story):
+    assert story["imposters_after_keep"] == sorted(IMPOSTERS)
+    assert story["imposters_after_delete"] == sorted(IMPOSTERS)
 
 
 def test_teardown_of_one_cluster_leaves_the_other_untouched(story):

@@ -85,9 +85,30 @@ def builders(ec2, name: str) -> dict[str, str]:
     return {i["InstanceId"]: i["State"]["Name"] for r in res["Reservations"] for i in r["Instances"]}
 
 
-def test_bake_makes_a_tagged_image_the_template_default_and_terminates_the_builder(lab, cluster):
+def push_to_ecr_stand_in(lab, name: str, tmp_path) -> str:
+    """A small image in the lab's ECR stand-in, pushed from the host with a token of the local endpoint
+    (jhs-registry-login); returns its name as nodes see it."""
+    config_dir, at_host = tmp_path / "docker", f"127.0.0.1:{lab['LAB_ECR_PORT']}"
+    env = {**os.environ, **lab}
+    subprocess.run([str(ROOT / ".venv/bin/python"), str(ROOT / "roles/jupyterhub/files/jhs-registry-login"),
+                    "--registry", at_host, "--config-dir", str(config_dir), "--region", lab["AWS_DEFAULT_REGION"],
+                    "--endpoint-url", lab["AWS_ENDPOINT_URL"]], env=env, check=True, capture_output=True)
+    base = json.loads((ROOT / ".lab" / "images.json").read_text())["base"]
+    subprocess.run(["docker", "tag", base, f"{at_host}/{name}/base:1"], check=True)
+    pushed = subprocess.run(["docker", "push", f"{at_host}/{name}/base:1"], capture_output=True, text=True,
+                            env={**os.environ, "DOCKER_CONFIG": str(config_dir)})
+    assert pushed.returncode == 0, pushed.stderr
+    subprocess.run(["docker", "rmi", f"{at_host}/{name}/base:1"], capture_output=True)
+    return f"{lab['LAB_ECR_REGISTRY']}/{name}/base:1"
+
+
+def test_bake_makes_a_tagged_image_the_template_default_and_terminates_the_builder(lab, cluster, tmp_path):
     ec2, name = cluster["ec2"], cluster["name"]
-    proc = run_bake(lab, name)
+    # one image from the Docker Hub stand-in, one from the ECR stand-in, which the builder logs in to first
+    from_ecr = push_to_ecr_stand_in(lab, name, tmp_path)
+    proc = run_bake(lab, name, "-e", json.dumps({"worker_image_prepull_images": [PREPULL, from_ecr],
+                                                 "worker_image_registry": lab["LAB_ECR_REGISTRY"],
+                                                 "worker_image_registry_auth": "ecr"}))
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
 
     images = ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:jhs:cluster", "Values": [name]}])["Images"]
@@ -120,7 +141,9 @@ def test_bake_makes_a_tagged_image_the_template_default_and_terminates_the_build
     wait_for(lambda: not set(states) & set(node_containers()), 60, what="the builder's node removed")
 
     # Same inputs again: the image is found, nothing is baked or changed.
-    again = run_bake(lab, name)
+    again = run_bake(lab, name, "-e", json.dumps({"worker_image_prepull_images": [PREPULL, from_ecr],
+                                                  "worker_image_registry": lab["LAB_ECR_REGISTRY"],
+                                                  "worker_image_registry_auth": "ecr"}))
     assert again.returncode == 0, again.stdout[-5000:] + again.stderr[-2000:]
     assert recap(again)["changed"] == 0, again.stdout[-4000:]
     assert len(builders(ec2, name)) == 1
@@ -132,11 +155,20 @@ def test_bake_makes_a_tagged_image_the_template_default_and_terminates_the_build
                             )["Instances"][0]["InstanceId"]
     cluster["instances"].append(iid)
     wait_for(lambda: node_exec(iid, "docker", "info").returncode == 0, 90, what=f"the engine on {iid}")
+    # the lab restored the AMI's disk ahead of this node (as AWS hands over a volume made from the snapshot)
+    started = [line for line in (ROOT / ".lab/logs/reconciler.log").read_text().splitlines() if f"{iid}: running at" in line]
+    assert started and "a disk restored ahead" in started[-1], started
     assert node_exec(iid, "/opt/jhs/venv/bin/ansible-pull", "--version").returncode == 0  # the boot skips installing it
     head = node_exec(iid, "git", "-C", "/opt/jhs/repo", "rev-parse", "HEAD").stdout.strip()
     assert head and head == tags["jhs:repo-commit"]                            # the repo at repo_version
-    present = node_exec(iid, "docker", "image", "inspect", PREPULL)
-    assert present.returncode == 0, present.stderr                             # pre-pulled into the image
+    for image in (PREPULL, from_ecr):
+        present = node_exec(iid, "docker", "image", "inspect", image)
+        assert present.returncode == 0, present.stderr                         # pre-pulled into the image
+    assert node_exec(iid, "test", "-e", "/root/.jhs-bake-docker").returncode != 0   # no credentials baked in
+    anonymous = node_exec(iid, "docker", "pull", from_ecr)                       # so the login was needed
+    assert anonymous.returncode != 0 and "no basic auth credentials" in anonymous.stdout + anonymous.stderr
+    fact = json.loads(node_exec(iid, "cat", "/etc/ansible/facts.d/jhs_worker_image.fact").stdout)
+    assert fact["repo_commit"] == tags["jhs:repo-commit"]                      # the boot's preinstalled check
     daemon = json.loads(node_exec(iid, "cat", "/etc/docker/daemon.json").stdout)
     assert "log-driver" in daemon                                               # docker_engine's config
 

@@ -1,4 +1,5 @@
-"""Filters of the aws_cluster role: CIDR checks for the preflight (standard library only, no netaddr), ASG tags."""
+"""Filters of the aws_cluster role: CIDR checks for the preflight (standard library only, no netaddr), ASG tags,
+teardown's ownership re-check, check mode's comparison of ECR repositories with the settings."""
 from __future__ import annotations
 
 import ipaddress
@@ -61,6 +62,29 @@ def owned(resources, cluster):
     return kept
 
 
+def ecr_drift(existing, names, image_tag_mutability, scan_on_push, lifecycle_policy):
+    """What a real run would create or change in the repositories `names`, as 'name: what' strings.
+
+    existing: jhs_ecr_info's repositories; lifecycle_policy: the wanted policy (a dict), or None for none.
+    """
+    by_name = {repo["repository_name"]: repo for repo in existing or []}
+    mutability = str(image_tag_mutability).upper()
+    found = []
+    for name in names or []:
+        repo = by_name.get(name)
+        if repo is None:
+            found.append(f"{name}: create")
+            continue
+        if repo["image_tag_mutability"] != mutability:
+            found.append(f"{name}: image tag mutability {repo['image_tag_mutability']} -> {mutability}")
+        if repo["scan_on_push"] != bool(scan_on_push):
+            found.append(f"{name}: scan on push {repo['scan_on_push']} -> {bool(scan_on_push)}")
+        if repo["lifecycle_policy"] != (lifecycle_policy or None):
+            what = "removed" if not lifecycle_policy else ("changed" if repo["lifecycle_policy"] else "set")
+            found.append(f"{name}: lifecycle policy {what}")
+    return found
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -69,4 +93,5 @@ class FilterModule:
             "aws_cluster_cidr_overlapping": cidr_overlapping,
             "aws_cluster_asg_tags": asg_tags,
             "aws_cluster_owned": owned,
+            "aws_cluster_ecr_drift": ecr_drift,
         }
