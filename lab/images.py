@@ -7,8 +7,10 @@ it trusts), so an unchanged recipe is never rebuilt and a changed one always is.
 
 Images:
   base  Debian bookworm minbase + python3, trusting the CA bundle given by LAB_CA_BUNDLE
-  node  base + Docker engine + boot tooling: the stand-in for an EC2 instance (the lab's "AMI")
+  ami   base + boot tooling, no Docker engine, like Debian's cloud image: the lab's base AMI
+  node  ami's recipe + Docker engine and the modules' libraries: the molecule scenarios' nodes
   imds  base + the instance metadata stand-in server
+  registry  base + Debian's docker-registry: the Docker Hub and ECR stand-ins
 """
 from __future__ import annotations
 
@@ -27,6 +29,10 @@ IMAGES_DIR = HERE / "images"
 BASE_RECIPE_VERSION = "1"
 # Packages of the base image: enough for Ansible (python3) and to fetch things over HTTPS.
 BASE_PACKAGES = ["python3", "python3-apt", "ca-certificates", "curl", "iproute2", "procps", "gnupg"]
+
+
+# Images built from images/node with these packages (build argument PACKAGES).
+NODE_RECIPES = {"ami": "", "node": "docker.io iptables git python3-docker python3-boto3 python3-yaml python3-jinja2"}
 
 
 class BuildError(RuntimeError):
@@ -78,8 +84,10 @@ def tag_for(name: str) -> str:
                      debian_mirror().encode(), ca_bundle_bytes())
     if name == "base":
         return f"{config.IMAGE_PREFIX}/base:{base_hash}"
-    extra = os.environ.get("LAB_NODE_EXTRA_PACKAGES", "").encode() if name == "node" else b""
-    return f"{config.IMAGE_PREFIX}/{name}:{_sha(base_hash.encode(), _dir_bytes(IMAGES_DIR / name), extra)}"
+    if name in NODE_RECIPES:
+        extra = (NODE_RECIPES[name] + "|" + os.environ.get("LAB_NODE_EXTRA_PACKAGES", "")).encode()
+        return f"{config.IMAGE_PREFIX}/{name}:{_sha(base_hash.encode(), _dir_bytes(IMAGES_DIR / 'node'), extra)}"
+    return f"{config.IMAGE_PREFIX}/{name}:{_sha(base_hash.encode(), _dir_bytes(IMAGES_DIR / name), b'')}"
 
 
 def image_exists(tag: str) -> bool:
@@ -131,9 +139,10 @@ def build_from_dir(name: str, base: str, log: Path) -> str:
         return tag
     cmd = ["docker", "build", "--force-rm", "--build-arg", f"BASE={base}", "--label", f"{config.LABEL}.image={name}",
            "-t", tag]
-    if name == "node":
-        cmd += ["--build-arg", "EXTRA_PACKAGES=" + os.environ.get("LAB_NODE_EXTRA_PACKAGES", "")]
-    cmd.append(str(IMAGES_DIR / name))
+    if name in NODE_RECIPES:
+        cmd += ["--build-arg", f"PACKAGES={NODE_RECIPES[name]}",
+                "--build-arg", "EXTRA_PACKAGES=" + os.environ.get("LAB_NODE_EXTRA_PACKAGES", "")]
+    cmd.append(str(IMAGES_DIR / ("node" if name in NODE_RECIPES else name)))
     with log.open("ab") as fh:
         fh.write(f"\n### {name}: docker build\n".encode())
         fh.flush()
@@ -153,5 +162,5 @@ def build_all(log: Path) -> dict[str, str]:
     """Build (or reuse) every lab image; return {name: tag}."""
     log.parent.mkdir(parents=True, exist_ok=True)
     base = build_base(log)
-    return {"base": base, "node": build_from_dir("node", base, log),
+    return {"base": base, "ami": build_from_dir("ami", base, log), "node": build_from_dir("node", base, log),
             "imds": build_from_dir("imds", base, log), "registry": build_from_dir("registry", base, log)}
