@@ -39,9 +39,9 @@ def lab_env() -> dict[str, str]:
                 if "=" in line and not line.startswith("#"))
 
 
-def node_exec(node: str, *cmd: str, check: bool = True) -> str:
-    return subprocess.run(["docker", "exec", node, *cmd], capture_output=True, text=True, check=check,
-                          timeout=600).stdout
+def node_exec(node: str, *cmd: str, check: bool = True, input: str | None = None) -> str:
+    return subprocess.run(["docker", "exec", *(["-i"] if input is not None else []), node, *cmd], capture_output=True,
+                          text=True, check=check, timeout=600, input=input).stdout
 
 
 def busy_jiffies() -> tuple[int, int]:
@@ -122,8 +122,14 @@ def main() -> int:
         timed_spawn(hub, warm, args.timeout, 0.5)
         spec = json.loads(node_exec(manager, "docker", "service", "inspect", f"jupyter-{warm}"))[0]["Spec"]
         image = spec["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]
+        # the image is in the cluster's registry (ECR, or the lab's ECR stand-in): pull it with the hub's
+        # credentials in a throwaway config, so no worker keeps them
+        creds = node_exec(manager, "cat", "/etc/jupyterhub/docker/config.json", check=False) or "{}"
         for w in workers:
-            node_exec(w, "docker", "pull", "-q", image)
+            node_exec(w, "sh", "-c", "mkdir -p /tmp/jhs-bench-docker && cat >/tmp/jhs-bench-docker/config.json",
+                      input=creds)
+            node_exec(w, "env", "DOCKER_CONFIG=/tmp/jhs-bench-docker", "docker", "pull", "-q", image)
+            node_exec(w, "rm", "-rf", "/tmp/jhs-bench-docker")
         stop_all(hub, [warm])
         print(f"lab: manager {manager}, workers {', '.join(workers)}; image {image}; {os.cpu_count()} cores")
 
