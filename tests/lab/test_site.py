@@ -6,6 +6,7 @@ as swarm services on the workers.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -36,9 +37,13 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     return hosts
 
 
+RUN_OUTPUTS: list[str] = []   # every site.yml run's output, checked for secrets
+
+
 @pytest.fixture(scope="module")
 def site(lab):
     proc = run_site(lab)
+    RUN_OUTPUTS.append(proc.stdout + proc.stderr)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     lab_cmd("summary")
     env = read_env()
@@ -101,11 +106,26 @@ def test_manager_and_workers_are_ready_swarm_nodes_with_labels(site, aws):
 
 def test_second_run_changes_nothing(site):
     proc = run_site(site)
+    RUN_OUTPUTS.append(proc.stdout + proc.stderr)
     assert proc.returncode == 0, proc.stdout[-4000:]
     hosts = recap(proc.stdout)
     assert hosts, proc.stdout[-2000:]
     changed = {h: r["changed"] for h, r in hosts.items() if r["changed"] or r["failed"] or r["unreachable"]}
     assert changed == {}, proc.stdout[-6000:]
+
+
+def test_no_secret_in_the_runs_output(site, aws):
+    """The hub's secrets, the swarm join token and the registry password (an ECR token of the local endpoint)
+    appear in no run's output (first run and re-run)."""
+    ssm = aws("ssm")
+    names = [f"/{CLUSTER}/hub/cookie-secret", f"/{CLUSTER}/hub/proxy-token", f"/{CLUSTER}/swarm/worker-join-token"]
+    values = [ssm.get_parameter(Name=n, WithDecryption=True)["Parameter"]["Value"] for n in names]
+    auth = aws("ecr").get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    values += [auth, base64.b64decode(auth).decode().split(":", 1)[1]]
+    assert len(RUN_OUTPUTS) == 2 and all(len(v) >= 16 for v in values)
+    for output in RUN_OUTPUTS:
+        leaked = [name for name, value in zip(names + ["ECR token", "ECR password"], values) if value in output]
+        assert leaked == [], leaked
 
 
 @pytest.fixture(scope="module")
