@@ -238,7 +238,7 @@ def ensure_git_daemon() -> None:
 
 
 def ensure_base_ami(node_image: str) -> str:
-    """Register the lab's base AMI (boots the ami image: Debian without a Docker engine) unless the endpoint
+    """Register the lab's base AMI (boots the cloud image: Debian without a Docker engine) unless the endpoint
     already has it; its tag always names the current image."""
     from .reconciler import AMI_IMAGE_TAG, ec2_client
     ec2 = ec2_client()
@@ -311,7 +311,7 @@ def up() -> None:
     tags = build_images()
     ensure_network()
     ensure_endpoint()
-    base_ami = ensure_base_ami(tags["ami"])
+    base_ami = ensure_base_ami(tags["cloud"])
     ensure_imds(tags["imds"])
     ensure_registry(tags["registry"], tags["base"])
     ensure_ecr(tags["registry"])
@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(build_images(), indent=1))
         elif args.cmd == "reconcile":
             from . import reconciler
-            reconciler.run(json.loads((config.lab_dir() / "images.json").read_text())["ami"], once=args.once)
+            reconciler.run(json.loads((config.lab_dir() / "images.json").read_text())["cloud"], once=args.once)
     except (LabError, DockerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -7,8 +7,8 @@ it trusts), so an unchanged recipe is never rebuilt and a changed one always is.
 
 Images:
   base  Debian bookworm minbase + python3, trusting the CA bundle given by LAB_CA_BUNDLE
-  ami   base + boot tooling, no Docker engine, like Debian's cloud image: the lab's base AMI
-  node  ami's recipe + Docker engine and the modules' libraries: the molecule scenarios' nodes
+  cloud base + boot tooling, no Docker engine, like Debian's cloud image: the lab's base AMI
+  node  cloud's recipe + Docker engine and the modules' libraries: the molecule scenarios' nodes
   imds  base + the instance metadata stand-in server
   registry  base + Debian's docker-registry: the Docker Hub and ECR stand-ins
 """
@@ -32,7 +32,7 @@ BASE_PACKAGES = ["python3", "python3-apt", "ca-certificates", "curl", "iproute2"
 
 
 # Images built from images/node with these packages (build argument PACKAGES).
-NODE_RECIPES = {"ami": "", "node": "docker.io iptables git python3-docker python3-boto3 python3-yaml python3-jinja2"}
+NODE_RECIPES = {"cloud": "", "node": "docker.io iptables git python3-docker python3-boto3 python3-yaml python3-jinja2"}
 
 
 class BuildError(RuntimeError):
@@ -162,5 +162,5 @@ def build_all(log: Path) -> dict[str, str]:
     """Build (or reuse) every lab image; return {name: tag}."""
     log.parent.mkdir(parents=True, exist_ok=True)
     base = build_base(log)
-    return {"base": base, "ami": build_from_dir("ami", base, log), "node": build_from_dir("node", base, log),
+    return {"base": base, "cloud": build_from_dir("cloud", base, log), "node": build_from_dir("node", base, log),
             "imds": build_from_dir("imds", base, log), "registry": build_from_dir("registry", base, log)}

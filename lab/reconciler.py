@@ -310,4 +310,4 @@ def run(default_image: str, once: bool = False, interval: float = 1.0) -> None:
 
 if __name__ == "__main__":
     images = json.loads((config.lab_dir() / "images.json").read_text())
-    run(images["ami"], once="--once" in sys.argv)
+    run(images["cloud"], once="--once" in sys.argv)

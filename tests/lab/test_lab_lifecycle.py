@@ -50,7 +50,7 @@ def test_up_down_up_leaves_no_leftovers_and_no_duplicates():
     lab_cmd("up")
     first = inventory()
     # imds + registry containers, the registry's volume, one network, moto + reconciler + git daemon
-    assert first == {"containers": 2, "networks": 1, "volumes": 1, "processes": 3, "lab_dir": 1}, first
+    assert first == {"containers": 3, "networks": 1, "volumes": 2, "processes": 3, "lab_dir": 1}, first
     lab_cmd("up")                                    # `make lab` twice: nothing duplicated
     assert inventory() == first
 
@@ -107,7 +107,7 @@ def test_node_image_that_fails_to_build_names_the_step(tmp_path):
     proc = lab_cmd("images", env={"LAB_NODE_EXTRA_PACKAGES": "jhs-no-such-package",
                                   "LAB_DIR": str(tmp_path / "lab")}, check=False)
     assert proc.returncode == 2
-    assert "ami image failed at step 'RUN if [ -n " in proc.stderr, proc.stderr   # the first built from images/node
+    assert "cloud image failed at step 'RUN if [ -n " in proc.stderr, proc.stderr   # the first built from images/node
     assert "jhs-no-such-package" in proc.stderr
     log = (tmp_path / "lab" / "logs" / "build.log").read_text()
     assert "Unable to locate package jhs-no-such-package" in log

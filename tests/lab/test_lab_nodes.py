@@ -20,7 +20,9 @@ md local-ipv4 > /var/lib/lab-test/local-ipv4
 md placement/availability-zone > /var/lib/lab-test/az
 # IMDSv2 only: a request without a token is refused, as on an instance with HttpTokens=required.
 curl -s -o /dev/null -w '%{http_code}' http://169.254.169.254/latest/meta-data/instance-id > /var/lib/lab-test/v1
-# Call the endpoint with the instance's own credentials (from the metadata service) via boto3.
+# Call the endpoint with the instance's own credentials (from the metadata service) via boto3, which the
+# base AMI (Debian's cloud image stand-in) lacks, as a real one does.
+DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends python3-boto3 >/dev/null
 python3 - <<'PY' > /var/lib/lab-test/endpoint
 import boto3
 print(boto3.client("ec2", endpoint_url="__ENDPOINT__", region_name="__REGION__")
