@@ -55,6 +55,8 @@ def test_spawner_notices_a_starting_server_quickly_and_fails_a_silent_one(render
     assert result["running"]["seconds"] < 0.6, result      # upstream: 1 + 1.5 + 2.25 = 4.75 s
     assert result["failed"]["result"].startswith("RuntimeError: Service") and result["failed"]["calls"] == 3
     assert result["answering"]["result"][0] == "127.0.0.1" and result["answering"]["seconds"] < 1
+    # a moved server's name still listing the old task's address: ready only once that address is gone
+    assert result["stale_address"]["result"][0] == "jhs-moved" and 1 <= result["stale_address"]["seconds"] < 3, result
     assert result["closed"]["result"].startswith("TimeoutError: Server at http://127.0.0.1:")
     assert 2 <= result["closed"]["seconds"] < 10, result
     # registry credentials: read again only when the file changed, and what create_service would send

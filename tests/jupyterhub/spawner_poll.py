@@ -50,7 +50,7 @@ async def main(path):
 
     # the port check after upstream's start: an answering server returns at once, a closed port times out
     async def upstream_start(self):
-        return ("127.0.0.1", PORT)
+        return (HOST, PORT)
     dockerspawner.SwarmSpawner.start = upstream_start
     server = await asyncio.start_server(lambda r, w: w.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
                                         "127.0.0.1", 0)
@@ -62,6 +62,22 @@ async def main(path):
     spawner.server = Server(orm_server=orm_server)
     t0 = time.monotonic()
     out["answering"] = {"result": list(await spawner.start()), "seconds": round(time.monotonic() - t0, 3)}
+
+    # a name that still resolves to a moved server's old address too (127.0.0.2: nothing listens) is not
+    # ready until that address is gone from the name's answers (here after 1 s)
+    global HOST
+    hosts = open("/etc/hosts").read()
+    with open("/etc/hosts", "a") as f:
+        f.write("127.0.0.1 jhs-moved\n127.0.0.2 jhs-moved\n")
+
+    def forget_the_old_address():
+        with open("/etc/hosts", "w") as f:
+            f.write(hosts + "127.0.0.1 jhs-moved\n")
+    HOST = "jhs-moved"
+    asyncio.get_running_loop().call_later(1.0, forget_the_old_address)
+    t0 = time.monotonic()
+    out["stale_address"] = {"result": list(await spawner.start()), "seconds": round(time.monotonic() - t0, 3)}
+    HOST = "127.0.0.1"
     server.close()
     await server.wait_closed()
     spawner.http_timeout = 2
@@ -122,4 +138,5 @@ async def registry(spawner):
 
 
 PORT = 0
+HOST = "127.0.0.1"
 asyncio.run(main(sys.argv[1]))

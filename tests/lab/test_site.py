@@ -342,6 +342,9 @@ def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site,
     try:
         wait_for(lambda: iid in ready_workers(manager), 300, 1, what=f"{iid} to join from the baked image",
                  detail=lambda: node_exec(iid, "tail", "-30", "/var/log/jhs-boot.log").stdout)
+        # the play's output reaches the log in blocks: read it once the user-data has finished
+        wait_for(lambda: "jhs-boot: user-data done" in node_exec(iid, "cat", "/var/log/jhs-boot.log").stdout, 60,
+                 what=f"{iid}'s user-data to finish")
         log = node_exec(iid, "cat", "/var/log/jhs-boot.log").stdout
         assert "TASK [swarm_worker : Join the swarm advertising the private address]" in log
         for held in ("docker_engine : Find which of the engine's packages are installed",
