@@ -104,6 +104,12 @@ def endpoint_ready(timeout: float = 30) -> None:
 
 
 # ---------------------------------------------------------------- preflight
+def host_ports(container: dict | None) -> list[str]:
+    """The host ports a container (docker inspect output, or None) publishes."""
+    bindings = ((container or {}).get("HostConfig", {}).get("PortBindings") or {}).values()
+    return [b.get("HostPort") for bs in bindings for b in bs or []]
+
+
 def preflight() -> None:
     if shutil.which("docker") is None:
         raise LabError("the docker command is not installed: run `make lab` (as root it installs docker.io) "
@@ -111,9 +117,8 @@ def preflight() -> None:
     if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
         raise LabError("no Docker engine answers (`docker info` failed): start it (`make docker` as root "
                        "does) and re-run")
-    registry_ports = [b.get("HostPort") for name in (config.REGISTRY_CONTAINER, config.ECR_CONTAINER)
-                      for bs in ((inspect(name) or {}).get("HostConfig", {}).get("PortBindings") or {}).values()
-                      for b in bs or []]
+    registry_ports = [p for name in (config.REGISTRY_CONTAINER, config.ECR_CONTAINER)
+                      for p in host_ports(inspect(name))]
     for var, port, ours in (("LAB_AWS_PORT", config.aws_port(), running_pid("moto", f"-p {config.aws_port()}")),
                             ("LAB_GIT_PORT", config.git_port(), running_pid("git", f"--port={config.git_port()}")),
                             ("LAB_REGISTRY_PORT", config.registry_host_port(),
@@ -192,10 +197,8 @@ def ensure_ecr(image: str) -> None:
     user, password = "AWS", f"{sts.get_caller_identity()['Account']}-auth-token"
     cur = inspect(config.ECR_CONTAINER)
     env = [f"LAB_REGISTRY_USER={user}", f"LAB_REGISTRY_PASSWORD={password}"]
-    ports = [b.get("HostPort") for bs in ((cur or {}).get("HostConfig", {}).get("PortBindings") or {}).values()
-             for b in bs or []]
     if (cur and cur["Config"]["Image"] == image and cur["State"]["Running"] and set(env) <= set(cur["Config"]["Env"])
-            and str(config.ecr_host_port()) in ports):
+            and str(config.ecr_host_port()) in host_ports(cur)):
         return
     if cur:
         docker("rm", "-f", "-v", config.ECR_CONTAINER)

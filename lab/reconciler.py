@@ -38,6 +38,7 @@ exec /usr/local/sbin/lab-init
 # an EBS volume made from the AMI's snapshot, which AWS hands an instance at launch (its blocks load lazily)
 # instead of copying the whole disk first, as the tar restore above does on a node's first boot.
 DISK_LABEL = f"{config.LABEL}.ami-disk"
+DISK_PREFIX = f"{config.IMAGE_PREFIX.replace('/', '-')}-disk-"   # the volumes' names: <prefix><ami>-<random>
 DISK_STATE = "ami-disks.json"   # in the lab dir: {"filling": [ami, ...]}, so benchmarks can wait for quiet
 
 
@@ -99,7 +100,7 @@ class Reconciler:
 
     def fill_disk(self, ami: str, image: str) -> None:
         """Restore a new volume from the AMI's image (its builder's /var/lib/docker) and keep it as a spare."""
-        name = f"{config.IMAGE_PREFIX.replace('/', '-')}-disk-{ami}-{uuid.uuid4().hex[:6]}"
+        name = f"{DISK_PREFIX}{ami}-{uuid.uuid4().hex[:6]}"
         t0 = time.time()
         try:
             docker("volume", "create", "--label", f"{config.LABEL}=ami-disk", "--label", f"{DISK_LABEL}={ami}", name)
@@ -287,8 +288,7 @@ class Reconciler:
             docker("stop", "-t", "30", iid, check=False)
         docker("rm", "-f", "-v", iid, check=False)
         for m in node.get("Mounts", []):   # a disk restored ahead is a named volume, which rm -v keeps
-            if m.get("Destination") == "/var/lib/docker" and m.get("Name", "").startswith(
-                    config.IMAGE_PREFIX.replace("/", "-") + "-disk-"):
+            if m.get("Destination") == "/var/lib/docker" and m.get("Name", "").startswith(DISK_PREFIX):
                 docker("volume", "rm", m["Name"], check=False)
         log(f"{iid}: {why}; node removed")
 

@@ -106,9 +106,9 @@ def test_bake_makes_a_tagged_image_the_template_default_and_terminates_the_build
     ec2, name = cluster["ec2"], cluster["name"]
     # one image from the Docker Hub stand-in, one from the ECR stand-in, which the builder logs in to first
     from_ecr = push_to_ecr_stand_in(lab, name, tmp_path)
-    proc = run_bake(lab, name, "-e", json.dumps({"worker_image_prepull_images": [PREPULL, from_ecr],
-                                                 "worker_image_registry": lab["LAB_ECR_REGISTRY"],
-                                                 "worker_image_registry_auth": "ecr"}))
+    settings = json.dumps({"worker_image_prepull_images": [PREPULL, from_ecr],
+                           "worker_image_registry": lab["LAB_ECR_REGISTRY"], "worker_image_registry_auth": "ecr"})
+    proc = run_bake(lab, name, "-e", settings)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
 
     images = ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:jhs:cluster", "Values": [name]}])["Images"]
@@ -141,9 +141,7 @@ def test_bake_makes_a_tagged_image_the_template_default_and_terminates_the_build
     wait_for(lambda: not set(states) & set(node_containers()), 60, what="the builder's node removed")
 
     # Same inputs again: the image is found, nothing is baked or changed.
-    again = run_bake(lab, name, "-e", json.dumps({"worker_image_prepull_images": [PREPULL, from_ecr],
-                                                  "worker_image_registry": lab["LAB_ECR_REGISTRY"],
-                                                  "worker_image_registry_auth": "ecr"}))
+    again = run_bake(lab, name, "-e", settings)
     assert again.returncode == 0, again.stdout[-5000:] + again.stderr[-2000:]
     assert recap(again)["changed"] == 0, again.stdout[-4000:]
     assert len(builders(ec2, name)) == 1
