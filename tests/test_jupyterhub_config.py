@@ -50,15 +50,24 @@ def test_spawner_notices_a_starting_server_quickly_and_fails_a_silent_one(render
                   check=False, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))[len("RESULT "):])
-    assert result["class_mro"][1] == "dockerspawner.swarmspawner.SwarmSpawner"
+    assert result["class_mro"][:2] == ["jhs_spawner.SwarmSpawner", "dockerspawner.swarmspawner.SwarmSpawner"]
     assert result["running"]["result"] == "ok" and result["running"]["calls"] == 4
     assert result["running"]["seconds"] < 0.6, result      # upstream: 1 + 1.5 + 2.25 = 4.75 s
     assert result["failed"]["result"].startswith("RuntimeError: Service") and result["failed"]["calls"] == 3
     assert result["answering"]["result"][0] == "127.0.0.1" and result["answering"]["seconds"] < 1
-    # a moved server's name still listing the old task's address: ready only once that address is gone
+    # a moved server's name still listing the old task's address (which still answers): ready only once the
+    # name lists the task's own address alone
     assert result["stale_address"]["result"][0] == "jhs-moved" and 1 <= result["stale_address"]["seconds"] < 3, result
     assert result["closed"]["result"].startswith("TimeoutError: Server at http://127.0.0.1:")
     assert 2 <= result["closed"]["seconds"] < 10, result
+    # a task swarm re-created after a worker loss is still starting ("ready"): keep leaves the server running and
+    # follows the new task (persisted); stop removes the service and reports the server stopped
+    keep, stop = result["poll"]["keep"], result["poll"]["stop"]
+    assert keep == {"steady": None, "rescheduled": None, "after": None, "removed": [], "task_id": "new",
+                    "saved": "new"}, keep
+    assert stop["steady"] is None and stop["rescheduled"].startswith("task replaced by swarm"), stop
+    assert stop["after"] == 0 and stop["removed"] == ["jupyter-alice"], stop
+    assert "'State': 'failed'" in result["poll"]["failed"], result["poll"]
     # registry credentials: read again only when the file changed, and what create_service would send
     assert result["registry"]["no_file"] == {"reloads": 0, "sent": None}
     assert result["registry"]["written"] == {"reloads": 1, "sent": "token-1"}

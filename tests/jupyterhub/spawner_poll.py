@@ -1,9 +1,9 @@
-"""Exercise the config's SwarmSpawner polling in the real hub image, with Docker stubbed out.
+"""Exercise the config's SwarmSpawner (jhs_spawner) in the real hub image, with Docker stubbed out.
 
 Run inside the hub image: python3 spawner_poll.py /etc/jupyterhub/jupyterhub_config.py
-The swarm cannot be made to hold a task in "rejected" or a port closed on demand, so these edge cases use
-stubs for the Docker calls (get_task, and upstream's start returning an address); the happy path runs
-against the real lab swarm in tests/lab/test_site.py. The registry credentials' reload uses a Docker client
+The swarm cannot be made to hold a task in "rejected", a port closed, a stale DNS answer or a task half-way
+through a reschedule on demand, so these edge cases use stubs for the Docker calls (get_task, tasks, and
+upstream's start returning an address); the real paths run against the lab swarm in tests/lab/test_site.py. The registry credentials' reload uses a Docker client
 with no daemon behind it (the X-Registry-Auth header it would send). Prints RESULT <json>.
 """
 import asyncio
@@ -50,6 +50,7 @@ async def main(path):
 
     # the port check after upstream's start: an answering server returns at once, a closed port times out
     async def upstream_start(self):
+        self._task_addresses = set(OWN)
         return (HOST, PORT)
     dockerspawner.SwarmSpawner.start = upstream_start
     server = await asyncio.start_server(lambda r, w: w.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
@@ -63,9 +64,13 @@ async def main(path):
     t0 = time.monotonic()
     out["answering"] = {"result": list(await spawner.start()), "seconds": round(time.monotonic() - t0, 3)}
 
-    # a name that still resolves to a moved server's old address too (127.0.0.2: nothing listens) is not
-    # ready until that address is gone from the name's answers (here after 1 s)
-    global HOST
+    # a name that still resolves to a moved server's old address too (127.0.0.2, a task shutting down that still
+    # answers) is not ready until that address is gone from the name's answers (here after 1 s): the task is at
+    # 127.0.0.1 only
+    global HOST, OWN
+    old = await asyncio.start_server(lambda r, w: w.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+                                     "127.0.0.2", PORT)
+    OWN = {"127.0.0.1"}
     hosts = open("/etc/hosts").read()
     with open("/etc/hosts", "a") as f:
         f.write("127.0.0.1 jhs-moved\n127.0.0.2 jhs-moved\n")
@@ -77,6 +82,8 @@ async def main(path):
     asyncio.get_running_loop().call_later(1.0, forget_the_old_address)
     t0 = time.monotonic()
     out["stale_address"] = {"result": list(await spawner.start()), "seconds": round(time.monotonic() - t0, 3)}
+    old.close()
+    OWN = set()
     HOST = "127.0.0.1"
     server.close()
     await server.wait_closed()
@@ -90,8 +97,52 @@ async def main(path):
 
     # registry credentials (DOCKER_CONFIG, rewritten by the ECR refresher): handed to the Docker client again
     # before a service is created whenever the file changed, and then sent along by create_service
+    out["poll"] = await poll(spawner)
     out["registry"] = await registry(spawner)
     print("RESULT " + json.dumps(out))
+
+
+async def poll(spawner):
+    """What poll says while swarm replaces the task the hub started (a worker lost), in both on_worker_loss modes."""
+    result = {}
+    service = {"present": True}
+    removed = []
+
+    def task(tid, desired, state, index):
+        return {"ID": tid, "DesiredState": desired, "Status": {"State": state, "Message": state}, "Version": {"Index": index}}
+
+    async def get_object():
+        return {"ID": "svc"} if service["present"] else None
+
+    async def remove_object():
+        removed.append(spawner.service_name)
+        service["present"] = False
+    spawner.get_object = get_object
+    spawner.remove_object = remove_object
+    rescheduled = [task("old", "shutdown", "orphaned", 5), task("new", "running", "ready", 7)]
+
+    async def tasks_stub(method, *args, **kwargs):
+        assert method == "tasks", method
+        return TASKS
+    spawner.docker = tasks_stub
+    global TASKS
+    for mode in ("keep", "stop"):
+        spawner.on_worker_loss = mode
+        spawner.task_id = "old"
+        service["present"] = True
+        removed.clear()
+        TASKS = [task("old", "running", "running", 5)]
+        steady = await spawner.poll()
+        TASKS = rescheduled
+        first = await spawner.poll()
+        second = await spawner.poll()
+        result[mode] = {"steady": steady, "rescheduled": first, "after": second, "removed": list(removed),
+                        "task_id": spawner.task_id, "saved": (spawner.orm_spawner.state or {}).get("task_id")}
+    # a service whose only task failed and that swarm does not restart is a stopped server
+    spawner.on_worker_loss, spawner.task_id, service["present"] = "keep", "t1", True
+    TASKS = [task("t1", "shutdown", "failed", 9)]
+    result["failed"] = await spawner.poll()
+    return result
 
 
 async def registry(spawner):
@@ -139,4 +190,6 @@ async def registry(spawner):
 
 PORT = 0
 HOST = "127.0.0.1"
+OWN = set()
+TASKS = []
 asyncio.run(main(sys.argv[1]))

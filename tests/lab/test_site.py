@@ -297,6 +297,110 @@ def test_idle_culler_stops_a_server_left_idle(site, aws, hub):
     assert "--timeout=3600" in config, "the default idle timeout was not put back"
 
 
+def user_services(manager: str) -> dict[str, dict]:
+    """The swarm's user services (labelled by the hub's spawner), by name, with their labels."""
+    ids = node_exec(manager, "docker", "service", "ls", "-q", "--filter", "label=jhs.component=user-server").stdout.split()
+    if not ids:
+        return {}
+    return {s["Spec"]["Name"]: s["Spec"]["Labels"]
+            for s in json.loads(node_exec(manager, "docker", "service", "inspect", *ids).stdout)}
+
+
+def hub_owned_servers(hub: HubClient) -> set[tuple[str, str]]:
+    users = hub.call("GET", "/hub/api/users", params={"state": "active"}).json()
+    return {(u["name"], name) for u in users for name in u["servers"]}
+
+
+def test_a_service_no_hub_server_owns_is_removed_and_logged(site, aws, hub):
+    """jhs-reconcile (a hub-managed service; the lab runs it every 10 s with a 30 s grace) removes a user service
+    that no hub server owns, logs it, and leaves alone the service of a server the hub runs."""
+    manager = manager_id(aws)
+    since = node_exec(manager, "date", "-u", "+%Y-%m-%dT%H:%M:%SZ").stdout.strip()
+    owner = "own" + uuid.uuid4().hex[:5]
+    hub.create_user(owner)
+    hub.start(owner)
+    ghost = "ghost" + uuid.uuid4().hex[:5]
+    hub_image = node_exec(manager, "docker", "inspect", "-f", "{{.Config.Image}}", "jupyterhub").stdout.strip()
+    made = node_exec(manager, "docker", "service", "create", "--detach", "--name", f"jupyter-{ghost}",
+                     "--label", "jhs.component=user-server", "--label", f"jhs.user={ghost}", "--label", "jhs.server=",
+                     "--constraint", "node.role==manager", hub_image, "sleep", "3600")
+    assert made.returncode == 0, made.stderr
+    t0 = time.monotonic()
+    try:
+        wait_for(lambda: f"jupyter-{ghost}" not in user_services(manager), 120, 2,
+                 what=f"jhs-reconcile to remove jupyter-{ghost}", detail=lambda: hub_logs(manager, since)[-3000:])
+        print(f"orphaned service removed {time.monotonic() - t0:.0f} s after it was created (grace 30 s)")
+        assert time.monotonic() - t0 >= 25, "removed before its grace period"
+        assert re.search(rf"removing service jupyter-{ghost}: no hub server owns it", hub_logs(manager, since))
+        assert f"jupyter-{owner}" in user_services(manager) and hub.server(owner)["ready"]
+    finally:
+        node_exec(manager, "docker", "service", "rm", f"jupyter-{ghost}")
+        hub.stop(owner)
+
+
+def test_a_worker_lost_with_two_servers_on_it(site, aws, hub):
+    """A worker that dies (the instance terminated in the endpoint and its node killed, as on a hardware failure) while it runs two users' servers: swarm re-creates both on the other worker, the hub keeps both
+    (jupyterhub_on_worker_loss=keep), both users reach their files through the hub within 90 s, no user service
+    is left without a hub server, jhs-reconcile removes the Down node, and the group's replacement joins."""
+    manager = manager_id(aws)
+    since = node_exec(manager, "date", "-u", "+%Y-%m-%dT%H:%M:%SZ").stdout.strip()
+    workers = ready_workers(manager)
+    assert len(workers) == 2, workers
+    doomed, survivor = sorted(workers)
+    nodes = {(n["Description"]["Engine"].get("Labels") or {}).get("jhs.instance-id"): n["ID"] for n in swarm_nodes(manager)}
+    users = ["lost" + uuid.uuid4().hex[:5] for _ in range(2)]
+    node_exec(manager, "docker", "node", "update", "--availability", "drain", nodes[survivor])
+    try:
+        for user in users:
+            hub.create_user(user)
+            hub.start(user)
+            assert service_node(manager, user) == doomed
+            r = hub.call("PUT", f"/user/{user}/api/contents/kept.txt",
+                         json={"type": "file", "format": "text", "content": f"{user} before the loss"})
+            assert r.status_code in (200, 201), r.text
+    finally:
+        node_exec(manager, "docker", "node", "update", "--availability", "active", nodes[survivor])
+    before = set(worker_ids(aws))
+    # the hardware fails: the instance ends in the endpoint, and its node dies at once, before the lab's reconciler
+    # would stop it gently (its shutdown hook would leave the swarm, which a failing machine does not do)
+    aws("ec2").terminate_instances(InstanceIds=[doomed])
+    subprocess.run(["docker", "kill", doomed], capture_output=True)
+    t0 = time.monotonic()
+
+    def reachable(user):
+        try:
+            r = hub.call("GET", f"/user/{user}/api/contents/kept.txt")
+        except Exception:
+            return False
+        return r.status_code == 200 and r.json()["content"] == f"{user} before the loss"
+
+    back = {}
+    while len(back) < len(users) and time.monotonic() - t0 < 90:
+        for user in users:
+            if user not in back and reachable(user):
+                back[user] = time.monotonic() - t0
+        time.sleep(1)
+    print(f"servers reachable again after the worker's loss: { {u: round(t) for u, t in back.items()} } s")
+    assert sorted(back) == sorted(users), (back, hub_logs(manager, since)[-4000:])
+    for user in users:
+        assert service_node(manager, user) == survivor
+        assert hub.server(user)["ready"], f"the hub dropped {user}'s rescheduled server"
+        # the proxy reaches it on every request, not on some
+        assert all(reachable(user) for _ in range(10))
+    assert {(labels["jhs.user"], labels["jhs.server"]) for labels in user_services(manager).values()} \
+        <= hub_owned_servers(hub)
+    wait_for(lambda: nodes[doomed] not in {n["ID"] for n in swarm_nodes(manager)}, 120, 2,
+             what="jhs-reconcile to remove the lost worker's Down node", detail=lambda: hub_logs(manager, since)[-3000:])
+    assert re.search(r"removing node \S+ \(\w+\): Down for", hub_logs(manager, since))
+    new = wait_for(lambda: set(worker_ids(aws)) - before, 60, 2, what="the group to replace the lost worker")
+    (iid,) = new
+    wait_for(lambda: iid in ready_workers(manager), 600, 3, what=f"the replacement {iid} to join",
+             detail=lambda: node_exec(iid, "tail", "-30", "/var/log/jhs-boot.log").stdout)
+    for user in users:
+        hub.stop(user)
+    assert not {labels["jhs.user"] for labels in user_services(manager).values()} & set(users)
+
+
 def test_scale_out_joins_by_itself_and_scale_in_leaves_no_down_node(site, aws):
     asg, manager = aws("autoscaling"), manager_id(aws)
     before = set(worker_ids(aws))

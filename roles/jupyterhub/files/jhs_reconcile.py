@@ -1,0 +1,133 @@
+"""Keep the swarm in step with the hub: remove user services no hub server owns, and worker nodes left Down.
+
+Runs on the manager as a hub-managed service (jupyterhub_config.py starts it with the hub's API token, scoped to
+listing users and reading their servers) in the hub's own container, which has the manager's Docker socket. Every
+``--every`` seconds it:
+
+- removes each swarm service labelled ``jhs.component=user-server`` (the hub's SwarmSpawner labels every user
+  service it creates) whose user and server (``jhs.user``, ``jhs.server``) is not an active server of the hub
+  (running or pending), once the service is older than ``--grace`` seconds. A hub that does not answer removes
+  nothing: an unknown owner is never taken for no owner.
+- removes worker nodes that have been Down for ``--node-grace`` seconds (an instance that was terminated, or left
+  the swarm on shutdown), so they stop counting in the swarm and in the workers' view of capacity.
+
+Each action is one log line. Why not Ansible's swarm_manager prune: that runs only when playbooks/workers.yml does;
+this runs all the time, and only on the manager. No maintained tool does this for dockerspawner's services.
+"""
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import urllib.parse
+import urllib.request
+from datetime import datetime, timezone
+
+import docker
+
+from jhs_spawner import COMPONENT, LABEL_COMPONENT, LABEL_SERVER, LABEL_USER
+
+log = logging.getLogger("jhs-reconcile")
+
+
+class HubUnavailable(Exception):
+    pass
+
+
+def hub_active_servers(api_url, token, page=200):
+    """(user, server name) of every active (running or pending) server the hub has."""
+    owned, offset = set(), 0
+    while True:
+        query = urllib.parse.urlencode({"state": "active", "limit": page, "offset": offset})
+        req = urllib.request.Request(f"{api_url.rstrip('/')}/users?{query}", headers={
+            "Authorization": f"token {token}", "Accept": "application/jupyterhub-pagination+json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                body = json.load(resp)
+        except Exception as e:
+            raise HubUnavailable(f"{type(e).__name__}: {e}") from e
+        for user in body["items"]:
+            owned.update((user["name"], name) for name in (user.get("servers") or {}))
+        nxt = (body.get("_pagination") or {}).get("next")
+        if not nxt:
+            return owned
+        offset = nxt["offset"]
+
+
+def created_at(text):
+    """Docker's RFC 3339 time with nanoseconds, as a POSIX time."""
+    head, _, frac = text.rstrip("Z").partition(".")
+    when = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    return when + (float("0." + frac[:6]) if frac else 0.0)
+
+
+def reconcile(client, owned, now, grace, node_grace, down_since):
+    """One pass; returns the actions taken as (kind, id, reason)."""
+    actions = []
+    if owned is not None:
+        for service in client.services(filters={"label": f"{LABEL_COMPONENT}={COMPONENT}"}):
+            labels = service["Spec"].get("Labels") or {}
+            key = (labels.get(LABEL_USER), labels.get(LABEL_SERVER, ""))
+            age = now - created_at(service["CreatedAt"])
+            if key in owned or age < grace:
+                continue
+            reason = f"no hub server owns it (user {key[0]!r}, server {key[1]!r}), created {age:.0f}s ago"
+            log.warning("removing service %s: %s", service["Spec"]["Name"], reason)
+            client.remove_service(service["ID"])
+            actions.append(("service", service["Spec"]["Name"], reason))
+    seen = set()
+    for node in client.nodes():
+        if node["Spec"].get("Role") != "worker" or node["Status"].get("State") != "down":
+            continue
+        seen.add(node["ID"])
+        since = down_since.setdefault(node["ID"], now)
+        if now - since < node_grace:
+            continue
+        name = node["Description"].get("Hostname", node["ID"])
+        reason = f"Down for {now - since:.0f}s"
+        log.warning("removing node %s (%s): %s", name, node["ID"][:12], reason)
+        try:
+            client.remove_node(node["ID"])
+        except docker.errors.APIError as e:
+            log.error("could not remove node %s: %s", name, e)
+            continue
+        actions.append(("node", name, reason))
+    for gone in set(down_since) - seen:
+        down_since.pop(gone)
+    return actions
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--every", type=float, default=60, help="seconds between two passes")
+    parser.add_argument("--grace", type=float, default=120, help="minimum age of a service before removal")
+    parser.add_argument("--node-grace", type=float, default=300, help="seconds a node stays Down before removal")
+    parser.add_argument("--once", action="store_true", help="one pass, then exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="[%(levelname).1s %(asctime)s %(name)s] %(message)s")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    api_url, token = os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"]
+    client = docker.APIClient(base_url=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"))
+    down_since = {}
+    log.info("every %ss: user services without a hub server after %ss, Down workers after %ss",
+             args.every, args.grace, args.node_grace)
+    while True:
+        try:
+            owned = hub_active_servers(api_url, token)
+        except HubUnavailable as e:
+            log.error("hub API unavailable, no service removed this pass: %s", e)
+            owned = None
+        try:
+            reconcile(client, owned, time.time(), args.grace, args.node_grace, down_since)
+        except docker.errors.DockerException as e:
+            log.error("Docker API error: %s", e)
+        if args.once:
+            return
+        time.sleep(args.every)
+
+
+if __name__ == "__main__":
+    main()
