@@ -26,7 +26,8 @@ def free_port() -> int:
 def moto_endpoint():
     """A moto server on 127.0.0.1 for the whole session; tests keep apart by cluster name or reset it."""
     port = free_port()
-    proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+    # the lab's endpoint: moto_server with the lab's mends of moto's defects (lab/motoserver.py)
+    proc = subprocess.Popen([sys.executable, "-m", "lab.motoserver", "-H", "127.0.0.1", "-p", str(port)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):

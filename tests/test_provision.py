@@ -276,8 +276,10 @@ def test_security_groups_least_exposure(provisioned, client):
     hub, nodes, efs = sgs[f"{CLUSTER}-hub"], sgs[f"{CLUSTER}-nodes"], sgs[f"{CLUSTER}-efs"]
     hub_rules = {(p["IpProtocol"], p["FromPort"], p["ToPort"]): [r["CidrIp"] for r in p["IpRanges"]] for p in hub["IpPermissions"]}
     assert hub_rules == {("tcp", 80, 80): ["0.0.0.0/0"], ("tcp", 443, 443): ["0.0.0.0/0"]}  # no SSH by default
-    node_rules = {(p["IpProtocol"], p["FromPort"], p["ToPort"]): p for p in nodes["IpPermissions"]}
-    assert set(node_rules) == {("tcp", 2377, 2377), ("tcp", 7946, 7946), ("udp", 7946, 7946), ("udp", 4789, 4789)}
+    node_rules = {(p["IpProtocol"], p.get("FromPort"), p.get("ToPort")): p for p in nodes["IpPermissions"]}
+    # Docker's swarm ports, and ESP (IP protocol 50), which the encrypted overlay (the default) needs between nodes
+    assert set(node_rules) == {("tcp", 2377, 2377), ("tcp", 7946, 7946), ("udp", 7946, 7946), ("udp", 4789, 4789),
+                               ("50", None, None)}
     for rule in node_rules.values():
         assert rule["IpRanges"] == [] and [g["GroupId"] for g in rule["UserIdGroupPairs"]] == [nodes["GroupId"]]
     (nfs,) = efs["IpPermissions"]
