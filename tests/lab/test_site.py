@@ -15,6 +15,7 @@ import time
 import uuid
 
 import pytest
+import requests
 from labutil import ROOT, lab_cmd, node_exec, read_env, wait_for
 
 from lab.hubclient import HubClient
@@ -313,28 +314,35 @@ def hub_owned_servers(hub: HubClient) -> set[tuple[str, str]]:
 
 def test_a_service_no_hub_server_owns_is_removed_and_logged(site, aws, hub):
     """jhs-reconcile (a hub-managed service; the lab runs it every 10 s with a 30 s grace) removes a user service
-    that no hub server owns, logs it, and leaves alone the service of a server the hub runs."""
+    whose user has no server in the hub, and logs it; it leaves alone the service of a server the hub runs, and
+    the service of a user the hub does not know (a lost database must not take every user's server with it)."""
     manager = manager_id(aws)
     since = node_exec(manager, "date", "-u", "+%Y-%m-%dT%H:%M:%SZ").stdout.strip()
-    owner = "own" + uuid.uuid4().hex[:5]
+    owner, ghost, stranger = ("own" + uuid.uuid4().hex[:5], "ghost" + uuid.uuid4().hex[:5],
+                              "stranger" + uuid.uuid4().hex[:5])
     hub.create_user(owner)
     hub.start(owner)
-    ghost = "ghost" + uuid.uuid4().hex[:5]
+    hub.create_user(ghost)                     # known to the hub, with no server
     hub_image = node_exec(manager, "docker", "inspect", "-f", "{{.Config.Image}}", "jupyterhub").stdout.strip()
-    made = node_exec(manager, "docker", "service", "create", "--detach", "--name", f"jupyter-{ghost}",
-                     "--label", "jhs.component=user-server", "--label", f"jhs.user={ghost}", "--label", "jhs.server=",
-                     "--constraint", "node.role==manager", hub_image, "sleep", "3600")
-    assert made.returncode == 0, made.stderr
+    for user in (ghost, stranger):
+        made = node_exec(manager, "docker", "service", "create", "--detach", "--name", f"jupyter-{user}",
+                         "--label", "jhs.component=user-server", "--label", f"jhs.user={user}", "--label", "jhs.server=",
+                         "--constraint", "node.role==manager", hub_image, "sleep", "3600")
+        assert made.returncode == 0, made.stderr
     t0 = time.monotonic()
     try:
         wait_for(lambda: f"jupyter-{ghost}" not in user_services(manager), 120, 2,
                  what=f"jhs-reconcile to remove jupyter-{ghost}", detail=lambda: hub_logs(manager, since)[-3000:])
         print(f"orphaned service removed {time.monotonic() - t0:.0f} s after it was created (grace 30 s)")
         assert time.monotonic() - t0 >= 25, "removed before its grace period"
-        assert re.search(rf"removing service jupyter-{ghost}: no hub server owns it", hub_logs(manager, since))
+        logs = hub_logs(manager, since)
+        assert re.search(rf"removing service jupyter-{ghost}: no hub server owns it", logs), logs[-3000:]
+        assert re.search(rf"keeping service jupyter-{stranger}: its user '{stranger}' is unknown to the hub", logs)
+        assert f"jupyter-{stranger}" in user_services(manager)
         assert f"jupyter-{owner}" in user_services(manager) and hub.server(owner)["ready"]
     finally:
-        node_exec(manager, "docker", "service", "rm", f"jupyter-{ghost}")
+        for user in (ghost, stranger):
+            node_exec(manager, "docker", "service", "rm", f"jupyter-{user}")
         hub.stop(owner)
 
 
@@ -399,6 +407,47 @@ def test_a_worker_lost_with_two_servers_on_it(site, aws, hub):
     for user in users:
         hub.stop(user)
     assert not {labels["jhs.user"] for labels in user_services(manager).values()} & set(users)
+
+
+def test_hub_database_restored_from_a_backup_after_it_was_lost(site, aws, hub):
+    """The hub's database is lost (the hub restarts on an empty one, which no longer knows its users); the
+    restore playbook puts the newest dated backup back: the users come back, a user's API token works again, and
+    the database it replaced is kept beside it."""
+    manager = manager_id(aws)
+    user = "keep" + uuid.uuid4().hex[:5]
+    hub.create_user(user)
+    r = hub.call("POST", f"/hub/api/users/{user}/tokens", json={"note": "restore test"})
+    assert r.status_code in (200, 201), r.text
+    token = r.json()["token"]
+    backup = node_exec(manager, "docker", "exec", "jupyterhub", "python3", "/usr/local/bin/jupyterhub-db-backup",
+                       "--db", "/srv/jupyterhub/state/jupyterhub.sqlite", "--dest", "/srv/jupyterhub/backups", "--once")
+    assert backup.returncode == 0, backup.stderr
+    # the database is lost: the hub starts again on an empty one
+    node_exec(manager, "docker", "stop", "jupyterhub")
+    assert node_exec(manager, "rm", "/var/lib/jupyterhub/state/jupyterhub.sqlite").returncode == 0
+    node_exec(manager, "docker", "start", "jupyterhub")
+    fresh = wait_for(lambda: _client_or_none(site["LAB_HUB_URL"]), 120, 2, what="the hub on an empty database")
+    assert fresh.call("GET", f"/hub/api/users/{user}").status_code == 404
+    env = {**os.environ, **site, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    proc = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/restore_hub_db.yml", "-i",
+                           "inventories/lab"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert re.search(r"Restored jupyterhub-\d{8}T\d{6}Z\.sqlite \(\d+ users\)", proc.stdout), proc.stdout[-2000:]
+    assert hub.call("GET", f"/hub/api/users/{user}").status_code == 200          # the admin's old token works too
+    as_user = requests.Session()
+    as_user.trust_env = False            # no proxy from the environment, and verify=False stays off (self-signed)
+    r = as_user.get(site["LAB_HUB_URL"] + "/hub/api/user", headers={"Authorization": f"token {token}"},
+                    verify=False, timeout=30)
+    assert r.status_code == 200 and r.json()["name"] == user, r.text
+    kept = node_exec(manager, "sh", "-c", "ls /var/lib/jupyterhub/state/").stdout
+    assert "jupyterhub.sqlite.before-restore-" in kept, kept
+
+
+def _client_or_none(url: str) -> HubClient | None:
+    try:
+        return HubClient(url)
+    except Exception:
+        return None
 
 
 def test_scale_out_joins_by_itself_and_scale_in_leaves_no_down_node(site, aws):

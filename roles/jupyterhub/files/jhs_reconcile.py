@@ -5,9 +5,10 @@ listing users and reading their servers) in the hub's own container, which has t
 ``--every`` seconds it:
 
 - removes each swarm service labelled ``jhs.component=user-server`` (the hub's SwarmSpawner labels every user
-  service it creates) whose user and server (``jhs.user``, ``jhs.server``) is not an active server of the hub
-  (running or pending), once the service is older than ``--grace`` seconds. A hub that does not answer removes
-  nothing: an unknown owner is never taken for no owner.
+  service it creates) whose user (``jhs.user``) the hub knows but whose server (``jhs.server``) is not an active
+  server of the hub (running or pending), once the service is older than ``--grace`` seconds. A hub that does not
+  answer removes nothing, and neither does a user the hub does not know (its database lost, a restore pending):
+  that is logged and left to the operator, since an unknown owner is never taken for no owner.
 - removes worker nodes that have been Down for ``--node-grace`` seconds (an instance that was terminated, or left
   the swarm on shutdown), so they stop counting in the swarm and in the workers' view of capacity.
 
@@ -36,11 +37,11 @@ class HubUnavailable(Exception):
     pass
 
 
-def hub_active_servers(api_url, token, page=200):
-    """(user, server name) of every active (running or pending) server the hub has."""
-    owned, offset = set(), 0
+def hub_servers(api_url, token, page=200):
+    """The hub's user names, and (user, server name) of every active (running or pending) server it has."""
+    users, owned, offset = set(), set(), 0
     while True:
-        query = urllib.parse.urlencode({"state": "active", "limit": page, "offset": offset})
+        query = urllib.parse.urlencode({"limit": page, "offset": offset})
         req = urllib.request.Request(f"{api_url.rstrip('/')}/users?{query}", headers={
             "Authorization": f"token {token}", "Accept": "application/jupyterhub-pagination+json"})
         try:
@@ -49,10 +50,11 @@ def hub_active_servers(api_url, token, page=200):
         except Exception as e:
             raise HubUnavailable(f"{type(e).__name__}: {e}") from e
         for user in body["items"]:
+            users.add(user["name"])
             owned.update((user["name"], name) for name in (user.get("servers") or {}))
         nxt = (body.get("_pagination") or {}).get("next")
         if not nxt:
-            return owned
+            return users, owned
         offset = nxt["offset"]
 
 
@@ -63,15 +65,21 @@ def created_at(text):
     return when + (float("0." + frac[:6]) if frac else 0.0)
 
 
-def reconcile(client, owned, now, grace, node_grace, down_since):
-    """One pass; returns the actions taken as (kind, id, reason)."""
+def reconcile(client, hub, now, grace, node_grace, down_since):
+    """One pass; ``hub`` is hub_servers()'s answer, or None when the hub did not answer. Returns the actions taken
+    as (kind, name, reason)."""
     actions = []
-    if owned is not None:
+    if hub is not None:
+        users, owned = hub
         for service in client.services(filters={"label": f"{LABEL_COMPONENT}={COMPONENT}"}):
             labels = service["Spec"].get("Labels") or {}
             key = (labels.get(LABEL_USER), labels.get(LABEL_SERVER, ""))
             age = now - created_at(service["CreatedAt"])
             if key in owned or age < grace:
+                continue
+            if key[0] not in users:
+                log.warning("keeping service %s: its user %r is unknown to the hub (database lost or restored?)",
+                            service["Spec"]["Name"], key[0])
                 continue
             reason = f"no hub server owns it (user {key[0]!r}, server {key[1]!r}), created {age:.0f}s ago"
             log.warning("removing service %s: %s", service["Spec"]["Name"], reason)
@@ -116,12 +124,12 @@ def main(argv=None):
              args.every, args.grace, args.node_grace)
     while True:
         try:
-            owned = hub_active_servers(api_url, token)
+            hub = hub_servers(api_url, token)
         except HubUnavailable as e:
             log.error("hub API unavailable, no service removed this pass: %s", e)
-            owned = None
+            hub = None
         try:
-            reconcile(client, owned, time.time(), args.grace, args.node_grace, down_since)
+            reconcile(client, hub, time.time(), args.grace, args.node_grace, down_since)
         except docker.errors.DockerException as e:
             log.error("Docker API error: %s", e)
         if args.once:
