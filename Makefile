@@ -46,8 +46,12 @@ lint: venv
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production
 
-pytest: venv docker
-	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
+# Two workers (pytest-xdist): the lab's tests in one, in file order; every other module (or group of modules
+# sharing a session fixture) is handed to whichever worker is free (tests/conftest.py groups them). Most lab
+# time is waiting on nodes, so the other worker runs beside it. PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
+pytest: venv docker images
+	$(BIN)/python -m pytest --durations=25 -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 molecule: venv docker
 	scripts/run-molecule

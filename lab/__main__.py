@@ -405,11 +405,12 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("reconcile")
     r.add_argument("--once", action="store_true")
     args = parser.parse_args(argv)
-    # One `up` or `down` at a time per lab directory (two racing would orphan processes).
+    # One `up`, `down` or `images` at a time per lab directory (two racing would orphan processes, or build
+    # the same image twice at once: pytest's workers and molecule may all ask for the images).
     lock_path = Path(tempfile.gettempdir()) / ("jhs-lab-" + hashlib.sha256(str(config.lab_dir()).encode())
                                                .hexdigest()[:12] + ".lock")
     lock = lock_path.open("w")
-    if args.cmd in ("up", "down"):
+    if args.cmd in ("up", "down", "images"):
         fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         if args.cmd == "up":

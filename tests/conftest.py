@@ -92,3 +92,20 @@ def lab_aws(lab):
         return boto3.client(service, endpoint_url=lab["AWS_ENDPOINT_URL"], region_name=lab["AWS_DEFAULT_REGION"],
                             aws_access_key_id="lab", aws_secret_access_key="lab")
     return client
+
+
+# --- two pytest workers (pytest-xdist, `--dist loadgroup`; see the Makefile) -----------------------------
+# Tests that share a running thing run in one worker, in file order: every test under tests/lab/ shares the
+# one lab (and some take it down and up again); the hub tests share the images built once per session
+# (jh_images). Every other module is a group of its own, so its module-scoped fixture runs once.
+SHARED_GROUPS = {"test_jupyterhub_config.py": "jupyterhub-images", "test_jupyterhub_hub.py": "jupyterhub-images"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(item.path).resolve()
+        if (ROOT / "tests" / "lab") in path.parents:
+            group = "lab"
+        else:
+            group = SHARED_GROUPS.get(path.name, path.relative_to(ROOT).as_posix())
+        item.add_marker(pytest.mark.xdist_group(group))
