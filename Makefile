@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make lab       bring up the local lab and run site.yml against it (ends with the hub URL)"
-	@echo "make test      run every test: lint, pytest (incl. the lab), molecule"
+	@echo "make test      run every test: lint, pytest (incl. the lab and the molecule scenarios)"
 	@echo "make lab-down  remove everything the lab created"
 
 $(BIN)/.installed: requirements.txt
@@ -56,7 +56,8 @@ pytest: venv docker images
 molecule: venv docker
 	scripts/run-molecule
 
-test: lint pytest molecule
+# pytest runs the molecule scenarios too (tests/test_molecule.py), beside the lab's tests.
+test: lint pytest
 
 bench: venv
 	$(BIN)/python benchmarks/inventory_bench.py

@@ -4,7 +4,8 @@ Every running instance gets a Docker-in-Docker container named after its instanc
 instance's private IP on the lab network; it boots by running the instance's user-data from the
 metadata stand-in (see images/node/lab-cloud-init). A stopped instance's container is stopped (its
 disk is kept, as an EBS root volume is); a terminated instance's container is stopped (shutdown
-hooks run), then removed with its volumes. `make lab` starts this loop in the background and
+hooks run), then removed with its volumes. An Auto Scaling group's instance marked Unhealthy is replaced,
+as the group does on AWS (moto only records the mark). `make lab` starts this loop in the background and
 `make lab-down` stops it; `python -m lab reconcile --once` runs one pass.
 """
 from __future__ import annotations
@@ -46,8 +47,8 @@ def log(msg: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
 
-def ec2_client():
-    return boto3.client("ec2", endpoint_url=config.endpoint_url(), region_name=config.region(),
+def ec2_client(service: str = "ec2"):
+    return boto3.client(service, endpoint_url=config.endpoint_url(), region_name=config.region(),
                         aws_access_key_id="lab", aws_secret_access_key="lab")
 
 
@@ -55,6 +56,7 @@ class Reconciler:
     def __init__(self, default_image: str):
         self.default_image = default_image
         self.ec2 = ec2_client()
+        self.autoscaling = ec2_client("autoscaling")
         self.ami_images: dict[str, str] = {}
         self.reported: set[str] = set()
         self.failures: dict[str, str] = {}   # instance id -> last error (logged once per new error)
@@ -265,9 +267,21 @@ class Reconciler:
         for name, node in nodes.items():
             if name not in instances:
                 self.remove(name, node, why="unknown to the endpoint")
+        self.replace_unhealthy()
         self.bake_amis()
         self.refill_booted()
         self.clean_disks()
+
+    def replace_unhealthy(self) -> None:
+        """What a group does with an instance marked Unhealthy (SetInstanceHealth): terminate it and launch a
+        replacement, the desired capacity unchanged. moto records the mark and nothing more."""
+        for page in self.autoscaling.get_paginator("describe_auto_scaling_instances").paginate():
+            for inst in page["AutoScalingInstances"]:
+                if inst["HealthStatus"].upper() == "UNHEALTHY":
+                    self.autoscaling.terminate_instance_in_auto_scaling_group(
+                        InstanceId=inst["InstanceId"], ShouldDecrementDesiredCapacity=False)
+                    log(f"{inst['InstanceId']}: Unhealthy in {inst['AutoScalingGroupName']}; terminated for the group "
+                        "to replace it")
 
     def reconcile(self, iid: str, inst: dict, node: dict | None) -> None:
         state = inst["State"]["Name"]

@@ -56,6 +56,8 @@ BAD_INPUTS = [
     ("instance-type-format", {"aws_cluster_worker_instance_types": ["large"]}, "use EC2 instance type names"),
     ("ami-id-format", {"aws_cluster_ami_id": "ami-xyz"}, "aws_cluster_ami_id=ami-xyz / aws_cluster_worker_ami_id="),
     ("volume-too-small", {"aws_cluster_worker_volume_size": 2}, "aws_cluster_worker_volume_size=2"),
+    ("boot-attempts-zero", {"aws_cluster_worker_boot_attempts": 0}, "aws_cluster_worker_boot_attempts=0 (1-10)"),
+    ("boot-retry-delay-too-long", {"aws_cluster_worker_boot_retry_delay": 3600}, "aws_cluster_worker_boot_retry_delay=3600 (0-600"),
     ("node-pool-format", {"aws_cluster_worker_node_pool": "GPU Pool"}, "aws_cluster_worker_node_pool=GPU Pool"),
     ("cpu-target-range", {"aws_cluster_worker_cpu_target": 150}, "aws_cluster_worker_cpu_target=150: give a percentage"),
     ("efs-transition", {"aws_cluster_efs_transition_to_ia": "AFTER_2_DAYS"}, "aws_cluster_efs_transition_to_ia=AFTER_2_DAYS"),

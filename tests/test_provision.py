@@ -339,7 +339,8 @@ def test_iam_roles_split_and_least_privilege(provisioned, client):
     worker = policy(client, f"{CLUSTER}-worker")["Statement"]
     actions = {a for s in worker for a in s["Action"]}
     assert actions == {"ssm:GetParameter", "ssm:GetParameters", "autoscaling:CompleteLifecycleAction",
-                       "autoscaling:RecordLifecycleActionHeartbeat"} | set(ECR_LOGIN) | set(ECR_PULL)
+                       "autoscaling:RecordLifecycleActionHeartbeat", "autoscaling:SetInstanceHealth"} \
+        | set(ECR_LOGIN) | set(ECR_PULL)
     assert worker[0]["Resource"] == [f"{param}/swarm/worker-join-token", f"{param}/swarm/manager-addr",
                                      f"{param}/efs/file-system-id"]
     assert worker[1]["Resource"] == asg_arn
@@ -433,7 +434,7 @@ def test_worker_user_data_contract(provisioned, client, moto_endpoint, tmp_path)
     assert "command -v git" in script and "apt-get install -y -q --no-install-recommends git" in script
     assert f"AWS_DEFAULT_REGION={REGION}\n" in script
     assert f"AWS_ENDPOINT_URL={moto_endpoint}\n" in script
-    command, pull = re.search(r"exec (\S*ansible-pull) (.*?)\n+JHS_BOOT", script, re.S).groups()
+    command, pull = re.search(r"\n  (\S*ansible-pull) (.*?)\n\}\n", script, re.S).groups()
     pull = " ".join(pull.replace("\\\n", " ").split())
     assert pull.startswith(f"-U {REPO_URL} -C v1.2.3 -d /opt/jhs/repo -i localhost, playbooks/worker_boot.yml "
                            '-e @/etc/jhs/boot-vars.json "${identity[@]}" ')
@@ -445,6 +446,9 @@ def test_worker_user_data_contract(provisioned, client, moto_endpoint, tmp_path)
     assert boot_vars == {"cluster_name": CLUSTER, "aws_region": REGION, "aws_endpoint_url": moto_endpoint,
                          "docker_engine_registry_mirrors": ["http://10.10.255.253:5000"]}
     assert "chmod 0600 /etc/jhs/boot-vars.json" in script
+    # a bounded retry (3 attempts, 30 s apart by default), then the instance reports itself Unhealthy
+    assert "attempts=3\n" in script and "    sleep 30\n" in script
+    assert 'set_instance_health(InstanceId=iid, HealthStatus="Unhealthy"' in script
     assert "systemctl enable jhs-boot.service" in script and "WantedBy=multi-user.target" in script
     path = tmp_path / "user-data.sh"
     path.write_text(script)

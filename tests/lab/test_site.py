@@ -18,6 +18,7 @@ import pytest
 import requests
 from labutil import ROOT, lab_cmd, node_exec, read_env, wait_for
 
+from lab import config
 from lab.hubclient import HubClient
 
 pytestmark = pytest.mark.lab
@@ -450,16 +451,49 @@ def _client_or_none(url: str) -> HubClient | None:
         return None
 
 
-def test_scale_out_joins_by_itself_and_scale_in_leaves_no_down_node(site, aws):
-    asg, manager = aws("autoscaling"), manager_id(aws)
+def test_a_failed_boot_is_replaced_the_replacement_joins_and_scale_in_leaves_no_down_node(site, aws):
+    """Scale out while the join token in SSM is one the manager refuses: the new worker's boot fails both
+    attempts (the lab's aws_cluster_worker_boot_attempts), the instance marks itself Unhealthy, the group (the
+    lab's endpoint) replaces it, and the replacement, with the right token back, joins by itself."""
+    asg, ssm, manager = aws("autoscaling"), aws("ssm"), manager_id(aws)
+    name = f"/{CLUSTER}/swarm/worker-join-token"
+    param = ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]
+    prefix, _, secret = param["Value"].rpartition("-")
     before = set(worker_ids(aws))
-    asg.set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=3)
-    new = wait_for(lambda: set(worker_ids(aws)) - before, 30, what="a third instance")
+    boot_logs: dict[str, str] = {}
+
+    def read_boot_log(iid: str) -> str:
+        out = node_exec(iid, "cat", "/var/log/jhs-boot.log")
+        if out.returncode == 0:
+            boot_logs[iid] = out.stdout
+        return boot_logs.get(iid, "")
+
+    ssm.put_parameter(Name=name, Value=f"{prefix}-{'x' * len(secret)}", Type=param["Type"], Overwrite=True)
+    try:
+        asg.set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=3)
+        (failed,) = wait_for(lambda: set(worker_ids(aws)) - before, 30, what="a third instance")
+        t0 = time.time()
+        wait_for(lambda: "jhs-boot: attempt 1 of 2 failed" in read_boot_log(failed), 600, 1,
+                 what=f"{failed}'s first boot attempt to fail", detail=lambda: boot_logs.get(failed, "")[-3000:])
+        wait_for(lambda: failed not in worker_ids(aws) and (read_boot_log(failed) or True), 300, 1,
+                 what=f"{failed} to be marked Unhealthy and taken out of the group",
+                 detail=lambda: boot_logs.get(failed, "")[-3000:])
+        print(f"failed worker out of the group {time.time() - t0:.0f} s after it was seen InService")
+    finally:
+        ssm.put_parameter(Name=name, Value=param["Value"], Type=param["Type"], Overwrite=True)
+    reconciler_log = (config.lab_dir() / "logs" / "reconciler.log").read_text()
+    assert f"{failed}: Unhealthy in {CLUSTER}-workers; terminated for the group to replace it" in reconciler_log
+    assert "Joining the swarm at" in boot_logs[failed], boot_logs[failed][-3000:]   # the refused token
+    assert failed not in ready_workers(manager)
+    # the replacement: the group's desired capacity is still 3
+    (group,) = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[f"{CLUSTER}-workers"])["AutoScalingGroups"]
+    assert group["DesiredCapacity"] == 3
+    new = wait_for(lambda: set(worker_ids(aws)) - before - {failed}, 60, what="the replacement instance")
     (iid,) = new
     t0 = time.time()
     wait_for(lambda: iid in ready_workers(manager), 600, 3, what=f"{iid} to join the swarm by itself",
              detail=lambda: node_exec(iid, "tail", "-30", "/var/log/jhs-boot.log").stdout)
-    print(f"new worker Ready {time.time() - t0:.0f} s after it was seen InService")
+    print(f"replacement worker Ready {time.time() - t0:.0f} s after it was seen InService")
 
     asg.set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=2)
     wait_for(lambda: len(worker_ids(aws)) == 2, 60, what="the group to scale in")
