@@ -1,4 +1,4 @@
-"""The lab's local AWS endpoint: moto's server, with two defects of moto 5.2.5 mended.
+"""The lab's local AWS endpoint: moto's server, with three defects of moto 5.2.5 mended.
 
 - moto keeps the UserData of a launch template's *later* versions (CreateLaunchTemplateVersion) as a
   plain string while its Auto Scaling code asserts a Base64EncodedString, so any scaling of a group
@@ -7,6 +7,9 @@
 - A security group rule for an IP protocol other than TCP, UDP or ICMP (e.g. ESP, 50) has no ports
   on AWS; moto converts the absent ports with int() and answers HTTP 500. Such a rule is kept
   without ports here, as AWS keeps it.
+- A volume not made from a snapshot has SnapshotId "" and MultiAttachEnabled false on AWS; moto leaves both
+  out, and amazon.aws.ec2_vol_info fails on the missing key (playbooks/manager.yml looks up the hub state
+  volume with it). Both are set here as AWS reports them.
 
 Nothing else differs from `moto_server`; the tests' own endpoint (tests/conftest.py) runs this too.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import sys
 
 from moto.core.types import Base64EncodedString
+from moto.ec2.models.elastic_block_store import Volume
 from moto.ec2.models.launch_templates import LaunchTemplateVersion
 from moto.ec2.models.security_groups import SecurityGroupRule
 from moto.server import main
@@ -41,6 +45,19 @@ def _rule_without_ports(self, ec2_backend, ip_protocol, group_id, from_port, to_
 
 
 SecurityGroupRule.__init__ = _rule_without_ports
+
+_volume_init = Volume.__init__
+
+
+def _volume_as_aws_reports_it(self, *args, **kwargs):
+    _volume_init(self, *args, **kwargs)
+    if self.snapshot_id is None:
+        self.snapshot_id = ""
+    if self.multi_attach_enabled is None:
+        self.multi_attach_enabled = False
+
+
+Volume.__init__ = _volume_as_aws_reports_it
 
 if __name__ == "__main__":
     sys.argv[0] = "moto_server"

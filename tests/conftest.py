@@ -102,6 +102,8 @@ SHARED_GROUPS = {"test_jupyterhub_config.py": "jupyterhub-images", "test_jupyter
 
 
 def pytest_collection_modifyitems(config, items):
+    if not config.pluginmanager.hasplugin("xdist"):   # `-p no:xdist`: one process, nothing to group
+        return
     for item in items:
         path = Path(item.path).resolve()
         if (ROOT / "tests" / "lab") in path.parents:

@@ -244,6 +244,8 @@ BAD_CASES = {
     "vars_secrets_bad_cookie": ({"jupyterhub_secrets_source": "vars", "jupyterhub_cookie_secret": "short",
                                  "jupyterhub_proxy_token": "x" * 20}, "jupyterhub_cookie_secret must be 64 hex digits"),
     "hub_database_on_nfs": ({"jupyterhub_state_dir": "/mnt/efs/hub"}, "SQLite breaks on NFS"),
+    "state_device_neither_id_nor_path": ({"jupyterhub_state_device": "xvdf"},
+                                         "jupyterhub_state_device (xvdf) must be empty, an EBS volume id (vol-...) or a /dev/ path"),
     "same_ports": ({"jupyterhub_https_port": 8443, "jupyterhub_http_port": 8443}, "must be\ntwo different ports"),
     "activity_slower_than_culler": ({"jupyterhub_idle_timeout": 300, "jupyterhub_activity_interval": 300},
                                     "at most half of\njupyterhub_idle_timeout (300)"),
