@@ -47,11 +47,11 @@ lint: venv
 	$(BIN)/ansible-lint --profile production
 
 # Two workers (pytest-xdist): the lab's tests in one, in file order; every other module (or group of modules
-# sharing a session fixture) is handed to whichever worker is free (tests/conftest.py groups them). Most lab
+# sharing a session fixture) is handed to whichever worker is free (tests/conftest.py names the units). Most lab
 # time is waiting on nodes, so the other worker runs beside it. PYTEST_WORKERS=0 runs in one process.
 PYTEST_WORKERS ?= 2
 pytest: venv docker images
-	$(BIN)/python -m pytest --durations=25 -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=25 -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 molecule: venv docker
 	scripts/run-molecule

@@ -94,20 +94,30 @@ def lab_aws(lab):
     return client
 
 
-# --- two pytest workers (pytest-xdist, `--dist loadgroup`; see the Makefile) -----------------------------
+# --- two pytest workers (pytest-xdist; see the Makefile) --------------------------------------------------
 # Tests that share a running thing run in one worker, in file order: every test under tests/lab/ shares the
 # one lab (and some take it down and up again); the hub tests share the images built once per session
-# (jh_images). Every other module is a group of its own, so its module-scoped fixture runs once.
-SHARED_GROUPS = {"test_jupyterhub_config.py": "jupyterhub-images", "test_jupyterhub_hub.py": "jupyterhub-images"}
+# (jh_images). Every other module is a unit of its own, so its module-scoped fixture runs once. (xdist's
+# `--dist loadgroup` cannot do this with pytest 9: it renames items through an attribute pytest no longer
+# reads; a scheduler that names each test's unit is xdist's documented hook for it.)
+SHARED_UNITS = {"tests/test_jupyterhub_config.py": "jupyterhub-images", "tests/test_jupyterhub_hub.py": "jupyterhub-images"}
 
 
-def pytest_collection_modifyitems(config, items):
-    if not config.pluginmanager.hasplugin("xdist"):   # `-p no:xdist`: one process, nothing to group
-        return
-    for item in items:
-        path = Path(item.path).resolve()
-        if (ROOT / "tests" / "lab") in path.parents:
-            group = "lab"
-        else:
-            group = SHARED_GROUPS.get(path.name, path.relative_to(ROOT).as_posix())
-        item.add_marker(pytest.mark.xdist_group(group))
+def scheduling_unit(nodeid: str) -> str:
+    """The scheduling unit of a test: what it shares with other tests (see above)."""
+    path = nodeid.split("::", 1)[0]
+    if path.startswith("tests/lab/"):
+        return "lab"
+    return SHARED_UNITS.get(path, path)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedThingsScheduling(LoadScopeScheduling):
+        """xdist's loadscope with the units of scheduling_unit(): a unit runs whole in one worker, in order."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return scheduling_unit(nodeid)
+
+    return SharedThingsScheduling(config, log)
