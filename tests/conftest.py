@@ -111,6 +111,7 @@ def scheduling_unit(nodeid: str) -> str:
     return SHARED_UNITS.get(path, path)
 
 
+@pytest.hookimpl(optionalhook=True)   # `-p no:xdist`: the hook does not exist
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 

@@ -50,14 +50,25 @@ def join_vars(cluster: str, endpoint: str, **extra) -> dict:
 
 def test_worker_waits_until_the_manager_publishes_then_reads_both(tmp_path, aws_env, boto, moto_endpoint):
     ssm = boto("ssm")
-    proc = ansible(tmp_path, aws_env, playbook(tmp_path, JOIN_PARAMS),
+    proc = ansible(tmp_path, {**aws_env, "PYTHONUNBUFFERED": "1"}, playbook(tmp_path, JOIN_PARAMS),
                    join_vars("waiter", moto_endpoint, swarm_worker_join_wait_timeout=120))
-    time.sleep(6)  # the worker is waiting: nothing published yet
-    assert proc.poll() is None, proc.communicate()[0]
+    # Publish only once the wait has begun and missed: its task has started (a loaded machine can take many
+    # seconds to get there), and a few of its reads (0.5 s, then up to 2 s apart) have found nothing.
+    header, seen = "TASK [swarm_worker : Wait for the manager to publish the join token and address]", []
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(header in line for line in seen):
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+    assert any(header in line for line in seen), "".join(seen)
+    time.sleep(5)
+    assert proc.poll() is None, "".join(seen) + proc.communicate()[0]
     token = "SWMTKN-1-" + "a" * 50 + "-" + "b" * 25
     ssm.put_parameter(Name="/waiter/swarm/worker-join-token", Value=token, Type="SecureString")
     ssm.put_parameter(Name="/waiter/swarm/manager-addr", Value="10.10.1.5", Type="SecureString")
     out, _ = proc.communicate(timeout=120)
+    out = "".join(seen) + out
     assert proc.returncode == 0, out
     read = json.loads((tmp_path / "read.json").read_text())
     assert read["addr"] == "10.10.1.5:2377"          # port added when the manager published a bare address
