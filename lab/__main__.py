@@ -243,8 +243,8 @@ def ensure_git_daemon() -> None:
 def ensure_base_ami(node_image: str) -> str:
     """Register the lab's base AMI (boots the cloud image: Debian without a Docker engine) unless the endpoint
     already has it; its tag always names the current image."""
-    from .reconciler import AMI_IMAGE_TAG, ec2_client
-    ec2 = ec2_client()
+    from .reconciler import AMI_IMAGE_TAG, aws_client
+    ec2 = aws_client()
     found = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [BASE_AMI_NAME]}])
     if found["Images"]:
         ami = found["Images"][0]["ImageId"]
@@ -365,10 +365,10 @@ def status() -> int:
 def find_hub() -> str | None:
     """The URL of a hub answering on a manager instance of the lab (written to .lab/env as LAB_HUB_URL)."""
     import ssl
-    from .reconciler import ec2_client
+    from .reconciler import aws_client
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # the lab's hub has a self-signed certificate
-    resp = ec2_client().describe_instances(Filters=[{"Name": "tag:jhs:role", "Values": ["manager"]},
+    resp = aws_client().describe_instances(Filters=[{"Name": "tag:jhs:role", "Values": ["manager"]},
                                                     {"Name": "instance-state-name", "Values": ["running"]}])
     for res in resp["Reservations"]:
         for inst in res["Instances"]:

@@ -47,7 +47,8 @@ def log(msg: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
 
-def ec2_client(service: str = "ec2"):
+def aws_client(service: str = "ec2"):
+    """A client of the lab's endpoint (EC2 by default)."""
     return boto3.client(service, endpoint_url=config.endpoint_url(), region_name=config.region(),
                         aws_access_key_id="lab", aws_secret_access_key="lab")
 
@@ -55,8 +56,8 @@ def ec2_client(service: str = "ec2"):
 class Reconciler:
     def __init__(self, default_image: str):
         self.default_image = default_image
-        self.ec2 = ec2_client()
-        self.autoscaling = ec2_client("autoscaling")
+        self.ec2 = aws_client()
+        self.autoscaling = aws_client("autoscaling")
         self.ami_images: dict[str, str] = {}
         self.reported: set[str] = set()
         self.failures: dict[str, str] = {}   # instance id -> last error (logged once per new error)
