@@ -76,6 +76,8 @@ BAD_INPUTS = [
      "aws_cluster_ecr_repositories=notebook,notebook: give unique"),
     ("ecr-cluster-name-component", {"cluster_name": "pre--flight"},
      "cluster_name=pre--flight prefixes the ECR repositories (<cluster_name>/<name>), where ECR allows no '--'"),
+    ("hub-backup-retention-zero", {"aws_cluster_hub_backup_retention_days": 0},
+     "aws_cluster_hub_backup_retention_days=0: give a whole number of days >= 1"),
     ("ecr-keep-images-negative", {"aws_cluster_ecr_keep_images": -1}, "aws_cluster_ecr_keep_images=-1: give a whole number >= 0"),
 ]
 

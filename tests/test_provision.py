@@ -112,7 +112,20 @@ def cluster_resources(client, cluster: str) -> dict[str, list[str]]:
     out["efs_mount_targets"] = [mt["MountTargetId"] for fs in out["efs"]
                                 for mt in efs.describe_mount_targets(FileSystemId=fs)["MountTargets"]]
     out["ecr_repositories"] = list(ecr_repositories(client, cluster))
+    out["s3_buckets"] = [name for name in s3_buckets(client) if name.startswith(f"{cluster}-")
+                         and s3_tags(client, name).get("jhs:cluster") == cluster]
     return {k: sorted(v) for k, v in out.items() if v}
+
+
+def s3_buckets(client) -> list[str]:
+    return sorted(b["Name"] for b in client("s3").list_buckets()["Buckets"])
+
+
+def s3_tags(client, bucket: str) -> dict[str, str]:
+    try:
+        return tags_of({"Tags": client("s3").get_bucket_tagging(Bucket=bucket)["TagSet"]})
+    except client("s3").exceptions.ClientError:
+        return {}
 
 
 def ecr_repositories(client, cluster: str) -> dict[str, dict]:
@@ -148,6 +161,7 @@ def account_state(client) -> dict:
         "efs": client("efs").describe_file_systems()["FileSystems"],
         "zones": client("route53").list_hosted_zones()["HostedZones"],
         "ecr": client("ecr").describe_repositories()["repositories"],
+        "buckets": s3_buckets(client),
     }
     return json.loads(json.dumps(state, default=str, sort_keys=True))
 
@@ -194,7 +208,8 @@ def test_check_mode_on_empty_account_creates_nothing_and_says_what_it_would(prov
     for thing in (f"VPC {CLUSTER}-vpc 10.10.0.0/16", f"Auto Scaling Group {CLUSTER}-workers", "NAT gateway",
                   f"security groups {CLUSTER}-hub", f"manager instance {CLUSTER}-manager",
                   f".dkr.ecr.{REGION}.amazonaws.com/{CLUSTER}/notebook (scan on push on, image tags mutable, "
-                  "keep the newest 10 images)"):
+                  "keep the newest 10 images)",
+                  f"S3 bucket {CLUSTER}-hub-backups-"):
         assert thing in proc.stdout
     assert re.search(rf"ECR repositories \d{{12}}\.dkr\.ecr\.{REGION}\.amazonaws\.com/{CLUSTER}/notebook ", proc.stdout)
 
@@ -303,6 +318,36 @@ def test_efs_encrypted_with_backups_lifecycle_and_mount_targets(provisioned, cli
     efs_sg = groups(client)[f"{CLUSTER}-efs"]["GroupId"]
     for target in targets:
         assert efs.describe_mount_target_security_groups(MountTargetId=target["MountTargetId"])["SecurityGroups"] == [efs_sg]
+
+
+def test_hub_backups_bucket_private_encrypted_expiring_and_published(provisioned, client):
+    """The bucket the manager copies the hub database's backups into (jupyterhub's jhs-backup-copy)."""
+    s3 = client("s3")
+    account = client("sts").get_caller_identity()["Account"]
+    bucket = f"{CLUSTER}-hub-backups-{account}"
+    assert bucket in s3_buckets(client)
+    assert s3_tags(client, bucket) == {"jhs:cluster": CLUSTER, "jhs:data": "hub-backups", "Name": bucket}
+    (rule,) = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
+    (ownership,) = s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"]
+    assert ownership == {"ObjectOwnership": "BucketOwnerEnforced"}
+    (lifecycle,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert lifecycle["Status"] == "Enabled" and lifecycle["Expiration"] == {"Days": 30}
+    assert lifecycle.get("Filter", {}).get("Prefix", lifecycle.get("Prefix")) == "hub-backups/"
+    parameter = client("ssm").get_parameter(Name=f"/{CLUSTER}/hub/backup-bucket")["Parameter"]
+    assert (parameter["Type"], parameter["Value"]) == ("String", bucket)
+    # The manager may put, get and list under hub-backups/ only, and nothing else in S3.
+    manager = {s["Sid"]: s for s in policy(client, f"{CLUSTER}-manager")["Statement"]}
+    assert manager["CopyHubBackupsToTheBucket"]["Action"] == ["s3:PutObject", "s3:GetObject"]
+    assert manager["CopyHubBackupsToTheBucket"]["Resource"] == f"arn:aws:s3:::{bucket}/hub-backups/*"
+    assert manager["ListHubBackups"]["Resource"] == f"arn:aws:s3:::{bucket}"
+    assert manager["ListHubBackups"]["Condition"] == {"StringLike": {"s3:prefix": ["hub-backups/*"]}}
+    s3_actions = [a for s in manager.values() for a in s["Action"] if a.startswith("s3:")]
+    assert sorted(s3_actions) == ["s3:GetObject", "s3:ListBucket", "s3:PutObject"]
+    worker = policy(client, f"{CLUSTER}-worker")["Statement"]
+    assert not [a for s in worker for a in s["Action"] if a.startswith("s3:")]
 
 
 def policy(client, role: str) -> dict:
@@ -516,7 +561,7 @@ def test_every_resource_carries_the_cluster_tag(provisioned, client):
     found = cluster_resources(client, CLUSTER)
     for kind in ("vpcs", "subnets", "security_groups", "internet_gateways", "route_tables", "nat_gateways",
                  "elastic_ips", "instances", "volumes", "launch_templates", "auto_scaling_groups", "iam_roles",
-                 "instance_profiles", "ssm_parameters", "efs", "efs_mount_targets", "ecr_repositories"):
+                 "instance_profiles", "ssm_parameters", "efs", "efs_mount_targets", "ecr_repositories", "s3_buckets"):
         assert found.get(kind), kind
     # The NAT gateway's and the manager's addresses both carry it.
     assert len(found["elastic_ips"]) == 2

@@ -1,7 +1,7 @@
 """playbooks/teardown.yml: deletes exactly what carries the cluster's tag, keeps user data unless told.
 
-Two clusters share one endpoint. Tearing one down (keeping user data) must leave only its EFS file system
-and hub state volume, and must not touch the other; with teardown_delete_user_data=true nothing is left.
+Two clusters share one endpoint. Tearing one down (keeping user data) must leave only its EFS file system,
+hub state volume and hub backups' bucket, and must not touch the other; with teardown_delete_user_data=true nothing is left.
 ECR repositories go with their images either way; repositories under the cluster's name prefix that do not
 carry its tag are never touched.
 """
@@ -46,6 +46,10 @@ def story(moto_endpoint, client):
                            "digest": "sha256:" + "0" * 64}, "layers": []}
     ecr.put_image(repositoryName=f"{A}/notebook", imageManifest=json.dumps(manifest), imageTag="v1")
     steps["a_images"] = ecr.list_images(repositoryName=f"{A}/notebook")["imageIds"]
+    # A backup in A's bucket: teardown with user data deletes the bucket with its backups.
+    account = client("sts").get_caller_identity()["Account"]
+    steps["a_bucket"] = f"{A}-hub-backups-{account}"
+    client("s3").put_object(Bucket=steps["a_bucket"], Key="hub-backups/jupyterhub-20261201T030000Z.sqlite", Body=b"db")
     steps["a_before"] = cluster_resources(client, A)
     steps["b_before"] = cluster_resources(client, B)
     steps["keep"], _ = playbook(moto_endpoint, "teardown", {"cluster_name": A})
@@ -74,7 +78,7 @@ def test_both_clusters_were_complete(story):
     for before in (story["a_before"], story["b_before"]):
         for kind in ("vpcs", "subnets", "security_groups", "instances", "volumes", "launch_templates",
                      "auto_scaling_groups", "iam_roles", "instance_profiles", "ssm_parameters", "efs", "efs_mount_targets",
-                     "ecr_repositories"):
+                     "ecr_repositories", "s3_buckets"):
             assert before.get(kind), kind
     assert story["a_before"]["ecr_repositories"] == [f"{A}/notebook"] and len(story["a_images"]) == 1
     assert story["b_before"]["ecr_repositories"] == [f"{B}/notebook"]
@@ -85,7 +89,9 @@ def test_teardown_keeps_only_user_data_and_says_so(story):
     proc = story["keep"]
     assert proc.returncode == 0, proc.stdout[-5000:]
     after = story["a_after_keep"]
-    assert set(after) == {"efs", "volumes"}, after
+    assert set(after) == {"efs", "volumes", "s3_buckets"}, after
+    assert after["s3_buckets"] == [story["a_bucket"]]
+    assert f"hub backups bucket {story['a_bucket']}" in proc.stdout
     assert after["efs"] == story["a_before"]["efs"]
     hub_volume = after["volumes"]
     assert len(hub_volume) == 1 and hub_volume[0] in story["a_before"]["volumes"]

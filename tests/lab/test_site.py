@@ -444,6 +444,55 @@ def test_hub_database_restored_from_a_backup_after_it_was_lost(site, aws, hub):
     assert "jupyterhub.sqlite.before-restore-" in kept, kept
 
 
+def test_hub_database_restored_from_its_copy_in_s3_after_the_state_volume_was_lost(site, aws, hub):
+    """The manager copies each new backup into the cluster's bucket (jupyterhub-backup-copy). The state volume is
+    lost, database and local backups alike; the restore playbook finds no backup on the manager, fetches the newest
+    from the bucket, and the user and their token come back."""
+    manager = manager_id(aws)
+    bucket = aws("ssm").get_parameter(Name=f"/{CLUSTER}/hub/backup-bucket")["Parameter"]["Value"]
+    copier = node_exec(manager, "docker", "inspect", "-f", "{{.State.Running}} {{.HostConfig.NetworkMode}}",
+                       "jupyterhub-backup-copy")
+    assert copier.stdout.split() == ["true", "host"], copier.stdout + copier.stderr
+    user = "s3" + uuid.uuid4().hex[:6]
+    hub.create_user(user)
+    r = hub.call("POST", f"/hub/api/users/{user}/tokens", json={"note": "restore from s3 test"})
+    assert r.status_code in (200, 201), r.text
+    token = r.json()["token"]
+    backup = node_exec(manager, "docker", "exec", "jupyterhub", "python3", "/usr/local/bin/jupyterhub-db-backup",
+                       "--db", "/srv/jupyterhub/state/jupyterhub.sqlite", "--dest", "/srv/jupyterhub/backups", "--once")
+    assert backup.returncode == 0, backup.stderr
+    name = re.search(r"(jupyterhub-\d{8}T\d{6}Z\.sqlite)", backup.stderr).group(1)
+
+    def copied():
+        listing = aws("s3").list_objects_v2(Bucket=bucket, Prefix="hub-backups/")
+        return f"hub-backups/{name}" in [o["Key"] for o in listing.get("Contents", [])]
+    wait_for(copied, 120, 2, what=f"{name} copied to s3://{bucket}/hub-backups/",
+             detail=lambda: node_exec(manager, "docker", "logs", "--tail", "20", "jupyterhub-backup-copy").stdout)
+    # The state volume is lost: no database, no local backup. The hub starts again on an empty database.
+    node_exec(manager, "docker", "stop", "jupyterhub")
+    wipe = node_exec(manager, "sh", "-c", "rm -rf /var/lib/jupyterhub/state/* /var/lib/jupyterhub/backups/*")
+    assert wipe.returncode == 0, wipe.stderr
+    node_exec(manager, "docker", "start", "jupyterhub")
+    fresh = wait_for(lambda: _client_or_none(site["LAB_HUB_URL"]), 120, 2, what="the hub on an empty database")
+    assert fresh.call("GET", f"/hub/api/users/{user}").status_code == 404
+    env = {**os.environ, **site, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    proc = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/restore_hub_db.yml", "-i",
+                           "inventories/lab"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "TASK [jupyterhub : Restore | download the backup]" in proc.stdout
+    restored = re.search(r"Restored (jupyterhub-\d{8}T\d{6}Z\.sqlite) \(\d+ users\)", proc.stdout)
+    assert restored, proc.stdout[-2000:]
+    assert restored.group(1) >= name        # the newest in the bucket (a later scheduled backup may be newer)
+    as_user = requests.Session()
+    as_user.trust_env = False
+    r = as_user.get(site["LAB_HUB_URL"] + "/hub/api/user", headers={"Authorization": f"token {token}"},
+                    verify=False, timeout=30)
+    assert r.status_code == 200 and r.json()["name"] == user, r.text
+    assert hub.call("GET", f"/hub/api/users/{user}").status_code == 200
+    local = node_exec(manager, "sh", "-c", "ls /var/lib/jupyterhub/backups/").stdout.split()
+    assert restored.group(1) in local      # kept where the manager's backups go
+
+
 def _client_or_none(url: str) -> HubClient | None:
     try:
         return HubClient(url)
