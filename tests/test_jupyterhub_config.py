@@ -39,7 +39,7 @@ def jh_images(tmp_path_factory):
 def test_spawner_notices_a_starting_server_quickly_and_fails_a_silent_one(rendered, jh_images):
     """The config's SwarmSpawner (tests/jupyterhub/spawner_poll.py, Docker calls stubbed): a task running after
     three waiting states is seen well within upstream's first 1 s pause; rejected is waited on and failed stops
-    the spawn; after upstream's start, an answering port returns at once and a silent one fails in http_timeout;
+    the spawn; a task no node has room for fails the spawn with swarm's reason after no_room_timeout; after upstream's start, an answering port returns at once and a silent one fails in http_timeout;
     registry credentials (ECR tokens the refresher rewrites) reach the Docker client again when their file changes."""
     config = rendered / "local-selfsigned" / "jupyterhub_config.py"
     proc = docker("run", "--rm", "--network", "none",
@@ -54,6 +54,13 @@ def test_spawner_notices_a_starting_server_quickly_and_fails_a_silent_one(render
     assert result["running"]["result"] == "ok" and result["running"]["calls"] == 4
     assert result["running"]["seconds"] < 0.6, result      # upstream: 1 + 1.5 + 2.25 = 4.75 s
     assert result["failed"]["result"].startswith("RuntimeError: Service") and result["failed"]["calls"] == 3
+    # no room on any node: named in the failure after no_room_timeout (0.5 s here); room found in time, or pending
+    # for another reason that lasts longer than it, is waited on
+    assert result["no_room"]["result"].startswith("RuntimeError: No room for this server in the cluster: swarm found "
+                                                  "no suitable node (insufficient resources on 2 nodes) for 0.5 s"), result
+    assert 0.5 <= result["no_room"]["seconds"] < 2, result
+    assert result["room_in_time"]["result"] == "ok" and result["other_pending"]["result"] == "ok", result
+    assert result["other_pending"]["seconds"] > 0.5, result
     assert result["answering"]["result"][0] == "127.0.0.1" and result["answering"]["seconds"] < 1
     # a moved server's name still listing the old task's address (which still answers): ready only once the
     # name lists the task's own address alone
@@ -250,6 +257,8 @@ BAD_CASES = {
                                         "jupyterhub_backup_s3_bucket='s3://My_Bucket' must be empty (no copy) or an S3 bucket name"),
     "backup_prefix_without_slash": ({"jupyterhub_backup_s3_prefix": "hub-backups"},
                                     "jupyterhub_backup_s3_prefix='hub-backups' one or more path segments each ending in '/'"),
+    "no_room_timeout_beyond_start_timeout": ({"jupyterhub_spawn_no_room_timeout": 300},
+                                             "jupyterhub_spawn_no_room_timeout=300 a whole number of seconds"),
     "same_ports": ({"jupyterhub_https_port": 8443, "jupyterhub_http_port": 8443}, "must be\ntwo different ports"),
     "activity_slower_than_culler": ({"jupyterhub_idle_timeout": 300, "jupyterhub_activity_interval": 300},
                                     "at most half of\njupyterhub_idle_timeout (300)"),

@@ -33,7 +33,8 @@ async def main(path):
         async def get_task():
             calls.append(time.monotonic())
             state = seq[min(len(calls) - 1, len(seq) - 1)]
-            return {"Status": {"State": state, "Err": "stub"}}
+            state, err = state if isinstance(state, tuple) else (state, "stub")
+            return {"Status": {"State": state, "Err": err}}
         spawner.get_task = get_task
         t0 = time.monotonic()
         try:
@@ -47,6 +48,13 @@ async def main(path):
     out["running"] = await states(["pending", "preparing", "starting", "running"])
     # a rejected task is waited on (Swarm reschedules it), then a failed one stops the spawn
     out["failed"] = await states(["rejected", "rejected", "failed"])
+    # no node with room: the spawn fails after no_room_timeout naming swarm's reason; room found in time: it runs
+    no_room = ("pending", "no suitable node (insufficient resources on 2 nodes)")
+    spawner.no_room_timeout = 0.5
+    out["no_room"] = await states([no_room])
+    out["room_in_time"] = await states([no_room, no_room, no_room, "assigned", "running"])
+    out["other_pending"] = await states([("pending", "waiting for a volume")] * 7 + ["running"])
+    spawner.no_room_timeout = 60.0
 
     # the port check after upstream's start: an answering server returns at once, a closed port times out
     async def upstream_start(self):

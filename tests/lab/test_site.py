@@ -493,6 +493,108 @@ def test_hub_database_restored_from_its_copy_in_s3_after_the_state_volume_was_lo
     assert restored.group(1) in local      # kept where the manager's backups go
 
 
+STORM_USERS = 60
+SLOTS_PER_WORKER = 3          # what the ballast leaves on each worker, in the hub's default memory guarantees
+MEM_GUARANTEE = 256 * 2**20   # jupyterhub_mem_guarantee's default (256M), which the lab keeps
+
+
+def test_a_storm_of_60_against_small_capacity_every_spawn_ready_or_failed_with_its_cause(site, aws, hub):
+    """60 users start at once against 2 workers that have room for 3 servers each (a ballast service reserves
+    the rest of their memory; no scaler). Every spawn is ready, refused by concurrent_spawn_limit, or failed
+    naming its cause ("No room ..." after jupyterhub_spawn_no_room_timeout, or the start timeout); the number of
+    pending spawns never exceeds the limit; nothing is left half-created: no user service without a ready hub
+    server, no server pending. Prints the hub API's latency during the storm (docs/benchmarks.md)."""
+    import concurrent.futures
+    import statistics
+    import threading
+
+    manager = manager_id(aws)
+    limit = 40                    # jupyterhub_concurrent_spawn_limit's default, which the lab keeps
+    for u in hub.call("GET", "/hub/api/users", params={"state": "active"}).json():
+        if "" in u["servers"]:
+            hub.stop(u["name"])
+    workers = [n for n in json.loads(node_exec(manager, "docker", "node", "inspect",
+                                               *node_exec(manager, "docker", "node", "ls", "-q").stdout.split()).stdout)
+               if n["Spec"]["Role"] == "worker" and n["Status"]["State"] == "ready"
+               and n["Spec"].get("Availability") == "active"]
+    assert len(workers) == 2, [n["Description"]["Hostname"] for n in workers]
+    memory = min(n["Description"]["Resources"]["MemoryBytes"] for n in workers)
+    ballast = memory - SLOTS_PER_WORKER * MEM_GUARANTEE - MEM_GUARANTEE // 2
+    made = node_exec(manager, "docker", "service", "create", "--detach", "--name", "jhs-storm-ballast", "--mode", "global",
+                     "--constraint", "node.role == worker", "--reserve-memory", str(ballast), "--no-resolve-image",
+                     "debian:bookworm-slim", "sleep", "infinity")
+    assert made.returncode == 0, made.stderr
+    users = [f"storm{i:02d}" + uuid.uuid4().hex[:4] for i in range(STORM_USERS)]
+    try:
+        wait_for(lambda: node_exec(manager, "docker", "service", "ps", "jhs-storm-ballast", "--filter",
+                                   "desired-state=running", "--format", "{{.CurrentState}}").stdout.count("Running") == 2,
+                 180, 2, what="the ballast running on both workers")
+        for user in users:
+            hub.create_user(user)
+        latencies, most_pending, stop = [], [0], threading.Event()
+
+        def watch():                       # the hub's API as a user's page polls it, and the pending count
+            while not stop.is_set():
+                t0 = time.monotonic()
+                r = hub.call("GET", "/hub/api/users", params={"state": "active"})
+                latencies.append(time.monotonic() - t0)
+                if r.status_code == 200:
+                    pending = sum(1 for u in r.json() for srv in u["servers"].values() if srv.get("pending") == "spawn")
+                    most_pending[0] = max(most_pending[0], pending)
+                stop.wait(0.5)
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=STORM_USERS) as pool:
+            answers = dict(zip(users, pool.map(lambda u: hub.call("POST", f"/hub/api/users/{u}/server"), users)))
+        codes = {u: r.status_code for u, r in answers.items()}
+        assert set(codes.values()) <= {201, 202, 429}, {u: (c, answers[u].text[:200]) for u, c in codes.items()}
+        refused = [u for u, c in codes.items() if c == 429]
+        for user in refused:
+            assert "Too many users trying to log in right now" in answers[user].json()["message"], answers[user].text
+
+        def settled():
+            active = {u["name"]: u["servers"].get("") for u in hub.call("GET", "/hub/api/users",
+                                                                         params={"state": "active"}).json()}
+            return all(active.get(u) is None or active[u].get("ready") for u in users) and active
+        wait_for(settled, 400, 3, what="every spawn of the storm to end (ready or failed)")
+        stop.set()
+        watcher.join()
+        active = {u["name"]: u["servers"].get("") for u in hub.call("GET", "/hub/api/users",
+                                                                     params={"state": "active"}).json()}
+        ready = [u for u in users if active.get(u) and active[u].get("ready")]
+        failed = [u for u in users if u not in ready and u not in refused]
+        causes = {}
+        for user in failed:
+            progress = hub.call("GET", f"/hub/api/users/{user}/server/progress", stream=True)
+            events = [json.loads(line[len("data:"):]) for line in progress.iter_lines(decode_unicode=True)
+                      if line and line.startswith("data:")]
+            progress.close()
+            causes[user] = events[-1].get("message", "") if events and events[-1].get("failed") else repr(events[-1:])
+        unnamed = {u: m for u, m in causes.items() if not re.search(
+            r"No room for this server in the cluster: swarm found no suitable node|[Tt]ime ?out|didn't respond in", m)}
+        assert not unnamed, unnamed
+        no_room = [u for u, m in causes.items() if "No room" in m]
+        assert 1 <= len(ready) <= 2 * SLOTS_PER_WORKER, (len(ready), causes)
+        assert no_room, causes
+        assert most_pending[0] <= limit, most_pending
+        # Nothing half-created: a user service only for a ready server, none pending, and the hub log names it.
+        services = {labels.get("jhs.user") for labels in user_services(manager).values()}
+        assert services & set(users) == set(ready), (sorted(services & set(users)), sorted(ready))
+        assert "No room for this server in the cluster" in hub_logs(manager, "10m")
+        p = sorted(latencies)
+        print(f"storm of {STORM_USERS} against {2 * SLOTS_PER_WORKER} slots: {len(ready)} ready, {len(no_room)} "
+              f"no room, {len(failed) - len(no_room)} timed out, {len(refused)} refused (limit {limit}); at most "
+              f"{most_pending[0]} pending; hub API GET /hub/api/users p50 {statistics.median(p):.3f} s, "
+              f"p95 {p[int(0.95 * (len(p) - 1))]:.3f} s, max {p[-1]:.3f} s over {len(p)} calls")
+    finally:
+        node_exec(manager, "docker", "service", "rm", "jhs-storm-ballast")
+        for user in users:
+            server = hub.server(user) if hub.call("GET", f"/hub/api/users/{user}").status_code == 200 else None
+            if server is not None:
+                hub.stop(user)
+            hub.delete_user(user)
+
+
 def _client_or_none(url: str) -> HubClient | None:
     try:
         return HubClient(url)

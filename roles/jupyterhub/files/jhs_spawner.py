@@ -16,6 +16,9 @@ every setting comes from the jupyterhub role through that config. What it change
   chooses what happens when swarm replaces the task the hub started: ``keep`` (the server's route, a service name,
   follows the new task; the user reconnects to a new kernel with their files) or ``stop`` (the service is removed
   and the hub marks the server stopped).
+- No room: a task swarm cannot place stays pending ("no suitable node (insufficient resources on 2 nodes)"), and
+  upstream waited for it until start_timeout, then failed with a bare timeout. Here, after ``no_room_timeout`` the
+  spawn fails with swarm's reason in its message (the hub's UI and log show it) and the hub removes the service.
 - Services carry labels naming their hub user and server (``jhs.component=user-server``), so jhs_reconcile can find
   a service no hub server owns.
 - Registry credentials (ECR tokens, rewritten by the manager's refresher) are read again when their file changes,
@@ -36,6 +39,8 @@ TASK_STARTING = frozenset({"new", "allocated", "pending", "assigned", "accepted"
 # While the hub waits for a spawn, "rejected" is waited on too: swarm places the task again.
 TASK_WAITING = TASK_STARTING | {"rejected"}
 TASK_ALIVE = TASK_STARTING | {"running"}
+# How swarm says, in a pending task's Err, that no node has room (or matches the constraints) for it.
+NO_ROOM = "no suitable node"
 # Labels on every user service; jhs_reconcile reads the same names.
 LABEL_COMPONENT = "jhs.component"
 LABEL_USER = "jhs.user"
@@ -61,6 +66,10 @@ class SwarmSpawner(dockerspawner.SwarmSpawner):
     on_worker_loss = Enum(
         ["keep", "stop"], "keep", config=True,
         help="When swarm replaces the server's task (its worker was lost): keep the server, or stop it.")
+    no_room_timeout = Float(
+        60.0, config=True,
+        help="Seconds a spawn waits while swarm finds no node with room for it before it fails naming that cause "
+             "(0: wait until start_timeout).")
     registry_config = Unicode(
         config=True, help="Docker config.json with the registry credentials to send with each service.")
     task_id = Unicode("", help="ID of the task the hub saw running (persisted in the spawner's state).")
@@ -101,6 +110,8 @@ class SwarmSpawner(dockerspawner.SwarmSpawner):
 
     async def start_object(self):
         pause = 0.05
+        loop = asyncio.get_running_loop()
+        no_room_since = None
         while True:
             task = await self.get_task()
             if not task:
@@ -108,6 +119,15 @@ class SwarmSpawner(dockerspawner.SwarmSpawner):
             state = task["Status"]["State"].lower()
             if state not in TASK_WAITING:
                 break
+            err = task["Status"].get("Err") or ""
+            if state == "pending" and err.startswith(NO_ROOM):
+                no_room_since = no_room_since if no_room_since is not None else loop.time()
+                if self.no_room_timeout and loop.time() - no_room_since >= self.no_room_timeout:
+                    raise RuntimeError(
+                        f"No room for this server in the cluster: swarm found {err} for {self.no_room_timeout:g} s. "
+                        "Try again later, or ask the operator for more or larger workers.")
+            else:
+                no_room_since = None
             await asyncio.sleep(pause)
             pause = min(pause * 1.5, self.poll_max)
         if state != "running":
