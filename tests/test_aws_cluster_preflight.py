@@ -76,6 +76,10 @@ BAD_INPUTS = [
      "aws_cluster_ecr_repositories=notebook,notebook: give unique"),
     ("ecr-cluster-name-component", {"cluster_name": "pre--flight"},
      "cluster_name=pre--flight prefixes the ECR repositories (<cluster_name>/<name>), where ECR allows no '--'"),
+    ("ssh-connection-without-key", {"swarm_ec2_connection": "jump", "aws_cluster_ssh_admin_cidrs": ["192.0.2.0/24"]},
+     "The inventory connects over SSH (connection: jump in cluster.swarm_ec2.yml), but provisioning would open none"),
+    ("ssm-connection", {"swarm_ec2_connection": "ssm"},
+     "The inventory connects with connection: ssm (cluster.swarm_ec2.yml), which provisioning does not support"),
     ("hub-backup-retention-zero", {"aws_cluster_hub_backup_retention_days": 0},
      "aws_cluster_hub_backup_retention_days=0: give a whole number of days >= 1"),
     ("ecr-keep-images-negative", {"aws_cluster_ecr_keep_images": -1}, "aws_cluster_ecr_keep_images=-1: give a whole number >= 0"),
@@ -141,6 +145,7 @@ def outcomes(recorder_url, aws_env_module):
     results["__requests_after_bad_inputs"] = Recorder.count
     results["__control"] = run_provision(aws_env_module, recorder_url, {})
     results["__requests_after_control"] = Recorder.count
+    results["__aws_example"] = run_provision(aws_env_module, recorder_url, aws_example_settings())
     return results
 
 
@@ -174,6 +179,24 @@ def test_bad_input_rejected_by_preflight(outcomes, name, overrides, message):
 
 def test_no_aws_call_from_any_rejected_input(outcomes):
     assert outcomes["__requests_after_bad_inputs"] == 0
+
+
+def aws_example_settings() -> dict:
+    """What inventories/aws says to provisioning: its group_vars' cluster and aws_cluster settings, and the
+    connection its inventory file gives (the plugin sets swarm_ec2_connection from it)."""
+    import yaml
+    example = yaml.safe_load((ROOT / "inventories/aws/group_vars/all.yml").read_text())
+    settings = {k: v for k, v in example.items()
+                if k.startswith("aws_cluster_") or k in ("cluster_name", "aws_region", "repo_url", "repo_version")}
+    plugin = yaml.safe_load((ROOT / "inventories/aws/cluster.swarm_ec2.yml").read_text())
+    return dict(settings, swarm_ec2_connection=plugin["connection"])
+
+
+def test_the_aws_example_passes_preflight(outcomes):
+    """inventories/aws as written: SSH through the manager with a key pair and admin networks."""
+    assert aws_example_settings()["swarm_ec2_connection"] == "jump"
+    proc = outcomes["__aws_example"]
+    assert "TASK [aws_cluster : Discover | account and partition of the credentials]" in proc.stdout, proc.stdout[-3000:]
 
 
 def test_control_input_passes_preflight_and_reaches_the_endpoint(outcomes):

@@ -260,6 +260,16 @@ def test_aws_config_parses(aws_env):
     assert "@swarm_workers:" in proc.stdout
 
 
+def test_aws_example_tells_every_host_how_the_instances_are_reached(aws_env):
+    """The whole AWS example directory: the plugin puts its connection on the group all, so the control node's
+    provisioning play (aws_cluster's preflight) sees it; the example reaches nodes as admin with sudo."""
+    proc = ansible_inventory(aws_env, ROOT / "inventories/aws", "--host", "localhost")
+    hv = plain(json.loads(proc.stdout))
+    assert hv["swarm_ec2_connection"] == "jump"
+    assert hv["aws_cluster_key_name"] and hv["aws_cluster_ssh_admin_cidrs"]
+    assert hv["ansible_user"] == "admin" and hv["ansible_become"] == "{{ inventory_hostname != 'localhost' }}"
+
+
 # ---- connection styles ---------------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ ZONE = "example.test"
 DOMAIN = "hub.example.test"
 BASE_AMI = "ami-1e749f67"     # one of the images the local endpoint serves
 REPO_URL = "https://git.example.org/jupyterhub-swarm.git"
+KEY_PAIR = "prov-a-admin"     # aws_cluster_key_name: on the manager and, through the launch template, every worker
 
 
 @lru_cache(maxsize=1)
@@ -181,8 +182,9 @@ def provisioned(moto_endpoint, client):
     oauth_secret = "oauth-" + secrets.token_hex(20)
     settings = cluster_settings(CLUSTER, aws_cluster_oauth_client_secret=oauth_secret,
                                 aws_cluster_dns_record=True, aws_cluster_domain=DOMAIN, aws_cluster_hosted_zone=ZONE,
-                                aws_cluster_worker_desired_capacity=1,
+                                aws_cluster_worker_desired_capacity=1, aws_cluster_key_name=KEY_PAIR,
                                 aws_cluster_worker_boot_vars={"docker_engine_registry_mirrors": ["http://10.10.255.253:5000"]})
+    client("ec2").create_key_pair(KeyName=KEY_PAIR)
     result = {"oauth_secret": oauth_secret, "settings": settings}
     result["before_check"] = account_state(client)
     result["check"], _ = playbook(moto_endpoint, "provision", settings, "--check")
@@ -467,6 +469,7 @@ def test_launch_template_hardened(provisioned, client):
     assert root["Ebs"]["Encrypted"] is True and root["Ebs"]["VolumeType"] == "gp3"
     assert data["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{CLUSTER}-worker")
     assert data["SecurityGroupIds"] == [groups(client)[f"{CLUSTER}-nodes"]["GroupId"]]
+    assert data["KeyName"] == KEY_PAIR           # workers reachable over SSH (through the manager) as the manager is
     (lt,) = client("ec2").describe_launch_templates(LaunchTemplateNames=[f"{CLUSTER}-worker"])["LaunchTemplates"]
     lt_tags = client("ec2").describe_tags(Filters=[{"Name": "resource-id", "Values": [lt["LaunchTemplateId"]]}])
     assert tags_of(lt_tags)["jhs:cluster"] == CLUSTER
@@ -537,6 +540,7 @@ def test_manager_instance_volume_address_and_dns(provisioned, client):
     (manager,) = [i for r in found["Reservations"] for i in r["Instances"]]
     assert tags_of(manager)["Name"] == f"{CLUSTER}-manager"
     assert manager["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{CLUSTER}-manager")
+    assert manager["KeyName"] == KEY_PAIR
     sg = groups(client)
     assert {g["GroupId"] for g in manager["SecurityGroups"]} == {sg[f"{CLUSTER}-hub"]["GroupId"], sg[f"{CLUSTER}-nodes"]["GroupId"]}
     assert manager["MetadataOptions"]["HttpTokens"] == "required"

@@ -20,6 +20,9 @@ description:
     C(swarm_launch_template_version), C(swarm_availability_zone), C(swarm_manager_addr) (the manager's private
     IP), the connection variables of O(connection), and every variable M(amazon.aws.aws_ec2) sets
     (C(instance_id), C(private_ip_address), C(instance_type), C(placement), C(tags), ...).
+  - The variable C(swarm_ec2_connection) (the value of O(connection)) on the group C(all), so plays on the
+    control node know how the instances will be reached (the aws_cluster role's preflight checks provisioning
+    opens SSH with a key pair for V(direct) and V(jump)).
   - The configuration file name must end with C(.swarm_ec2.yml) or C(.swarm_ec2.yaml).
 extends_documentation_fragment:
   - inventory_cache
@@ -489,6 +492,9 @@ class InventoryModule(AwsEc2InventoryModule):
         self._clients = {}
         AWSInventoryBase.parse(self, inventory, loader, path, cache=cache)
         self._settings = self._read_settings()
+        # For every host, the control node too: aws_cluster's preflight checks provisioning opens what this
+        # connection needs (SSH and a key pair for direct and jump).
+        self.inventory.set_variable("all", "swarm_ec2_connection", self._settings["connection"])
         result_was_cached, data = self.get_cached_result(path, cache)
         if not result_was_cached:
             data = self._fetch(self._settings)
