@@ -415,6 +415,8 @@ def test_secrets_stored_encrypted_kept_and_never_printed(provisioned, client):
         ParameterFilters=[{"Key": "Path", "Option": "Recursive", "Values": [f"/{CLUSTER}"]}])["Parameters"]}
     expected = {f"/{CLUSTER}/hub/cookie-secret", f"/{CLUSTER}/hub/proxy-token", f"/{CLUSTER}/hub/oauth-client-secret",
                 f"/{CLUSTER}/swarm/manager-addr", f"/{CLUSTER}/efs/file-system-id"}
+    # the backups bucket's name is no secret (a String, test_hub_backups_bucket_...)
+    assert names.pop(f"/{CLUSTER}/hub/backup-bucket")["Type"] == "String"
     assert set(names) == expected
     assert all(p["Type"] == "SecureString" for p in names.values())
     values = {n: ssm.get_parameter(Name=n, WithDecryption=True)["Parameter"] for n in expected}
