@@ -208,8 +208,27 @@ def test_home_survives_stop_and_start_on_the_other_worker(site, aws, hub):
         hub.stop(user)
 
 
-def test_user_server_cannot_reach_the_instance_metadata(site, aws, hub):
-    """A container on a worker, like a user's server, is refused by the metadata service; the worker is not.
+EGRESS_PROBE = """
+import json, socket, sys
+out = {}
+for name, host, port in json.loads(sys.argv[1]):
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+        out[name] = "open"
+    except ConnectionRefusedError:
+        out[name] = "refused"
+    except OSError as e:
+        out[name] = type(e).__name__
+print(json.dumps(out))
+"""
+
+
+def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
+    """From a container on a worker, like a user's server: the hub over the overlay answers, the lab registry
+    (the one exception the lab's docker_engine_egress_allowed lists) is open; the instance metadata, the
+    manager's swarm port, the AWS endpoint and the ECR stand-in (private addresses) are refused. The worker
+    itself still reaches them; without the rules the container would too; the rules stay when the worker's
+    engine restarts.
 
     `docker exec` into a swarm task's container fails inside these Docker-in-Docker nodes (runc setns
     error), so the probe runs in a container of the user's image on the user's network, on the worker
@@ -224,25 +243,45 @@ def test_user_server_cannot_reach_the_instance_metadata(site, aws, hub):
     image = spec["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]
     network = node_exec(manager, "docker", "network", "inspect", "-f", "{{.Name}}",
                         spec["TaskTemplate"]["Networks"][0]["Target"]).stdout.strip()
-    probe = ("import urllib.request as u\n"
-             "r = u.Request('http://169.254.169.254/latest/api/token', method='PUT',"
-             " headers={'X-aws-ec2-metadata-token-ttl-seconds': '60'})\n"
-             "try:\n u.urlopen(r, timeout=5); print('REACHED')\nexcept Exception as e: print('BLOCKED', e)\n")
-    out = node_exec(worker, "docker", "run", "--rm", "--network", network, image, "python3", "-c", probe)
-    assert out.stdout.startswith("BLOCKED"), out.stdout + out.stderr
-    # the worker itself still reaches it (the rule is what blocks the container, not a broken route)
-    host = node_exec(worker, "python3", "-c", probe).stdout
-    assert host.startswith("REACHED"), host
-    # and without the rule the same container would get through: the test can fail
-    rule = ["DOCKER-USER", "-d", "169.254.169.254/32", "-m", "comment", "--comment",
-            "jhs: containers may not reach instance metadata", "-j", "REJECT"]
-    assert node_exec(worker, "iptables", "-D", *rule).returncode == 0
-    try:
-        out = node_exec(worker, "docker", "run", "--rm", "--network", network, image, "python3", "-c", probe)
-        assert out.stdout.startswith("REACHED"), out.stdout + out.stderr
-    finally:
-        node_exec(worker, "iptables", "-I", *rule)
+    manager_ip = aws("ec2").describe_instances(InstanceIds=[manager])["Reservations"][0]["Instances"][0]["PrivateIpAddress"]
+    endpoint = site["AWS_ENDPOINT_URL"].split("//")[1]
+    registry, ecr = config.registry_addr(), config.ecr_addr()
+    targets = [("hub", "jupyterhub", 8081), ("registry", registry.split(":")[0], int(registry.split(":")[1])),
+               ("metadata", "169.254.169.254", 80), ("manager_swarm", manager_ip, 2377),
+               ("endpoint", endpoint.split(":")[0], int(endpoint.split(":")[1])),
+               ("ecr", ecr.split(":")[0], int(ecr.split(":")[1]))]
+
+    def probe_container():
+        out = node_exec(worker, "docker", "run", "--rm", "--network", network, image, "python3", "-c", EGRESS_PROBE,
+                        json.dumps(targets))
+        assert out.returncode == 0, out.stdout + out.stderr
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    closed = {"metadata": "refused", "manager_swarm": "refused", "endpoint": "refused", "ecr": "refused"}
+    assert probe_container() == {"hub": "open", "registry": "open", **closed}
+    # the worker itself reaches them (the rules are what blocks the container, not a broken route)
+    host = json.loads(node_exec(worker, "python3", "-c", EGRESS_PROBE, json.dumps(targets[1:])).stdout)
+    assert set(host.values()) == {"open"}, host
     hub.stop(user)
+    # without the rules the same container gets through: the test can fail
+    jump = ["DOCKER-USER", "-j", "JHS-CONTAINERS"]
+    assert node_exec(worker, "iptables", "-D", *jump).returncode == 0
+    try:
+        assert node_exec(worker, "/usr/local/sbin/jhs-container-firewall", "--check").returncode == 1
+        opened = probe_container()
+        assert opened["endpoint"] == "open" and opened["ecr"] == "open", opened
+    finally:
+        assert node_exec(worker, "/usr/local/sbin/jhs-container-firewall").returncode == 0
+    assert node_exec(worker, "/usr/local/sbin/jhs-container-firewall", "--check").returncode == 0
+    # the engine restarted (as on an upgrade): the rules are still in place, and still hold
+    node_id = json.loads(node_exec(worker, "docker", "info", "-f", "{{json .Swarm.NodeID}}").stdout)
+    restart = node_exec(worker, "sh", "-c", "pkill -x dockerd; while pgrep -x dockerd >/dev/null; do sleep 0.2; done; "
+                                            "setsid -f dockerd >>/var/log/dockerd.log 2>&1 </dev/null")
+    assert restart.returncode == 0, restart.stderr
+    wait_for(lambda: node_exec(worker, "docker", "version").returncode == 0, 60, 1, what="the worker's engine")
+    assert node_exec(worker, "/usr/local/sbin/jhs-container-firewall", "--check").returncode == 0
+    assert probe_container() == {"hub": "open", "registry": "open", **closed}
+    wait_for(lambda: node_exec(manager, "docker", "node", "inspect", "-f", "{{.Status.State}}", node_id).stdout.strip()
+             == "ready", 120, 2, what="the worker Ready again after its engine restarted")
 
 
 def run_manager(lab_env: dict, *extra: str) -> subprocess.CompletedProcess:
