@@ -186,8 +186,8 @@ def aws_example_settings() -> dict:
     connection its inventory file gives (the plugin sets swarm_ec2_connection from it)."""
     import yaml
     example = yaml.safe_load((ROOT / "inventories/aws/group_vars/all.yml").read_text())
-    settings = {k: v for k, v in example.items()
-                if k.startswith("aws_cluster_") or k in ("cluster_name", "aws_region", "repo_url", "repo_version")}
+    # all but how the instances are reached (the control node is local) and the endpoint (the recorder's here)
+    settings = {k: v for k, v in example.items() if not k.startswith("ansible_") and k != "aws_endpoint_url"}
     plugin = yaml.safe_load((ROOT / "inventories/aws/cluster.swarm_ec2.yml").read_text())
     return dict(settings, swarm_ec2_connection=plugin["connection"])
 
