@@ -389,7 +389,30 @@ def summary() -> int:
         write_env(env.get("LAB_BASE_AMI", ""), {"LAB_HUB_URL": hub})
     hub = read_env().get("LAB_HUB_URL") if hub else None
     print(f"hub        {hub}" if hub else "hub        not deployed in this lab yet")
+    if hub:
+        print(next_steps(hub))
     return 0
+
+
+def next_steps(hub: str) -> str:
+    """What to do with a lab hub: how to sign in and open it, and three things to try."""
+    from .reconciler import aws_client
+    groups = [g["AutoScalingGroupName"] for g in
+              aws_client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]]
+    group = groups[0] if groups else "<cluster>-workers"
+    managers = [i["InstanceId"] for r in aws_client().describe_instances(Filters=[
+        {"Name": "tag:jhs:role", "Values": ["manager"]}, {"Name": "instance-state-name", "Values": ["running"]}])
+        ["Reservations"] for i in r["Instances"]]
+    manager = managers[0] if managers else "<manager instance id>"
+    return f"""
+sign in    open {hub} in a browser on this machine (the lab's network is local to it) and accept the
+           self-signed certificate; any user name signs in, with any password (jupyterhub_local_password in
+           inventories/lab/group_vars/all.yml sets one); the user admin is an admin (Admin page).
+try        1. start a server: sign in, Start My Server, open a notebook and run a cell.
+           2. scale the workers to 3; a new node joins by itself (make lab-status lists it):
+              (set -a; . .lab/env; .venv/bin/python -c "import boto3; boto3.client('autoscaling').set_desired_capacity(AutoScalingGroupName='{group}', DesiredCapacity=3)")
+           3. read the hub's log, every spawn in it: docker exec {manager} docker logs jupyterhub
+           make lab-down removes everything the lab made."""
 
 
 def main(argv: list[str] | None = None) -> int:

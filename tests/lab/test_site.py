@@ -106,6 +106,17 @@ def test_manager_and_workers_are_ready_swarm_nodes_with_labels(site, aws):
     assert not [n for n in nodes if n["Spec"]["Role"] == "manager" and n["Spec"]["Availability"] != "active"]
 
 
+def test_the_lab_says_how_to_sign_in_and_what_to_try(site, aws):
+    """`make lab` ends with `python -m lab summary`: the hub's URL, how to sign in and open it, and three things
+    to try, naming this lab's own group and manager."""
+    out = lab_cmd("summary").stdout
+    assert f"hub        {site['LAB_HUB_URL']}" in out, out
+    assert f"open {site['LAB_HUB_URL']} in a browser on this machine" in out, out
+    assert "any user name signs in, with any password" in out and "the user admin is an admin" in out, out
+    assert f"AutoScalingGroupName='{CLUSTER}-workers', DesiredCapacity=3" in out, out
+    assert f"docker exec {manager_id(aws)} docker logs jupyterhub" in out, out
+
+
 def test_second_run_changes_nothing(site):
     proc = run_site(site)
     RUN_OUTPUTS.append(proc.stdout + proc.stderr)
