@@ -460,35 +460,63 @@ def test_a_worker_lost_with_two_servers_on_it(site, aws, hub):
     assert not {labels["jhs.user"] for labels in user_services(manager).values()} & set(users)
 
 
+def user_with_token(hub: HubClient, prefix: str, note: str) -> tuple[str, str]:
+    """A new hub user and an API token of theirs."""
+    user = prefix + uuid.uuid4().hex[:6]
+    hub.create_user(user)
+    r = hub.call("POST", f"/hub/api/users/{user}/tokens", json={"note": note})
+    assert r.status_code in (200, 201), r.text
+    return user, r.json()["token"]
+
+
+def back_up_now(manager: str) -> str:
+    """Take a database backup on the manager at once (as the hub's scheduled backup does); its file name."""
+    backup = node_exec(manager, "docker", "exec", "jupyterhub", "python3", "/usr/local/bin/jupyterhub-db-backup",
+                       "--db", "/srv/jupyterhub/state/jupyterhub.sqlite", "--dest", "/srv/jupyterhub/backups", "--once")
+    assert backup.returncode == 0, backup.stderr
+    return re.search(r"(jupyterhub-\d{8}T\d{6}Z\.sqlite)", backup.stderr).group(1)
+
+
+def lose_the_database(site: dict, manager: str, lose: str, user: str) -> None:
+    """Stop the hub, run the shell command `lose` on the manager, start the hub again: it comes up on an empty
+    database that no longer knows the user."""
+    node_exec(manager, "docker", "stop", "jupyterhub")
+    lost = node_exec(manager, "sh", "-c", lose)
+    assert lost.returncode == 0, lost.stderr
+    node_exec(manager, "docker", "start", "jupyterhub")
+    fresh = wait_for(lambda: _client_or_none(site["LAB_HUB_URL"]), 120, 2, what="the hub on an empty database")
+    assert fresh.call("GET", f"/hub/api/users/{user}").status_code == 404
+
+
+def run_restore(site: dict) -> subprocess.CompletedProcess:
+    env = {**os.environ, **site, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    proc = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/restore_hub_db.yml", "-i",
+                           "inventories/lab"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return proc
+
+
+def token_owner(site: dict, token: str) -> requests.Response:
+    """GET /hub/api/user with a user's own token."""
+    as_user = requests.Session()
+    as_user.trust_env = False            # no proxy from the environment, and verify=False stays off (self-signed)
+    return as_user.get(site["LAB_HUB_URL"] + "/hub/api/user", headers={"Authorization": f"token {token}"},
+                       verify=False, timeout=30)
+
+
 def test_hub_database_restored_from_a_backup_after_it_was_lost(site, aws, hub):
     """The hub's database is lost (the hub restarts on an empty one, which no longer knows its users); the
     restore playbook puts the newest dated backup back: the users come back, a user's API token works again, and
     the database it replaced is kept beside it."""
     manager = manager_id(aws)
-    user = "keep" + uuid.uuid4().hex[:5]
-    hub.create_user(user)
-    r = hub.call("POST", f"/hub/api/users/{user}/tokens", json={"note": "restore test"})
-    assert r.status_code in (200, 201), r.text
-    token = r.json()["token"]
-    backup = node_exec(manager, "docker", "exec", "jupyterhub", "python3", "/usr/local/bin/jupyterhub-db-backup",
-                       "--db", "/srv/jupyterhub/state/jupyterhub.sqlite", "--dest", "/srv/jupyterhub/backups", "--once")
-    assert backup.returncode == 0, backup.stderr
+    user, token = user_with_token(hub, "keep", "restore test")
+    back_up_now(manager)
     # the database is lost: the hub starts again on an empty one
-    node_exec(manager, "docker", "stop", "jupyterhub")
-    assert node_exec(manager, "rm", "/var/lib/jupyterhub/state/jupyterhub.sqlite").returncode == 0
-    node_exec(manager, "docker", "start", "jupyterhub")
-    fresh = wait_for(lambda: _client_or_none(site["LAB_HUB_URL"]), 120, 2, what="the hub on an empty database")
-    assert fresh.call("GET", f"/hub/api/users/{user}").status_code == 404
-    env = {**os.environ, **site, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-    proc = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/restore_hub_db.yml", "-i",
-                           "inventories/lab"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:]
+    lose_the_database(site, manager, "rm /var/lib/jupyterhub/state/jupyterhub.sqlite", user)
+    proc = run_restore(site)
     assert re.search(r"Restored jupyterhub-\d{8}T\d{6}Z\.sqlite \(\d+ users\)", proc.stdout), proc.stdout[-2000:]
     assert hub.call("GET", f"/hub/api/users/{user}").status_code == 200          # the admin's old token works too
-    as_user = requests.Session()
-    as_user.trust_env = False            # no proxy from the environment, and verify=False stays off (self-signed)
-    r = as_user.get(site["LAB_HUB_URL"] + "/hub/api/user", headers={"Authorization": f"token {token}"},
-                    verify=False, timeout=30)
+    r = token_owner(site, token)
     assert r.status_code == 200 and r.json()["name"] == user, r.text
     kept = node_exec(manager, "sh", "-c", "ls /var/lib/jupyterhub/state/").stdout
     assert "jupyterhub.sqlite.before-restore-" in kept, kept
@@ -503,15 +531,8 @@ def test_hub_database_restored_from_its_copy_in_s3_after_the_state_volume_was_lo
     copier = node_exec(manager, "docker", "inspect", "-f", "{{.State.Running}} {{.HostConfig.NetworkMode}}",
                        "jupyterhub-backup-copy")
     assert copier.stdout.split() == ["true", "host"], copier.stdout + copier.stderr
-    user = "s3" + uuid.uuid4().hex[:6]
-    hub.create_user(user)
-    r = hub.call("POST", f"/hub/api/users/{user}/tokens", json={"note": "restore from s3 test"})
-    assert r.status_code in (200, 201), r.text
-    token = r.json()["token"]
-    backup = node_exec(manager, "docker", "exec", "jupyterhub", "python3", "/usr/local/bin/jupyterhub-db-backup",
-                       "--db", "/srv/jupyterhub/state/jupyterhub.sqlite", "--dest", "/srv/jupyterhub/backups", "--once")
-    assert backup.returncode == 0, backup.stderr
-    name = re.search(r"(jupyterhub-\d{8}T\d{6}Z\.sqlite)", backup.stderr).group(1)
+    user, token = user_with_token(hub, "s3", "restore from s3 test")
+    name = back_up_now(manager)
 
     def copied():
         listing = aws("s3").list_objects_v2(Bucket=bucket, Prefix="hub-backups/")
@@ -519,25 +540,14 @@ def test_hub_database_restored_from_its_copy_in_s3_after_the_state_volume_was_lo
     wait_for(copied, 120, 2, what=f"{name} copied to s3://{bucket}/hub-backups/",
              detail=lambda: node_exec(manager, "docker", "logs", "--tail", "20", "jupyterhub-backup-copy").stdout)
     # The state volume is lost: no database, no local backup. The hub starts again on an empty database.
-    node_exec(manager, "docker", "stop", "jupyterhub")
-    wipe = node_exec(manager, "sh", "-c", "rm -rf /var/lib/jupyterhub/state/* /var/lib/jupyterhub/backups/*")
-    assert wipe.returncode == 0, wipe.stderr
-    node_exec(manager, "docker", "start", "jupyterhub")
-    fresh = wait_for(lambda: _client_or_none(site["LAB_HUB_URL"]), 120, 2, what="the hub on an empty database")
-    assert fresh.call("GET", f"/hub/api/users/{user}").status_code == 404
-    env = {**os.environ, **site, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-    proc = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/restore_hub_db.yml", "-i",
-                           "inventories/lab"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:]
+    lose_the_database(site, manager, "rm -rf /var/lib/jupyterhub/state/* /var/lib/jupyterhub/backups/*", user)
+    proc = run_restore(site)
     assert "TASK [jupyterhub : Restore | download the backup]" in proc.stdout
     restored = re.search(r"Restored (jupyterhub-\d{8}T\d{6}Z\.sqlite) \(\d+ users\)", proc.stdout)
     assert restored, proc.stdout[-2000:]
     # The newest in the bucket is ours: the hub that came up on the empty database did not back that up at once.
     assert restored.group(1) == name, proc.stdout[-2000:]
-    as_user = requests.Session()
-    as_user.trust_env = False
-    r = as_user.get(site["LAB_HUB_URL"] + "/hub/api/user", headers={"Authorization": f"token {token}"},
-                    verify=False, timeout=30)
+    r = token_owner(site, token)
     assert r.status_code == 200 and r.json()["name"] == user, r.text
     assert hub.call("GET", f"/hub/api/users/{user}").status_code == 200
     local = node_exec(manager, "sh", "-c", "ls /var/lib/jupyterhub/backups/").stdout.split()
