@@ -75,6 +75,14 @@ def test_spawner_notices_a_starting_server_quickly_and_fails_a_silent_one(render
     assert stop["steady"] is None and stop["rescheduled"].startswith("task replaced by swarm"), stop
     assert stop["after"] == 0 and stop["removed"] == ["jupyter-alice"], stop
     assert "'State': 'failed'" in result["poll"]["failed"], result["poll"]
+    # packing: the most allocated worker with room; two at once do not both take the last room; no room anywhere
+    # excludes every worker; a server pinned to a lost worker is unpinned, one on a Ready worker is not
+    pack = result["pack"]
+    assert pack["most_allocated"][-1] == "node.id==w1", pack
+    assert pack["most_allocated"][:-1] == ["node.role == worker"], pack
+    assert pack["two_at_once"] == ["node.id==w1", "node.id==w2"], pack
+    assert pack["no_room"][-2:] == ["node.id!=w1", "node.id!=w2"], pack
+    assert pack["unpinned"] == ["node.role == worker"] and pack["kept_on_a_ready_worker"] == [], pack
     # registry credentials: read again only when the file changed, and what create_service would send
     assert result["registry"]["no_file"] == {"reloads": 0, "sent": None}
     assert result["registry"]["written"] == {"reloads": 1, "sent": "token-1"}
@@ -262,6 +270,20 @@ BAD_CASES = {
     "same_ports": ({"jupyterhub_https_port": 8443, "jupyterhub_http_port": 8443}, "must be\ntwo different ports"),
     "activity_slower_than_culler": ({"jupyterhub_idle_timeout": 300, "jupyterhub_activity_interval": 300},
                                     "at most half of\njupyterhub_idle_timeout (300)"),
+    # the scaler's settings, judged by its own code (every host of this run has the scaler on, with a schedule)
+    "scaler_schedule_syntax": ({"jupyterhub_scaler_schedule": [{"days": "tue", "start": "9h45", "end": "12:00",
+                                                                 "min_nodes": 2}]},
+                               "jupyterhub_scaler_schedule[0].start: '9h45' is not a time of day as HH:MM"),
+    "scaler_unknown_time_zone": ({"jupyterhub_scaler_timezone": "Europe/Londres"},
+                                 "jupyterhub_scaler_timezone: 'Europe/Londres' is not a known IANA time zone"),
+    "scaler_negative_headroom": ({"jupyterhub_scaler_headroom": -1}, "jupyterhub_scaler_headroom: -1 is below 0"),
+    "scaler_min_above_max": ({"aws_cluster_worker_min_size": 5, "aws_cluster_worker_max_size": 2},
+                             "jupyterhub_scaler_min_size (5) is above jupyterhub_scaler_max_size (2)"),
+    "scaler_short_cooldown": ({"jupyterhub_scaler_cooldown": 30}, "jupyterhub_scaler_cooldown: 30 is below 60"),
+    "scaler_guarantee_too_large": ({"aws_cluster_worker_instance_types": ["t3.medium"],
+                                    "jupyterhub_profiles": [{"name": "huge", "image": "default", "mem_guarantee": "8G"}]},
+                                   "jupyterhub_profiles huge: a guarantee of 0 CPU and 8.0G is larger than any worker "
+                                   "instance type can hold"),
 }
 
 
@@ -269,7 +291,10 @@ BAD_CASES = {
 def preflight_run(tmp_path_factory):
     """All bad cases (and one good one) as hosts of one run; each must stop in preflight with its own message."""
     work = tmp_path_factory.mktemp("jh-preflight")
-    base = {"cluster_name": "jhtest", "lab_mode": True, "jupyterhub_authenticator": "local"}
+    base = {"cluster_name": "jhtest", "lab_mode": True, "jupyterhub_authenticator": "local",
+            "jupyterhub_scaler_enabled": True, "jupyterhub_scaler_timezone": "Europe/London",
+            "jupyterhub_scaler_schedule": [{"name": "class", "days": "tue", "start": "09:45", "end": "12:00",
+                                            "min_nodes": 2}]}
     hosts = {name: {**base, "jupyterhub_config_dir": str(work / name), **overrides}
              for name, (overrides, _) in [*BAD_CASES.items(), ("good", ({}, ""))]}
     for name in hosts:

@@ -106,6 +106,8 @@ async def main(path):
     # registry credentials (DOCKER_CONFIG, rewritten by the ECR refresher): handed to the Docker client again
     # before a service is created whenever the file changed, and then sent along by create_service
     out["poll"] = await poll(spawner)
+    out["pack"] = await pack(app, spawner)
+    spawner.pack = False            # the credentials' case below has no swarm to read
     out["registry"] = await registry(spawner)
     print("RESULT " + json.dumps(out))
 
@@ -150,6 +152,84 @@ async def poll(spawner):
     spawner.on_worker_loss, spawner.task_id, service["present"] = "keep", "t1", True
     TASKS = [task("t1", "shutdown", "failed", 9)]
     result["failed"] = await spawner.poll()
+    return result
+
+
+async def pack(app, spawner):
+    """Packing: the constraints create_object sends for workers in hand-made states (each 4 GiB; the config's
+    reserve is 512M), two spawns at once, no room anywhere; and poll unpinning a server whose worker is lost."""
+    import jhs_spawner
+    G = 1024 ** 3
+    created, updates = [], []
+    swarm = {}
+
+    def worker(nid, used_gib, state="ready"):
+        return {"ID": nid, "Spec": {"Role": "worker", "Availability": "active"}, "Status": {"State": state},
+                "Description": {"Engine": {"Labels": {"jhs.instance-id": "i-" + nid}},
+                                "Resources": {"NanoCPUs": 2_000_000_000, "MemoryBytes": 4 * G}}}
+
+    def task(nid, mem):
+        return {"ServiceID": "other", "NodeID": nid, "DesiredState": "running",
+                "Spec": {"Resources": {"Reservations": {"MemoryBytes": mem}}}}
+
+    async def stub_docker(method, *args, **kwargs):
+        if method == "nodes":
+            return swarm["nodes"]
+        if method == "tasks":
+            return swarm["tasks"]
+        if method == "services":
+            return []
+        if method == "inspect_node":
+            return next(n for n in swarm["nodes"] if n["ID"] == args[0])
+        if method == "update_service":
+            updates.append(kwargs["task_template"]["Placement"]["Constraints"])
+            return None
+        raise AssertionError(method)
+
+    async def upstream_create(self):
+        created.append(list(self.extra_placement_spec["constraints"]))
+        await asyncio.sleep(0.05)       # create_service's round trip: a second spawn runs meanwhile
+        return {"ID": "stub"}
+    saved_create = dockerspawner.SwarmSpawner.create_object
+    dockerspawner.SwarmSpawner.create_object = upstream_create
+    users = []
+    for name in ("bob", "carol"):
+        user_orm = orm.User(name=name)
+        app.db.add(user_orm)
+        app.db.commit()
+        users.append(app.users[user_orm.id].spawners[""])
+    for sp in [spawner] + users:
+        sp.docker = stub_docker
+        sp.mem_guarantee = 1 * G
+    result = {}
+    # w1 has 2 GiB reserved (1.5 GiB free of 3.5), w2 0.5 GiB: w1, the most allocated with room
+    swarm.update(nodes=[worker("w1", 0), worker("w2", 0)], tasks=[task("w1", 2 * G), task("w2", G // 2)])
+    await spawner.create_object()
+    result["most_allocated"] = created[-1]
+    # two at once: w1 has room for one 1 GiB server more (the first spawn's pin counts until swarm assigns it)
+    jhs_spawner._pins.clear()
+    created.clear()
+    await asyncio.gather(users[0].create_object(), users[1].create_object())
+    result["two_at_once"] = sorted(c[-1] for c in created)
+    # no room anywhere: every current worker excluded, the task waits for a new one
+    jhs_spawner._pins.clear()
+    swarm["tasks"] = [task("w1", 3 * G), task("w2", 3 * G)]
+    await spawner.create_object()
+    result["no_room"] = created[-1]
+    # poll: the server's only task is pending and pinned to w1, which is Down: the pin goes
+    swarm["nodes"] = [worker("w1", 0, state="down"), worker("w2", 0)]
+
+    async def get_object():
+        return {"ID": "svc", "Version": {"Index": 3}, "Spec": {"Name": "jupyter-alice", "TaskTemplate": {
+            "Placement": {"Constraints": ["node.role == worker", "node.id==w1"]}}}}
+    spawner.get_object = get_object
+    await spawner._unpin_from_a_lost_node([{"Status": {"State": "pending"}}])
+    result["unpinned"] = updates[-1] if updates else None
+    swarm["nodes"] = [worker("w1", 0), worker("w2", 0)]
+    updates.clear()
+    await spawner._unpin_from_a_lost_node([{"Status": {"State": "pending"}}])
+    result["kept_on_a_ready_worker"] = updates
+    dockerspawner.SwarmSpawner.create_object = saved_create
     return result
 
 

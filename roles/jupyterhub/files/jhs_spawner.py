@@ -21,18 +21,27 @@ every setting comes from the jupyterhub role through that config. What it change
   spawn fails with swarm's reason in its message (the hub's UI and log show it) and the hub removes the service.
 - Services carry labels naming their hub user and server (``jhs.component=user-server``), so jhs_reconcile can find
   a service no hub server owns.
+- Packing: a new server goes to the most allocated worker that still has room for its guarantees (after a reserve
+  for the engine and system), pinned with a ``node.id==`` constraint, so workers empty out and the scaler can remove
+  them; swarm's own placement spreads. When no worker has room, the service excludes every current worker
+  (``node.id!=``), so swarm does not fill one past its reserve: the task waits for the worker the scaler adds (or
+  fails after ``no_room_timeout``). The choice uses jhs_scaler's code (worker_nodes, choose_node), the scaler's
+  view of room. A server whose pinned worker is lost is unpinned by ``poll``, so swarm can place it again.
 - Registry credentials (ECR tokens, rewritten by the manager's refresher) are read again when their file changes,
   and sent with each new service, so the worker pulls the image with them.
 """
 import asyncio
 import os
 import socket
+import time
 from pathlib import Path
 from pprint import pformat
 
 import dockerspawner
 from tornado.httpclient import AsyncHTTPClient
-from traitlets import Enum, Float, Unicode, default
+from traitlets import Bool, Enum, Float, Unicode, default
+
+import jhs_scaler
 
 # Task states before running: swarm is still placing, pulling or starting the task.
 TASK_STARTING = frozenset({"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting"})
@@ -48,6 +57,10 @@ LABEL_SERVER = "jhs.server"
 COMPONENT = "user-server"
 
 _registry_config_seen = {"mtime": None}
+# Spawns placed by this hub whose tasks swarm has not assigned yet: service name -> (node id, cpu, mem, when).
+_pins = {}
+_pack_lock = asyncio.Lock()
+PIN_PREFIXES = ("node.id==", "node.id!=")
 
 
 def task_addresses(task, network_name):
@@ -72,6 +85,9 @@ class SwarmSpawner(dockerspawner.SwarmSpawner):
              "(0: wait until start_timeout).")
     registry_config = Unicode(
         config=True, help="Docker config.json with the registry credentials to send with each service.")
+    pack = Bool(True, config=True, help="Place each new server on the most allocated worker with room for it.")
+    pack_reserve_cpu = Float(0.1, config=True, help="CPU of each worker kept for its engine and system.")
+    pack_reserve_memory = Unicode("512M", config=True, help="Memory of each worker kept for its engine and system.")
     task_id = Unicode("", help="ID of the task the hub saw running (persisted in the spawner's state).")
 
     @default("registry_config")
@@ -106,7 +122,64 @@ class SwarmSpawner(dockerspawner.SwarmSpawner):
         labels = {LABEL_COMPONENT: COMPONENT, LABEL_USER: self.user.name, LABEL_SERVER: self.name or ""}
         self.extra_create_kwargs = {**self.extra_create_kwargs,
                                     "labels": {**self.extra_create_kwargs.get("labels", {}), **labels}}
-        return await super().create_object()
+        if self.pack:
+            async with _pack_lock:
+                constraints = await self._packed_constraints()
+            self.extra_placement_spec = {**self.extra_placement_spec, "constraints": constraints}
+        try:
+            return await super().create_object()
+        except Exception:
+            _pins.pop(self.service_name, None)
+            raise
+
+    async def _packed_constraints(self):
+        """The configured constraints plus this spawn's node: the most allocated worker with room (and a pin that
+        counts this spawn there until swarm assigns its task), or, when none has room, every current worker excluded."""
+        base = [c for c in (self.extra_placement_spec.get("constraints") or []) if not c.startswith(PIN_PREFIXES)]
+        nodes = await self.docker("nodes", filters={"role": "worker"})
+        tasks = await self.docker("tasks", filters={"desired-state": "running"})
+        services = await self.docker("services", filters={"label": f"{LABEL_COMPONENT}={COMPONENT}"})
+        assigned = {t["ServiceID"] for t in tasks if t.get("NodeID")}
+        now = time.monotonic()
+        for svc in services:
+            if svc["ID"] in assigned:
+                _pins.pop(svc["Spec"]["Name"], None)
+        for name in [n for n, pin in _pins.items() if now - pin[3] > 60]:
+            _pins.pop(name)
+        reserve = (self.pack_reserve_cpu, jhs_scaler.parse_size(self.pack_reserve_memory))
+        _, _, workers = jhs_scaler.worker_nodes(nodes, tasks, {s["ID"] for s in services}, reserve,
+                                                pinned=[pin[:3] for pin in _pins.values()])
+        need = (float(self.cpu_guarantee or 0), jhs_scaler.parse_size(self.mem_guarantee or 0))
+        best = jhs_scaler.choose_node(list(workers.values()), need)
+        if best is None:
+            self.log.info("Server %s: no worker has room for %.2g CPU and %s; waiting for a new worker", self._log_name,
+                          need[0], jhs_scaler.fmt_size(need[1]))
+            return base + [f"node.id!={node_id}" for node_id in sorted(workers)]
+        _pins[self.service_name] = (best.node_id, need[0], need[1], now)
+        return base + [f"node.id=={best.node_id}"]
+
+    async def _unpin_from_a_lost_node(self, live):
+        """A server pinned to a worker that is gone cannot be placed again: drop the pin (the task is pending anyway)."""
+        if not live or any(t["Status"]["State"] != "pending" for t in live):
+            return
+        service = await self.get_object()
+        spec = service["Spec"]
+        constraints = ((spec.get("TaskTemplate") or {}).get("Placement") or {}).get("Constraints") or []
+        pinned = [c.split("==", 1)[1].strip() for c in constraints if c.replace(" ", "").startswith("node.id==")]
+        if not pinned:
+            return
+        try:
+            node = await self.docker("inspect_node", pinned[0])
+            if node["Status"].get("State") == "ready" and node["Spec"].get("Availability") == "active":
+                return
+        except Exception:            # the node was removed from the swarm
+            pass
+        placement = {**spec["TaskTemplate"]["Placement"],
+                     "Constraints": [c for c in constraints if not c.replace(" ", "").startswith(PIN_PREFIXES)]}
+        self.log.warning("Server %s: its worker %s is lost; unpinning it so swarm can place it again", self._log_name,
+                         pinned[0][:12])
+        await self.docker("update_service", service["ID"], service["Version"]["Index"],
+                          task_template={**spec["TaskTemplate"], "Placement": placement}, fetch_current_spec=True)
 
     async def start_object(self):
         pause = 0.05
@@ -178,6 +251,7 @@ class SwarmSpawner(dockerspawner.SwarmSpawner):
             await self.remove_object()
             return "task replaced by swarm (worker lost); service removed"
         if live:
+            await self._unpin_from_a_lost_node(live)
             if replaced:
                 self.log.info("Server %s: swarm replaced task %s with %s (%s); keeping the server", self._log_name,
                               self.task_id[:12], live[0]["ID"][:12], live[0]["Status"]["State"])
