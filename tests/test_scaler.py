@@ -134,11 +134,14 @@ def test_a_node_not_in_service_is_not_scaled_in():
     assert not sc.decide(state(nodes, desired=1), sc.Policy(cooldown=60)).terminate
 
 
-def test_at_min_size_extra_instances_are_left_to_the_group():
-    # desired 1 at min 1, but 3 instances (2 were protected): the group removes the extra itself, via the hook
-    nodes = [node(1, servers=1, used=2 * G, protected=True), node(2, empty_since=0.0), node(3, empty_since=0.0)]
+def test_instances_kept_above_desired_go_without_lowering_it_again():
+    # desired lowered by hand to 1 (min 1) while 3 nodes were busy and protected; two emptied since
+    nodes = [node(1, servers=1, used=2 * G, protected=True), node(2, empty_since=0.0), node(3, empty_since=5.0)]
     d = sc.decide(state(nodes, desired=1, min_size=1), sc.Policy(cooldown=60))
-    assert not d.terminate and d.desired == 1
+    assert d.terminate == ["i-2"] and d.desired == 1 and d.decrement is False
+    # a group at its desired size: the node goes with one less desired
+    d = sc.decide(state(nodes[:2], min_size=1), sc.Policy(cooldown=60))
+    assert d.terminate == ["i-2"] and d.desired == 1 and d.decrement is True
 
 
 def test_unlaunched_capacity_nobody_needs_is_given_back():
@@ -161,10 +164,11 @@ def hooked(servers, since=None, heartbeat=None):
 
 
 def test_a_terminating_node_with_servers_is_drained_and_kept_alive():
+    # paused (no new server), not drained (which would restart its servers elsewhere), and heartbeats sent
     acts = sc.termination_actions(hooked(2, since=1000.0), 1100.0, limit=3600, at_limit="stop", heartbeat_every=60)
-    assert [a for _, a, _ in acts] == ["drain", "heartbeat"]
+    assert [a for _, a, _ in acts] == ["pause", "heartbeat"]
     acts = sc.termination_actions(hooked(2, since=1000.0, heartbeat=1080.0), 1100.0, 3600, "stop", 60)
-    assert [a for _, a, _ in acts] == ["drain"]
+    assert [a for _, a, _ in acts] == ["pause"]
 
 
 def test_a_terminating_node_is_completed_once_empty():
@@ -174,9 +178,9 @@ def test_a_terminating_node_is_completed_once_empty():
 
 def test_the_drain_limit_stops_or_waits_as_set():
     stop = sc.termination_actions(hooked(1, since=0.0, heartbeat=3599.0), 3600.0, 3600, "stop", 60)
-    assert [a for _, a, _ in stop] == ["drain", "stop", "complete"]
+    assert [a for _, a, _ in stop] == ["pause", "stop", "complete"]
     wait = sc.termination_actions(hooked(1, since=0.0, heartbeat=3000.0), 3700.0, 3600, "wait", 60)
-    assert [a for _, a, _ in wait] == ["drain", "heartbeat"]
+    assert [a for _, a, _ in wait] == ["pause", "heartbeat"]
 
 
 # --- packing ------------------------------------------------------------------------------------------------------

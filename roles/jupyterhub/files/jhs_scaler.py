@@ -21,8 +21,9 @@ from swarm, the marks it keeps as node labels), so a restart or a second copy de
   TerminateInstanceInAutoScalingGroup with ShouldDecrementDesiredCapacity;
 - **protection**: a worker holding user servers is protected from scale-in (SetInstanceProtection), so a scale-in
   started elsewhere (a hand-edited desired capacity, a rebalance) cannot pick it; protection goes when it empties;
-- **termination hook**: a worker in ``Terminating:Wait`` (whoever started it) is drained at once; the hook is
-  completed with CONTINUE once no user server runs there; meanwhile it sends RecordLifecycleActionHeartbeat, for
+- **termination hook**: a worker in ``Terminating:Wait`` (whoever started it) gets no new server at once (swarm
+  availability ``pause``: ``drain`` would restart its users' servers elsewhere, ending their kernels); once no user
+  server runs there it is drained and the hook completed with CONTINUE; meanwhile it sends RecordLifecycleActionHeartbeat, for
   at most ``--drain-limit`` seconds; then ``--drain-at-limit`` decides: ``stop`` removes the remaining servers'
   services (the hub sees them stopped) and completes, ``wait`` keeps waiting for the culler (AWS ends any wait
   after 48 h or 100 heartbeat timeouts);
@@ -306,6 +307,7 @@ class Decision:
     desired: int
     reason: str
     terminate: list = field(default_factory=list)     # instance ids to drain and terminate
+    decrement: bool = True                            # terminating them lowers the desired capacity
     protect: dict = field(default_factory=dict)       # instance id -> protected, where that must change
     figures: dict = field(default_factory=dict)
 
@@ -409,18 +411,18 @@ def decide(st: State, pol: Policy) -> Decision:
          and n.empty_since is not None and st.now - n.empty_since >= pol.cooldown
          and st.now - n.launched >= pol.cooldown),
         key=lambda n: (n.empty_since, n.instance_id))
-    if removable > 0 and candidates and st.desired <= st.min_size:
-        # more instances than desired (protected ones): the group removes the extra itself once they empty and
-        # lose protection, through the termination hook this scaler consumes
-        return Decision(st.desired, f"empty node(s) left to the group: desired {st.desired} is at min size",
-                        protect=protect, figures=figures)
     if removable > 0 and candidates:
         node = candidates[0]
-        left_slots = free_slots - slots([node.cpu, node.mem], st.slot)
+        left_slots = free_slots - slots([node.cpu - node.used_cpu, node.mem - node.used_mem], st.slot)
         if left_slots >= pol.headroom:
-            return Decision(st.desired - 1 if st.desired > 0 else 0,
+            # more instances than desired (protected ones kept when it was lowered): the extra one goes without
+            # lowering it again; otherwise the group's desired capacity goes down with the node
+            extra_instance = len(live) > st.desired
+            return Decision(st.desired if extra_instance else st.desired - 1,
                             f"scale in: {node.instance_id} empty for {st.now - node.empty_since:.0f}s "
-                            f"(cool-down {pol.cooldown:g}s)", terminate=[node.instance_id], protect=protect,
+                            f"(cool-down {pol.cooldown:g}s)" + (f"; {len(live)} instances for desired {st.desired}"
+                                                                if extra_instance else ""),
+                            terminate=[node.instance_id], decrement=not extra_instance, protect=protect,
                             figures=figures)
         return Decision(st.desired, f"keeping empty {node.instance_id}: the headroom of {pol.headroom} needs it",
                         protect=protect, figures=figures)
@@ -450,11 +452,13 @@ def termination_actions(nodes, now, limit, at_limit, heartbeat_every):
     for n in nodes:
         if n.lifecycle != "Terminating:Wait":
             continue
-        if n.node_id and n.ready:
-            out.append((n.instance_id, "drain", "Terminating:Wait"))
         if n.servers == 0:
+            if n.node_id:
+                out.append((n.instance_id, "drain", "Terminating:Wait, empty"))
             out.append((n.instance_id, "complete", "no user server left"))
             continue
+        if n.node_id and n.ready:
+            out.append((n.instance_id, "pause", "Terminating:Wait: no new server there, the running ones stay"))
         since = getattr(n, "terminating_since", None)
         waited = now - (now if since is None else since)
         if waited >= limit and at_limit == "stop":
@@ -630,12 +634,12 @@ class Scaler:
         if d.terminate:
             for iid in d.terminate:
                 node = next(n for n in st.nodes if n.instance_id == iid)
-                self.scale_in(node)
+                self.scale_in(node, d.decrement)
         elif d.desired != st.desired and not dry:
             self.autoscaling.set_desired_capacity(AutoScalingGroupName=self.args.group, DesiredCapacity=d.desired,
                                                   HonorCooldown=False)
 
-    def scale_in(self, node):
+    def scale_in(self, node, decrement=True):
         """Drain, check it stayed empty (a spawn may have picked it just before), then terminate exactly it."""
         if self.args.dry_run:
             return
@@ -648,7 +652,7 @@ class Scaler:
             self.availability(node, "active")
             return
         self.autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=node.instance_id,
-                                                                  ShouldDecrementDesiredCapacity=True)
+                                                                  ShouldDecrementDesiredCapacity=decrement)
         log.info("terminated %s (node %s)", node.instance_id, node.node_id[:12])
 
     def lifecycle(self, st):
@@ -664,8 +668,8 @@ class Scaler:
             if dry:
                 continue
             try:
-                if action == "drain":
-                    self.availability(node, "drain")
+                if action in ("drain", "pause"):
+                    self.availability(node, action)
                 elif action == "heartbeat":
                     self.autoscaling.record_lifecycle_action_heartbeat(
                         LifecycleHookName=self.args.drain_hook, AutoScalingGroupName=self.args.group, InstanceId=iid)
