@@ -144,9 +144,10 @@ def test_instances_kept_above_desired_go_without_lowering_it_again():
     assert d.terminate == ["i-2"] and d.desired == 1 and d.decrement is True
 
 
-def test_unlaunched_capacity_nobody_needs_is_given_back():
+def test_capacity_still_launching_is_not_taken_back():
+    # another copy (or this one a moment ago) asked for it; it goes after the cool-down like any empty node
     d = sc.decide(state([node(1, servers=1, used=2 * G, protected=True)], desired=3), sc.Policy())
-    assert d.desired == 1
+    assert d.desired == 3 and not d.terminate
 
 
 # --- protection ---------------------------------------------------------------------------------------------------

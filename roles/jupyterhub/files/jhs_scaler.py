@@ -399,12 +399,8 @@ def decide(st: State, pol: Policy) -> Decision:
             return Decision(st.desired, f"at max {st.max_size}: {len(unplaced)} spawn(s) wait, no node may be added"
                             if st.desired >= st.max_size else "nodes on the way cover the demand",
                             protect=protect, figures=figures)
-    # nothing to add: lower a desired capacity the group has not launched yet, then remove one empty node
-    if on_the_way and not st.pending:
-        target = max(len(live), floor)
-        if target < st.desired:
-            return Decision(target, f"{st.desired - target} node(s) not launched yet are not needed",
-                            protect=protect, figures=figures)
+    # nothing to add: remove one empty node (capacity the group is still launching is left alone: another copy, or
+    # this one a moment ago, asked for it; once Ready and empty past the cool-down it goes as any other)
     removable = total - floor
     candidates = sorted(
         (n for n in ready if n.servers == 0 and n.used_cpu <= 1e-9 and n.used_mem == 0 and n.lifecycle == "InService"
