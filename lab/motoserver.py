@@ -1,4 +1,4 @@
-"""The lab's local AWS endpoint: moto's server, with three defects of moto 5.2.5 mended.
+"""The lab's local AWS endpoint: moto's server, with defects of moto 5.2.5 mended.
 
 - moto keeps the UserData of a launch template's *later* versions (CreateLaunchTemplateVersion) as a
   plain string while its Auto Scaling code asserts a Base64EncodedString, so any scaling of a group
@@ -11,13 +11,54 @@
   out, and amazon.aws.ec2_vol_info fails on the missing key (playbooks/manager.yml looks up the hub state
   volume with it). Both are set here as AWS reports them.
 
+Auto Scaling lifecycle hooks: moto records them (PutLifecycleHook) but has no wait states. On AWS a hook
+holds each instance its group launches or removes until the hook's action is completed, a heartbeat aside,
+or its HeartbeatTimeout elapses. Groups without hooks take none of the paths below.
+- Launch (autoscaling:EC2_INSTANCE_LAUNCHING): moto puts a new instance InService at once. Here it is
+  Pending:Wait, its EC2 instance running, until the action ends: CONTINUE makes it InService; ABANDON
+  terminates it and the group launches a replacement. moto counts only InService instances toward the
+  desired capacity; a Pending:Wait instance counts here, as on AWS (else the group would launch again).
+- Termination (autoscaling:EC2_INSTANCE_TERMINATING): moto terminates at once whatever the group removes
+  (a lower desired or max size, TerminateInstanceInAutoScalingGroup). Here the instance is Terminating:Wait,
+  its EC2 instance still running, and no longer counts (so without a decrement the replacement is launched at
+  once); when the action ends, CONTINUE or ABANDON alike, the EC2 instance is terminated and leaves the group.
+  TerminateInstanceInAutoScalingGroup again on a waiting instance changes nothing (moto would end the wait).
+  Scale-in chooses, as moto does, among unprotected instances only (ProtectedFromScaleIn), never among
+  those already waiting; too few unprotected ones leave the group above its lowered desired capacity, as AWS
+  does.
+- CompleteLifecycleAction and RecordLifecycleActionHeartbeat are not implemented in moto (HTTP 500). Here
+  they find the action by InstanceId or LifecycleActionToken, or answer AWS's ValidationError (HTTP 400)
+  when no action waits on that hook; a heartbeat restarts the timeout (up to AWS's 48 hours or 100 timeouts).
+- A clock (a daemon thread, once a second) applies a hook's DefaultResult when its HeartbeatTimeout passes.
+  Auto Scaling requests and the clock take one lock, so they never change a group at the same time.
+- moto keeps a group's hooks after DeleteAutoScalingGroup, so a new group of that name would inherit them.
+  AWS deletes them with the group, whose instances go without waiting (ForceDelete; moto never refuses a
+  delete); and DeleteLifecycleHook first ends the hook's waiting actions (ABANDON for a launch, CONTINUE for
+  a termination) rather than leave instances waiting on a hook that is gone. Both are done here.
+moto sends no lifecycle notifications (SNS, SQS, EventBridge), so no client learns a LifecycleActionToken
+here: actions are completed by InstanceId.
+
 Nothing else differs from `moto_server`; the tests' own endpoint (tests/conftest.py) runs this too.
 """
 from __future__ import annotations
 
 import sys
+import threading
+import time
+import traceback
+import uuid
 
+from moto.autoscaling.exceptions import ValidationError
+from moto.autoscaling.models import (
+    AutoScalingBackend,
+    FakeAutoScalingGroup,
+    TerminateInstanceActivity,
+    autoscaling_backends,
+)
+from moto.autoscaling.responses import AutoScalingResponse
+from moto.core.responses import EmptyResult
 from moto.core.types import Base64EncodedString
+from moto.ec2.models import EC2Backend
 from moto.ec2.models.elastic_block_store import Volume
 from moto.ec2.models.launch_templates import LaunchTemplateVersion
 from moto.ec2.models.security_groups import SecurityGroupRule
@@ -59,6 +100,255 @@ def _volume_as_aws_reports_it(self, *args, **kwargs):
 
 Volume.__init__ = _volume_as_aws_reports_it
 
+# --- Auto Scaling lifecycle hooks (see the docstring) ------------------------------------------------------
+LAUNCHING, TERMINATING = "autoscaling:EC2_INSTANCE_LAUNCHING", "autoscaling:EC2_INSTANCE_TERMINATING"
+COUNTED = {"InService", "Pending:Wait"}   # the states that count toward the desired capacity
+_LOCK = threading.RLock()
+_holding = threading.local()   # .on: this thread scales in a group that has a termination hook
+
+
+class _Action:
+    """A lifecycle action waiting on one hook for one instance."""
+
+    def __init__(self, hook):
+        self.hook, self.token = hook, str(uuid.uuid4())
+        now = time.monotonic()
+        self.deadline = now + hook.heartbeat_timeout
+        self.limit = now + min(172800, 100 * hook.heartbeat_timeout)   # AWS's longest wait
+
+    def heartbeat(self):
+        self.deadline = min(time.monotonic() + self.hook.heartbeat_timeout, self.limit)
+
+
+def _hooks(group, transition):
+    if getattr(group, "_lab_deleting", False):
+        return []
+    return [hook for hook in group.autoscaling_backend.lifecycle_hooks.values()
+            if hook.auto_scaling_group_name == group.name and hook.lifecycle_transition == transition]
+
+
+def _actions(state) -> dict:
+    return getattr(state, "_lab_actions", {})
+
+
+def _wait(state, hooks, lifecycle_state):
+    state.lifecycle_state = lifecycle_state
+    state._lab_actions = {hook.name: _Action(hook) for hook in hooks}
+
+
+def _leave(state):
+    """The instance's EC2 instance terminated, the instance out of its group."""
+    group = state.auto_scaling_group
+    state._lab_actions = {}
+    state.lifecycle_state = "Terminated"
+    group.autoscaling_backend.ec2_backend.terminate_instances([state.instance_id])
+    group.instance_states = [s for s in group.instance_states if s is not state]
+
+
+def _end_action(state, hook_name, result):
+    actions = _actions(state)
+    actions.pop(hook_name, None)
+    if result == "CONTINUE" and actions:   # another hook of the same transition still waits
+        return
+    if state.lifecycle_state == "Pending:Wait" and result == "CONTINUE":
+        state.lifecycle_state = "InService"
+        return
+    launching = state.lifecycle_state == "Pending:Wait"
+    _leave(state)
+    if launching:   # an abandoned launch: the group launches another
+        group = state.auto_scaling_group
+        group.set_desired_capacity(group.desired_capacity)
+
+
+def _counted_instances(self):
+    return [s for s in self.instance_states if s.lifecycle_state in COUNTED]
+
+
+FakeAutoScalingGroup.active_instances = _counted_instances
+
+_launch = FakeAutoScalingGroup.replace_autoscaling_group_instances
+
+
+def _launch_into_pending_wait(self, count_needed, propagated_tags):
+    known = len(self.instance_states)
+    _launch(self, count_needed, propagated_tags)
+    hooks = _hooks(self, LAUNCHING)
+    if hooks:
+        for state in self.instance_states[known:]:
+            _wait(state, hooks, "Pending:Wait")
+
+
+FakeAutoScalingGroup.replace_autoscaling_group_instances = _launch_into_pending_wait
+
+_set_desired_capacity = FakeAutoScalingGroup.set_desired_capacity
+
+
+def _set_desired_capacity_with_hooks(self, new_capacity):
+    waiting = [s for s in self.instance_states if s.lifecycle_state == "Terminating:Wait"]
+    hooks = _hooks(self, TERMINATING)
+    if not waiting and not hooks:
+        return _set_desired_capacity(self, new_capacity)
+    # moto chooses what to remove among the group's instances: not among those already waiting
+    counted = [s for s in self.instance_states if s not in waiting]
+    self.instance_states = list(counted)
+    _holding.on = bool(hooks)   # what moto removes, it terminates: not while a termination hook holds it
+    try:
+        _set_desired_capacity(self, new_capacity)
+    finally:
+        _holding.on = False
+    removed = [s for s in counted if s not in self.instance_states] if hooks else []
+    for state in removed:
+        _wait(state, hooks, "Terminating:Wait")
+    self.instance_states = waiting + self.instance_states + removed
+
+
+FakeAutoScalingGroup.set_desired_capacity = _set_desired_capacity_with_hooks
+
+_ec2_terminate = EC2Backend.terminate_instances
+
+
+def _terminate_unless_held(self, instance_ids):
+    if getattr(_holding, "on", False):
+        return []
+    return _ec2_terminate(self, instance_ids)
+
+
+EC2Backend.terminate_instances = _terminate_unless_held
+
+_terminate_in_group = AutoScalingBackend.terminate_instance
+
+
+def _terminate_in_group_with_hooks(self, instance_id, should_decrement):
+    state = next((s for group in self.autoscaling_groups.values() for s in group.instance_states
+                  if s.instance_id == instance_id), None)
+    if state is not None and state.lifecycle_state == "Terminating:Wait":   # asked again: it keeps waiting
+        return TerminateInstanceActivity(state.instance, state.auto_scaling_group.desired_capacity)
+    hooks = _hooks(state.auto_scaling_group, TERMINATING) if state else []
+    if not hooks:
+        return _terminate_in_group(self, instance_id, should_decrement)
+    group = state.auto_scaling_group
+    original_capacity = group.desired_capacity
+    if should_decrement:
+        group.desired_capacity -= 1
+    _wait(state, hooks, "Terminating:Wait")
+    group.set_desired_capacity(group.desired_capacity)   # without a decrement: the replacement, at once
+    return TerminateInstanceActivity(state.instance, original_capacity)
+
+
+AutoScalingBackend.terminate_instance = _terminate_in_group_with_hooks
+
+_delete_group = AutoScalingBackend.delete_auto_scaling_group
+
+
+def _delete_group_with_its_hooks(self, group_name):
+    group = self.autoscaling_groups.get(group_name)
+    if group is None:
+        return _delete_group(self, group_name)   # moto's error
+    group._lab_deleting = True
+    try:
+        for state in [s for s in group.instance_states if s.lifecycle_state == "Terminating:Wait"]:
+            _leave(state)
+        _delete_group(self, group_name)
+    finally:
+        group._lab_deleting = False
+    for key, hook in list(self.lifecycle_hooks.items()):
+        if hook.auto_scaling_group_name == group_name:
+            del self.lifecycle_hooks[key]
+
+
+AutoScalingBackend.delete_auto_scaling_group = _delete_group_with_its_hooks
+
+_delete_hook = AutoScalingBackend.delete_lifecycle_hook
+
+
+def _delete_hook_ending_its_actions(self, as_name, name):
+    _delete_hook(self, as_name, name)
+    group = self.autoscaling_groups.get(as_name)
+    for state in list(group.instance_states if group else []):
+        if name in _actions(state):
+            _end_action(state, name, "ABANDON" if state.lifecycle_state == "Pending:Wait" else "CONTINUE")
+
+
+AutoScalingBackend.delete_lifecycle_hook = _delete_hook_ending_its_actions
+
+
+def _waiting_action(response):
+    """(instance state, hook name) of the action a CompleteLifecycleAction or RecordLifecycleActionHeartbeat
+    request names by InstanceId or LifecycleActionToken."""
+    group = response.autoscaling_backend.autoscaling_groups.get(response._get_param("AutoScalingGroupName"))
+    hook_name = response._get_param("LifecycleHookName")
+    instance_id, token = response._get_param("InstanceId"), response._get_param("LifecycleActionToken")
+    for state in group.instance_states if group and (instance_id or token) else []:
+        action = _actions(state).get(hook_name)
+        if action and instance_id in (None, state.instance_id) and token in (None, action.token):
+            return state, hook_name
+    if instance_id:
+        raise ValidationError(f"No active Lifecycle Action found with instance ID {instance_id}")
+    raise ValidationError(f"No active Lifecycle Action found with token {token}")
+
+
+def _complete_lifecycle_action(self):
+    result = self._get_param("LifecycleActionResult")
+    if result not in ("CONTINUE", "ABANDON"):
+        raise ValidationError("Valid values for LifecycleActionResult are: [CONTINUE, ABANDON]")
+    state, hook_name = _waiting_action(self)
+    _end_action(state, hook_name, result)
+    return EmptyResult()
+
+
+def _record_lifecycle_action_heartbeat(self):
+    state, hook_name = _waiting_action(self)
+    _actions(state)[hook_name].heartbeat()
+    return EmptyResult()
+
+
+AutoScalingResponse.complete_lifecycle_action = _complete_lifecycle_action
+AutoScalingResponse.record_lifecycle_action_heartbeat = _record_lifecycle_action_heartbeat
+
+_call_action = AutoScalingResponse.call_action
+_notify_terminate = AutoScalingBackend.notify_terminate_instances
+
+
+def _locked(function):
+    def locked(*args, **kwargs):
+        with _LOCK:
+            return function(*args, **kwargs)
+    return locked
+
+
+AutoScalingResponse.call_action = _locked(_call_action)
+AutoScalingBackend.notify_terminate_instances = _locked(_notify_terminate)   # EC2's TerminateInstances
+
+
+def _expired_actions():
+    now = time.monotonic()
+    for _, _, backend in list(autoscaling_backends.iter_backends()):
+        for group in list(backend.autoscaling_groups.values()):
+            for state in list(group.instance_states):
+                for name, action in list(_actions(state).items()):
+                    if action.deadline <= now:
+                        yield state, name, action
+
+
+def _expire_lifecycle_actions():
+    """Each second: every action past its timeout ends with its hook's DefaultResult."""
+    while True:
+        time.sleep(1)
+        with _LOCK:
+            try:
+                expired = list(_expired_actions())
+            except RuntimeError:   # a backend was being made at that moment: next second
+                continue
+            for state, name, action in expired:
+                if name in _actions(state):   # (not ended by an earlier one)
+                    try:
+                        _end_action(state, name, action.hook.default_result)
+                    except Exception:   # in the endpoint's log; the clock goes on without this action
+                        traceback.print_exc()
+                        _actions(state).pop(name, None)
+
+
 if __name__ == "__main__":
+    threading.Thread(target=_expire_lifecycle_actions, name="lifecycle-hook-clock", daemon=True).start()
     sys.argv[0] = "moto_server"
     sys.exit(main())
