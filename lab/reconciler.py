@@ -278,7 +278,8 @@ class Reconciler:
         replacement, the desired capacity unchanged. moto records the mark and nothing more."""
         for page in self.autoscaling.get_paginator("describe_auto_scaling_instances").paginate():
             for inst in page["AutoScalingInstances"]:
-                if inst["HealthStatus"].upper() == "UNHEALTHY":
+                # one already leaving (Terminating:Wait for the drain hook) is not asked again
+                if inst["HealthStatus"].upper() == "UNHEALTHY" and not inst["LifecycleState"].startswith("Terminat"):
                     self.autoscaling.terminate_instance_in_auto_scaling_group(
                         InstanceId=inst["InstanceId"], ShouldDecrementDesiredCapacity=False)
                     log(f"{inst['InstanceId']}: Unhealthy in {inst['AutoScalingGroupName']}; terminated for the group "
