@@ -14,8 +14,11 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
+import urllib.parse
 from functools import lru_cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
@@ -402,10 +405,19 @@ def test_iam_roles_split_and_least_privilege(provisioned, client):
     assert manager["PublishNotebookImages"]["Action"] == ["ssm:PutParameter", "ssm:AddTagsToResource"]
     assert {"autoscaling:SetDesiredCapacity", "autoscaling:SetInstanceProtection"} <= set(manager["ScaleAndProtectWorkers"]["Action"])
     assert manager["ScaleAndProtectWorkers"]["Resource"] == asg_arn
-    # The only "*" resources: Describe calls and the ECR login, which have no resource-level permissions.
-    star = [s for s in manager.values() if s["Resource"] == "*"]
+    # The hub's scaler: scale in by terminating a chosen instance of the cluster's own group, nowhere else.
+    terminate = [s for s in manager.values() if "autoscaling:TerminateInstanceInAutoScalingGroup" in s["Action"]]
+    assert [(s["Sid"], s["Resource"], s.get("Condition")) for s in terminate] == [("ScaleAndProtectWorkers", asg_arn, None)]
+    # ...and its metrics: PutMetricData takes no resource, so only the namespace condition scopes it.
+    cloudwatch = [s for s in manager.values() if any(a.startswith("cloudwatch:") for a in s["Action"])]
+    assert [(s["Action"], s["Resource"], s["Condition"]) for s in cloudwatch] == [
+        (["cloudwatch:PutMetricData"], "*", {"StringEquals": {"cloudwatch:namespace": "JupyterHubSwarm"}})]
+    # The only "*" resources without a condition: Describe calls and the ECR login, which have no resource-level
+    # permissions.
+    star = [s for s in manager.values() if s["Resource"] == "*" and "Condition" not in s]
     assert len(star) == 2 and all(a.split(":")[1].startswith("Describe") for a in star[0]["Action"])
     assert star[1]["Action"] == ECR_LOGIN
+    assert [s["Sid"] for s in manager.values() if s["Resource"] == "*" and "Condition" in s] == ["PutScalerMetrics"]
     assert ecr_statements(list(manager.values())) == [(ECR_LOGIN, "*"), (ECR_PUSH_PULL, [repository_arn])]
 
 
@@ -496,14 +508,167 @@ def test_worker_user_data_contract(provisioned, client, moto_endpoint, tmp_path)
     assert boot_vars == {"cluster_name": CLUSTER, "aws_region": REGION, "aws_endpoint_url": moto_endpoint,
                          "docker_engine_registry_mirrors": ["http://10.10.255.253:5000"]}
     assert "chmod 0600 /etc/jhs/boot-vars.json" in script
-    # a bounded retry (3 attempts, 30 s apart by default), then the instance reports itself Unhealthy
+    # a bounded retry (3 attempts, 30 s apart by default), then the instance reports itself Unhealthy and abandons
+    # its launch; after a successful attempt it completes the launch with CONTINUE (test_worker_boot_completes_...)
     assert "attempts=3\n" in script and "    sleep 30\n" in script
-    assert 'set_instance_health(InstanceId=iid, HealthStatus="Unhealthy"' in script
+    asg = jhs_asg_script(script)
+    assert f'GROUP = "{CLUSTER}-workers"\n' in asg and f'LAUNCH_HOOK = "{CLUSTER}-launch"\n' in asg
+    assert 'set_instance_health(InstanceId=iid, HealthStatus="Unhealthy"' in asg
+    compiled = subprocess.run([str(VENV_BIN / "python"), "-c", "import sys; compile(sys.stdin.read(), 'jhs-asg', 'exec')"],
+                              input=asg, capture_output=True, text=True)
+    assert compiled.returncode == 0, compiled.stderr
     assert "systemctl enable jhs-boot.service" in script and "WantedBy=multi-user.target" in script
     path = tmp_path / "user-data.sh"
     path.write_text(script)
     syntax = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
     assert syntax.returncode == 0, syntax.stderr
+
+
+def heredoc(user_data: str, marker: str) -> str:
+    """The body of the user-data's heredoc `<<'MARKER'` (a file it writes)."""
+    match = re.search(rf"<<'{marker}'\n(.*?\n){marker}\n", user_data, re.S)
+    assert match, f"no {marker} heredoc in the user-data"
+    return match.group(1)
+
+
+def jhs_asg_script(user_data: str) -> str:
+    """/usr/local/sbin/jhs-asg: the worker's own Auto Scaling calls (launch hook completion, Unhealthy)."""
+    return heredoc(user_data, "JHS_ASG")
+
+
+def worker_user_data(client) -> str:
+    return base64.b64decode(launch_template(client)["LaunchTemplateData"]["UserData"]).decode()
+
+
+class WorkerAwsStandIn(BaseHTTPRequestHandler):
+    """A worker's view of AWS for jhs-asg: its metadata service (IMDSv2) and the Auto Scaling endpoint, which
+    records every call and answers it, or fails it with `error` (code, HTTP status)."""
+    instance_id = "i-0a1b2c3d4e5f60718"
+    token = "imds-token-1"
+    calls: list[dict] = []
+    error: tuple[str, int] | None = None
+
+    def _send(self, status: int, body: bytes, content_type: str = "text/plain"):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_PUT(self):
+        ok = self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
+        self._send(200 if ok else 400, self.token.encode() if ok else b"")
+
+    def do_GET(self):
+        ok = self.path == "/latest/meta-data/instance-id" and self.headers.get("X-aws-ec2-metadata-token") == self.token
+        self._send(200 if ok else 401, self.instance_id.encode() if ok else b"")
+
+    def do_POST(self):
+        params = dict(urllib.parse.parse_qsl(self.rfile.read(int(self.headers["Content-Length"])).decode()))
+        WorkerAwsStandIn.calls.append(params)
+        ns = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
+        if WorkerAwsStandIn.error:
+            code, status = WorkerAwsStandIn.error
+            body = (f'<ErrorResponse xmlns="{ns}"><Error><Type>Sender</Type><Code>{code}</Code><Message>stand-in {code}'
+                    f'</Message></Error><RequestId>1</RequestId></ErrorResponse>')
+            self._send(status, body.encode(), "text/xml")
+            return
+        action = params["Action"]
+        body = (f'<{action}Response xmlns="{ns}"><{action}Result/><ResponseMetadata><RequestId>1</RequestId>'
+                f'</ResponseMetadata></{action}Response>')
+        self._send(200, body.encode(), "text/xml")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def worker_aws():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), WorkerAwsStandIn)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def run_jhs_asg(script_path: Path, url: str, action: str, error: tuple[str, int] | None = None):
+    """Run jhs-asg as the boot runs it (boot.env's region and endpoint exported); return the process and its calls."""
+    WorkerAwsStandIn.calls, WorkerAwsStandIn.error = [], error
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_DEFAULT_REGION=REGION, AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="worker", AWS_SECRET_ACCESS_KEY="worker",
+               AWS_MAX_ATTEMPTS="1", JHS_METADATA_URL=url, NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
+    proc = subprocess.run([str(VENV_BIN / "python"), str(script_path), action], env=env, capture_output=True, text=True,
+                          timeout=60)
+    return proc, [{k: v for k, v in c.items() if k != "Version"} for c in WorkerAwsStandIn.calls]
+
+
+def test_jhs_asg_completes_the_launch_hook_and_reports_health(provisioned, client, worker_aws, tmp_path):
+    """The rendered jhs-asg makes exactly the calls the boot relies on, for this instance (its id from IMDSv2),
+    in the cluster's group and launch hook; no action waiting (ValidationError) is logged and not an error."""
+    path = tmp_path / "jhs-asg"
+    path.write_text(jhs_asg_script(worker_user_data(client)))
+    iid, launch = WorkerAwsStandIn.instance_id, {"AutoScalingGroupName": f"{CLUSTER}-workers",
+                                                 "LifecycleHookName": f"{CLUSTER}-launch"}
+    for action, result in (("continue", "CONTINUE"), ("abandon", "ABANDON")):
+        proc, calls = run_jhs_asg(path, worker_aws, action)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert calls == [dict(launch, Action="CompleteLifecycleAction", InstanceId=iid, LifecycleActionResult=result)]
+        assert f"launch lifecycle action of {iid} completed with {result}" in proc.stdout
+    proc, calls = run_jhs_asg(path, worker_aws, "unhealthy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert calls == [{"Action": "SetInstanceHealth", "InstanceId": iid, "HealthStatus": "Unhealthy",
+                      "ShouldRespectGracePeriod": "false"}]
+    # a later boot (no action waiting): logged, exit 0
+    proc, calls = run_jhs_asg(path, worker_aws, "continue", ("ValidationError", 400))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(calls) == 1 and f"no launch lifecycle action of {iid} waits in {CLUSTER}-workers" in proc.stdout
+    # any other failure: one line in the log and a non-zero exit, for the boot script to say what it means
+    proc, calls = run_jhs_asg(path, worker_aws, "continue", ("AccessDenied", 403))
+    assert proc.returncode == 1 and len(calls) == 1
+    assert "jhs-boot: jhs-asg continue failed: ClientError" in proc.stdout and "AccessDenied" in proc.stdout
+
+
+def run_jhs_boot(user_data: str, tmp_path: Path, pull_rc: int, asg_rc: int = 0) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run the user-data's /usr/local/sbin/jhs-boot with ansible-pull and jhs-asg replaced by stubs that log their
+    call and exit with the given status; no retry delay, no metadata service, no console."""
+    boot = heredoc(user_data, "JHS_BOOT")
+    calls = tmp_path / "calls"
+    for name, rc in (("ansible-pull", pull_rc), ("jhs-asg", asg_rc)):
+        stub = tmp_path / name
+        stub.write_text(f'#!/bin/bash\necho "{name} ${{1:-}}" >>{calls}\nexit {rc}\n')
+        stub.chmod(0o755)
+    (tmp_path / "boot.env").write_text("")
+    for real, stand_in in (("/opt/jhs/venv/bin/ansible-pull", tmp_path / "ansible-pull"),
+                           ("/usr/local/sbin/jhs-asg", tmp_path / "jhs-asg"),
+                           ("/etc/jhs/boot.env", tmp_path / "boot.env"),
+                           ("imds=http://169.254.169.254/latest", "imds=http://127.0.0.1:9/latest"),
+                           ("/dev/console", tmp_path / "console")):
+        assert real in boot, real
+        boot = boot.replace(real, str(stand_in))
+    boot = re.sub(r"\bsleep \d+", "sleep 0", boot)
+    path = tmp_path / "jhs-boot"
+    path.write_text(boot)
+    proc = subprocess.run(["bash", str(path)], capture_output=True, text=True, timeout=60)
+    return proc, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_worker_boot_completes_the_launch_hook(provisioned, client, tmp_path):
+    """jhs-boot as rendered: a boot whose node joined completes the launch hook with CONTINUE (and succeeds even
+    when that call fails); after the last failed attempt it marks the instance Unhealthy, then ABANDONs the launch."""
+    user_data = worker_user_data(client)
+    (tmp_path / "joined").mkdir()
+    proc, calls = run_jhs_boot(user_data, tmp_path / "joined", pull_rc=0)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert calls == ["ansible-pull -U", "jhs-asg continue"]
+    (tmp_path / "no-completion").mkdir()
+    proc, calls = run_jhs_boot(user_data, tmp_path / "no-completion", pull_rc=0, asg_rc=1)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert calls == ["ansible-pull -U", "jhs-asg continue"]
+    assert "the node joined, but its launch lifecycle action was not completed" in proc.stdout
+    (tmp_path / "failed").mkdir()
+    proc, calls = run_jhs_boot(user_data, tmp_path / "failed", pull_rc=2)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert calls == ["ansible-pull -U"] * 3 + ["jhs-asg unhealthy", "jhs-asg abandon"]
+    assert "jhs-boot: attempt 3 of 3 failed" in proc.stdout
 
 
 def test_auto_scaling_group(provisioned, client):
@@ -520,17 +685,23 @@ def test_auto_scaling_group(provisioned, client):
     for key, value in {"jhs:cluster": CLUSTER, "jhs:role": "worker", "jhs:node-pool": "default",
                        "Name": f"{CLUSTER}-worker"}.items():
         assert tags[key]["Value"] == value and tags[key]["PropagateAtLaunch"] is True
-    (hook,) = asg.describe_lifecycle_hooks(AutoScalingGroupName=f"{CLUSTER}-workers")["LifecycleHooks"]
-    assert hook["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING"
-    assert hook["HeartbeatTimeout"] == 600 and hook["DefaultResult"] == "CONTINUE"
-    (scaling,) = asg.describe_policies(AutoScalingGroupName=f"{CLUSTER}-workers")["ScalingPolicies"]
-    assert scaling["PolicyType"] == "TargetTrackingScaling"
-    config = scaling["TargetTrackingConfiguration"]
-    assert config["PredefinedMetricSpecification"]["PredefinedMetricType"] == "ASGAverageCPUUtilization"
-    assert config["TargetValue"] == 70.0
-    # Instances the group launched carry the propagated tags.
+    hooks = {h["LifecycleHookName"]: h for h in
+             asg.describe_lifecycle_hooks(AutoScalingGroupName=f"{CLUSTER}-workers")["LifecycleHooks"]}
+    assert set(hooks) == {f"{CLUSTER}-launch", f"{CLUSTER}-drain"}
+    # InService only once the node has joined (its boot completes the hook); a boot that never does is abandoned
+    launch = hooks[f"{CLUSTER}-launch"]
+    assert launch["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_LAUNCHING"
+    assert launch["HeartbeatTimeout"] == 900 and launch["DefaultResult"] == "ABANDON"
+    drain = hooks[f"{CLUSTER}-drain"]
+    assert drain["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING"
+    assert drain["HeartbeatTimeout"] == 600 and drain["DefaultResult"] == "CONTINUE"
+    # no CPU target tracking by default: the hub's scaler sizes the group (test_cpu_target_tracking_is_opt_in)
+    assert asg.describe_policies(AutoScalingGroupName=f"{CLUSTER}-workers")["ScalingPolicies"] == []
+    # Instances the group launched carry the propagated tags. (Not terminated: an endpoint that holds a launch in
+    # Pending:Wait abandons it after the launch hook's timeout, no worker boots here, and launches another.)
     workers = client("ec2").describe_instances(Filters=[{"Name": "tag:jhs:role", "Values": ["worker"]},
-                                                        {"Name": "tag:jhs:cluster", "Values": [CLUSTER]}])
+                                                        {"Name": "tag:jhs:cluster", "Values": [CLUSTER]},
+                                                        {"Name": "instance-state-name", "Values": ["pending", "running"]}])
     assert sum(len(r["Instances"]) for r in workers["Reservations"]) == 2
 
 
@@ -571,6 +742,28 @@ def test_every_resource_carries_the_cluster_tag(provisioned, client):
         assert found.get(kind), kind
     # The NAT gateway's and the manager's addresses both carry it.
     assert len(found["elastic_ips"]) == 2
+
+
+def test_cpu_target_tracking_is_opt_in(provisioned, client, moto_endpoint):
+    """aws_cluster_worker_cpu_scaling=true adds the target-tracking policy on average CPU (the policy the hub's scaler
+    replaces); a run with the default (false) removes it again. Each run changes that policy and nothing else."""
+    asg = client("autoscaling")
+    policy_task = r"TASK \[aws_cluster : Workers \| target-tracking policy on average CPU \(opt-in\)\][^\n]*\n[^\n]*\nchanged:"
+    on, _ = playbook(moto_endpoint, "provision", dict(provisioned["settings"], aws_cluster_worker_cpu_scaling=True))
+    assert on.returncode == 0, on.stdout[-4000:]
+    assert recap(on.stdout)["changed"] == 1 and re.search(policy_task, on.stdout), re.findall(r"^changed: .*$", on.stdout, re.M)
+    (scaling,) = asg.describe_policies(AutoScalingGroupName=f"{CLUSTER}-workers")["ScalingPolicies"]
+    assert scaling["PolicyName"] == f"{CLUSTER}-cpu-target" and scaling["PolicyType"] == "TargetTrackingScaling"
+    config = scaling["TargetTrackingConfiguration"]
+    assert config["PredefinedMetricSpecification"]["PredefinedMetricType"] == "ASGAverageCPUUtilization"
+    assert config["TargetValue"] == 70.0
+    off, _ = playbook(moto_endpoint, "provision", provisioned["settings"])
+    assert off.returncode == 0, off.stdout[-4000:]
+    assert recap(off.stdout)["changed"] == 1 and re.search(policy_task, off.stdout), re.findall(r"^changed: .*$", off.stdout, re.M)
+    assert asg.describe_policies(AutoScalingGroupName=f"{CLUSTER}-workers")["ScalingPolicies"] == []
+    # the hooks are untouched by either run
+    hooks = asg.describe_lifecycle_hooks(AutoScalingGroupName=f"{CLUSTER}-workers")["LifecycleHooks"]
+    assert sorted(h["LifecycleHookName"] for h in hooks) == [f"{CLUSTER}-drain", f"{CLUSTER}-launch"]
 
 
 def test_no_ecr_repositories_no_ecr_statements(provisioned, client, moto_endpoint):
