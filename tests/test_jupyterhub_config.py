@@ -60,6 +60,9 @@ def test_spawner_notices_a_starting_server_quickly_and_fails_a_silent_one(render
                                                   "no suitable node (insufficient resources on 2 nodes) for 0.5 s"), result
     assert 0.5 <= result["no_room"]["seconds"] < 2, result
     assert result["room_in_time"]["result"] == "ok" and result["other_pending"]["result"] == "ok", result
+    # while the scaler adds workers the no-room wait goes on; once it stops, the spawn fails after the timeout
+    assert result["no_room_growing"]["result"].startswith("RuntimeError: No room for this server"), result
+    assert 1.2 <= result["no_room_growing"]["seconds"] < 3, result
     assert result["other_pending"]["seconds"] > 0.5, result
     assert result["answering"]["result"][0] == "127.0.0.1" and result["answering"]["seconds"] < 1
     # a moved server's name still listing the old task's address (which still answers): ready only once the

@@ -54,6 +54,14 @@ async def main(path):
     out["no_room"] = await states([no_room])
     out["room_in_time"] = await states([no_room, no_room, no_room, "assigned", "running"])
     out["other_pending"] = await states([("pending", "waiting for a volume")] * 7 + ["running"])
+    # the scaler says workers are on the way (for the first 1.2 s): the spawn waits on, then fails naming the cause
+    growing_until = time.monotonic() + 1.2
+
+    async def cluster_growing():
+        return time.monotonic() < growing_until
+    spawner.cluster_growing = cluster_growing
+    out["no_room_growing"] = await states([no_room])
+    del spawner.cluster_growing
     spawner.no_room_timeout = 60.0
 
     # the port check after upstream's start: an answering server returns at once, a closed port times out

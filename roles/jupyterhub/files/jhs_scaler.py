@@ -63,6 +63,11 @@ GiB = 1024 ** 3
 LABEL_EMPTY_SINCE = "jhs.scaler.empty-since"
 LABEL_TERMINATING_SINCE = "jhs.scaler.terminating-since"
 LABEL_HEARTBEAT = "jhs.scaler.heartbeat"
+# On the manager's node while workers are on the way (desired above the Ready workers): the POSIX time of the last
+# pass that saw it, refreshed every GROWING_REFRESH seconds. The spawner waits for such a worker instead of failing
+# a spawn with "no room" (jhs_spawner.SwarmSpawner.cluster_growing).
+LABEL_GROWING = "jhs.scaler.growing"
+GROWING_REFRESH = 10
 ENGINE_INSTANCE_ID = "jhs.instance-id"   # the worker's identity label (roles/swarm_worker)
 USER_SERVER = ("jhs.component", "user-server")   # the label of every user service (jhs_spawner)
 
@@ -565,6 +570,23 @@ class Scaler:
         if not self.args.dry_run:
             self.docker.update_node(node.node_id, raw["Version"]["Index"], {**spec, "Labels": labels})
 
+    def mark_growing(self, now, growing):
+        """Tell the spawner (a label on this manager's node) whether workers are on the way."""
+        if self.args.dry_run:
+            return
+        if not getattr(self, "_me", None):
+            self._me = self.docker.info()["Swarm"]["NodeID"]
+        me = self._me
+        raw = self.docker.inspect_node(me)
+        labels = dict(raw["Spec"].get("Labels") or {})
+        if growing and now - float(labels.get(LABEL_GROWING, 0)) >= GROWING_REFRESH:
+            labels[LABEL_GROWING] = f"{now:.0f}"
+        elif not growing and LABEL_GROWING in labels:
+            labels.pop(LABEL_GROWING)
+        else:
+            return
+        self.docker.update_node(me, raw["Version"]["Index"], {**raw["Spec"], "Labels": labels})
+
     def availability(self, node, value):
         raw = self.docker.inspect_node(node.node_id)
         if raw["Spec"].get("Availability") != value and not self.args.dry_run:
@@ -614,6 +636,7 @@ class Scaler:
             log.info("%s%s", "[dry-run] " if self.args.dry_run else "", line)
         self._last_line = line
         self.apply(st, d)
+        self.mark_growing(st.now, d.desired > f["nodes_ready"])
         self.lifecycle(st)
         if st.now - self.last_metrics >= self.args.metrics_every:
             self.metrics(d, st)

@@ -18,7 +18,9 @@ every setting comes from the jupyterhub role through that config. What it change
   and the hub marks the server stopped).
 - No room: a task swarm cannot place stays pending ("no suitable node (insufficient resources on 2 nodes)"), and
   upstream waited for it until start_timeout, then failed with a bare timeout. Here, after ``no_room_timeout`` the
-  spawn fails with swarm's reason in its message (the hub's UI and log show it) and the hub removes the service.
+  spawn fails with swarm's reason in its message (the hub's UI and log show it) and the hub removes the service,
+  unless the scaler says workers are on the way (its label on the manager's node): then it waits on, up to
+  start_timeout.
 - Services carry labels naming their hub user and server (``jhs.component=user-server``), so jhs_reconcile can find
   a service no hub server owns.
 - Packing: a new server goes to the most allocated worker that still has room for its guarantees (after a reserve
@@ -132,6 +134,15 @@ class SwarmSpawner(dockerspawner.SwarmSpawner):
             _pins.pop(self.service_name, None)
             raise
 
+    async def cluster_growing(self):
+        """Whether the scaler says workers are on the way (its label on a manager node, refreshed while so)."""
+        try:
+            managers = await self.docker("nodes", filters={"role": "manager"})
+        except Exception:
+            return False
+        marks = [float((n.get("Spec", {}).get("Labels") or {}).get(jhs_scaler.LABEL_GROWING, 0)) for n in managers]
+        return time.time() - max(marks, default=0) < 3 * jhs_scaler.GROWING_REFRESH
+
     async def _packed_constraints(self):
         """The configured constraints plus this spawn's node: the most allocated worker with room (and a pin that
         counts this spawn there until swarm assigns its task), or, when none has room, every current worker excluded."""
@@ -195,6 +206,11 @@ class SwarmSpawner(dockerspawner.SwarmSpawner):
             err = task["Status"].get("Err") or ""
             if state == "pending" and err.startswith(NO_ROOM):
                 no_room_since = no_room_since if no_room_since is not None else loop.time()
+                if (self.no_room_timeout and loop.time() - no_room_since >= self.no_room_timeout
+                        and await self.cluster_growing()):
+                    self.log.info("Server %s: no room yet, and the scaler is adding workers: waiting on",
+                                  self._log_name)
+                    no_room_since = loop.time()
                 if self.no_room_timeout and loop.time() - no_room_since >= self.no_room_timeout:
                     raise RuntimeError(
                         f"No room for this server in the cluster: swarm found {err} for {self.no_room_timeout:g} s. "
