@@ -7,6 +7,7 @@ as swarm services on the workers.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import contextlib
 import datetime
 import json
@@ -684,187 +685,6 @@ def storm(aws, hub, manager):
             hub.delete_user(user)
 
 
-# --- autoscaling (jhs_scaler on the manager; the lab's endpoint holds lifecycle waits as AWS does) ---------------
-def group(aws) -> dict:
-    return aws("autoscaling").describe_auto_scaling_groups(
-        AutoScalingGroupNames=[f"{CLUSTER}-workers"])["AutoScalingGroups"][0]
-
-
-def lifecycle(aws) -> dict[str, tuple[str, bool]]:
-    """Each instance of the group: (LifecycleState, ProtectedFromScaleIn)."""
-    return {i["InstanceId"]: (i["LifecycleState"], i.get("ProtectedFromScaleIn", False)) for i in group(aws)["Instances"]}
-
-
-def scaler_log(manager: str, since: str) -> str:
-    out = node_exec(manager, "docker", "logs", "--since", since, SCALER)
-    return out.stdout + out.stderr
-
-
-def running_tasks(manager: str, users: list[str]) -> dict[str, str]:
-    """The running task id of each user's service."""
-    out = {}
-    for user in users:
-        ids = node_exec(manager, "docker", "service", "ps", f"jupyter-{user}", "--filter", "desired-state=running",
-                        "-q", "--no-trunc").stdout.split()
-        out[user] = ids[0] if len(ids) == 1 else repr(ids)
-    return out
-
-
-def node_of(manager: str, iid: str) -> dict:
-    return next(n for n in swarm_nodes(manager)
-                if (n["Description"]["Engine"].get("Labels") or {}).get("jhs.instance-id") == iid)
-
-
-def answers(hub: HubClient, user: str) -> bool:
-    r = hub.call("GET", f"/user/{user}/api/status")
-    return r.status_code == 200 and "started" in r.json()
-
-
-@pytest.fixture(scope="module")
-def autoscale():
-    """What the autoscaling tests hand on, in file order: users, where their servers run, the new worker."""
-    return {}
-
-
-def test_a_spawn_no_worker_has_room_for_adds_a_worker_and_runs_there(site, aws, hub, autoscale):
-    """Two workers with room for 2 servers each (a ballast service reserves the rest): four servers are packed
-    two per worker (the most allocated with room first); the fifth finds no room, the scaler raises the desired
-    capacity by exactly one, the new worker boots, joins, completes its launch hook, and the spawn succeeds there."""
-    manager = manager_id(aws)
-    for u in hub.call("GET", "/hub/api/users", params={"state": "active"}).json():
-        if "" in u["servers"]:
-            hub.stop(u["name"])
-    workers = [n for n in swarm_nodes(manager) if n["Spec"]["Role"] == "worker" and n["Status"]["State"] == "ready"
-               and n["Spec"].get("Availability") == "active"]
-    assert len(workers) == 2 and group(aws)["DesiredCapacity"] == 2, [n["Description"]["Hostname"] for n in workers]
-    made = node_exec(manager, "docker", "service", "create", "--detach", "--name", "jhs-scale-ballast", "--mode",
-                     "global", "--constraint", "node.role == worker", "--reserve-memory",
-                     str(ballast_for(workers, 2.5)), "--no-resolve-image", "debian:bookworm-slim", "sleep", "infinity")
-    assert made.returncode == 0, made.stderr
-    wait_for(lambda: node_exec(manager, "docker", "service", "ps", "jhs-scale-ballast", "--filter",
-                               "desired-state=running", "--format", "{{.CurrentState}}").stdout.count("Running") == 2,
-             180, 2, what="the ballast running on both workers")
-    users = ["scale" + uuid.uuid4().hex[:5] for _ in range(5)]
-    autoscale.update(users=users, manager=manager)
-    for user in users[:4]:
-        hub.create_user(user)
-        hub.start(user)
-    placed = {user: service_node(manager, user) for user in users[:4]}
-    assert placed[users[0]] == placed[users[1]] != placed[users[2]] == placed[users[3]], placed
-    before = set(worker_ids(aws))
-    since = node_exec(manager, "date", "-u", "+%Y-%m-%dT%H:%M:%SZ").stdout.strip()
-    hub.create_user(users[4])
-    t0 = time.monotonic()
-    hub.request_start(users[4])
-    wait_for(lambda: group(aws)["DesiredCapacity"] == 3, 30, 0.2, what="the scaler to raise the desired capacity",
-             detail=lambda: scaler_log(manager, since))
-    t_desired = time.monotonic() - t0
-    (new,) = wait_for(lambda: set(worker_ids(aws)) - before, 30, 0.5, what="the group to launch a worker")
-    wait_for(lambda: new in ready_workers(manager), 300, 1, what=f"{new} to join",
-             detail=lambda: node_exec(new, "tail", "-30", "/var/log/jhs-boot.log").stdout)
-    t_joined = time.monotonic() - t0
-    hub.wait_ready(users[4], 300, 1)
-    t_ready = time.monotonic() - t0
-    assert service_node(manager, users[4]) == new
-    wait_for(lambda: lifecycle(aws)[new][0] == "InService", 60, 1, what=f"{new}'s launch hook to complete")
-    log = scaler_log(manager, since)
-    assert re.search(r"desired 2 -> 3: scale out: 1 pending spawn\(s\) need 1 more node\(s\)", log), log
-    assert group(aws)["DesiredCapacity"] == 3            # one pending spawn, one node
-    print(f"spawn with no room: desired capacity raised {t_desired:.1f} s after the request, the new worker Ready "
-          f"after {t_joined:.1f} s, the server ready after {t_ready:.1f} s")
-    autoscale.update(new=new, placed={**placed, users[4]: new})
-
-
-def test_lowering_the_desired_capacity_by_hand_while_every_worker_holds_a_server_terminates_none(aws, hub, autoscale):
-    """Every worker holds a server, so the scaler protects each from scale-in; an operator lowers the desired
-    capacity by hand: the group terminates none, and no server is touched."""
-    manager, users = autoscale["manager"], autoscale["users"]
-    wait_for(lambda: all(protected for _, protected in lifecycle(aws).values()) and len(lifecycle(aws)) == 3, 30, 1,
-             what="the scaler to protect the three busy workers", detail=lambda: lifecycle(aws))
-    tasks = running_tasks(manager, users)
-    aws("autoscaling").set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=2)
-    time.sleep(15)
-    assert {iid: state for iid, (state, _) in lifecycle(aws).items()} == {
-        iid: "InService" for iid in set(autoscale["placed"].values())}
-    assert group(aws)["DesiredCapacity"] == 2
-    assert running_tasks(manager, users) == tasks
-    assert all(answers(hub, user) for user in users)
-
-
-def test_a_worker_in_terminating_wait_with_a_server_goes_only_once_the_server_stops(aws, hub, autoscale):
-    """Whoever terminates a worker (here TerminateInstanceInAutoScalingGroup, as a rebalance would), its
-    termination hook holds it in Terminating:Wait: the scaler pauses its node (no new server there, the running
-    one stays), sends heartbeats, and completes the hook once the server has stopped; then the instance ends."""
-    manager, users, new = autoscale["manager"], autoscale["users"], autoscale["new"]
-    since = node_exec(manager, "date", "-u", "+%Y-%m-%dT%H:%M:%SZ").stdout.strip()
-    task = running_tasks(manager, users[4:])
-    aws("autoscaling").terminate_instance_in_auto_scaling_group(InstanceId=new, ShouldDecrementDesiredCapacity=False)
-    wait_for(lambda: lifecycle(aws)[new][0] == "Terminating:Wait", 15, 0.5, what=f"{new} in Terminating:Wait")
-    wait_for(lambda: node_of(manager, new)["Spec"]["Availability"] == "pause", 20, 1, what=f"{new}'s node paused",
-             detail=lambda: scaler_log(manager, since))
-    time.sleep(10)
-    assert lifecycle(aws).get(new, ("gone",))[0] == "Terminating:Wait"
-    assert running_tasks(manager, users[4:]) == task and answers(hub, users[4])
-    assert re.search(rf"heartbeat {new}: 1 server\(s\) still there", scaler_log(manager, since))
-    hub.stop(users[4])
-    t0 = time.monotonic()
-    wait_for(lambda: new not in lifecycle(aws), 60, 1, what=f"{new} to leave the group once empty",
-             detail=lambda: scaler_log(manager, since))
-    print(f"terminating worker let go {time.monotonic() - t0:.1f} s after its last server stopped")
-    assert f"complete {new}: no user server left" in scaler_log(manager, since)
-    state = aws("ec2").describe_instances(InstanceIds=[new])["Reservations"][0]["Instances"][0]["State"]["Name"]
-    assert state in ("shutting-down", "terminated")
-
-
-def test_empty_workers_go_after_the_cooldown_down_to_zero_and_a_schedule_pre_warms_them(aws, hub, autoscale):
-    """With the group's minimum lowered to 0 (as an operator would): the users of one worker stop, and after the
-    cool-down the scaler drains and terminates that worker, leaving the other and its servers untouched; then the
-    rest stop and the workers go down to zero. A schedule window starting now (one pass of the scaler with it)
-    pre-warms the group again."""
-    manager, users, placed = autoscale["manager"], autoscale["users"], autoscale["placed"]
-    asg = aws("autoscaling")
-    first, second = placed[users[0]], placed[users[2]]
-    since = node_exec(manager, "date", "-u", "+%Y-%m-%dT%H:%M:%SZ").stdout.strip()
-    asg.update_auto_scaling_group(AutoScalingGroupName=f"{CLUSTER}-workers", MinSize=0)
-    try:
-        kept = running_tasks(manager, users[2:4])
-        for user in users[:2]:
-            hub.stop(user)
-        t0 = time.monotonic()
-        wait_for(lambda: first not in lifecycle(aws), 240, 1, what=f"the empty {first} to be removed",
-                 detail=lambda: scaler_log(manager, since))
-        print(f"empty worker removed {time.monotonic() - t0:.0f} s after its last server stopped (cool-down 60 s)")
-        log = scaler_log(manager, since)
-        assert re.search(rf"desired 2 -> 1: scale in: {first} empty for \d+s", log), log
-        assert second in lifecycle(aws) and group(aws)["DesiredCapacity"] == 1
-        assert running_tasks(manager, users[2:4]) == kept and all(answers(hub, user) for user in users[2:4])
-        for user in users[2:4]:
-            hub.stop(user)
-        wait_for(lambda: not lifecycle(aws), 240, 1, what="the workers to scale to zero",
-                 detail=lambda: scaler_log(manager, since))
-        assert group(aws)["DesiredCapacity"] == 0
-        # a window that starts in two minutes (within the pre-warm), run by a second copy of the scaler for one pass
-        cmd = json.loads(node_exec(manager, "docker", "inspect", "-f", "{{json .Config.Cmd}}", SCALER).stdout)
-        now = datetime.datetime.now(datetime.timezone.utc)
-        start, end = now + datetime.timedelta(minutes=2), now + datetime.timedelta(minutes=30)
-        window = [{"name": "lab class", "days": [start.strftime("%a").lower()], "start": start.strftime("%H:%M"),
-                   "end": end.strftime("%H:%M"), "min_nodes": 2}]
-        cmd[cmd.index("--schedule") + 1] = json.dumps(window)
-        once = node_exec(manager, "docker", "exec", SCALER, *cmd, "--once")
-        assert once.returncode == 0, once.stdout + once.stderr
-        assert re.search(r"desired 0 -> 2: scale out: floor 2 \(schedule lab class \(pre-warm\)\)", once.stdout), once.stdout
-        wait_for(lambda: len(ready_workers(manager)) == 2, 300, 2, what="the pre-warmed workers to join")
-    finally:
-        asg.update_auto_scaling_group(AutoScalingGroupName=f"{CLUSTER}-workers", MinSize=2)
-        node_exec(manager, "docker", "service", "rm", "jhs-scale-ballast")
-        for user in users:
-            if hub.call("GET", f"/hub/api/users/{user}").status_code == 200 and hub.server(user) is not None:
-                hub.stop(user)
-            hub.delete_user(user)
-        wait_for(lambda: len(ready_workers(manager)) == 2 and len(worker_ids(aws)) == 2, 300, 2,
-                 what="two workers again")
-
-
 def _client_or_none(url: str) -> HubClient | None:
     try:
         return HubClient(url)
@@ -976,3 +796,187 @@ def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site,
         proc = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/workers.yml", "-i",
                                "inventories/lab"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stdout[-4000:]
+
+
+# --- autoscaling (jhs_scaler on the manager; the lab's endpoint holds lifecycle waits as AWS does) ---------------
+# Last in the file: the workers they add boot from the image the baked-worker test made, as on AWS after a bake.
+def group(aws) -> dict:
+    return aws("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[f"{CLUSTER}-workers"])["AutoScalingGroups"][0]
+
+
+def lifecycle(aws) -> dict[str, tuple[str, bool]]:
+    """Each instance of the group: (LifecycleState, ProtectedFromScaleIn)."""
+    return {i["InstanceId"]: (i["LifecycleState"], i.get("ProtectedFromScaleIn", False)) for i in group(aws)["Instances"]}
+
+
+def scaler_log(manager: str, since: str) -> str:
+    out = node_exec(manager, "docker", "logs", "--since", since, SCALER)
+    return out.stdout + out.stderr
+
+
+def running_tasks(manager: str, users: list[str]) -> dict[str, str]:
+    """The running task id of each user's service."""
+    out = {}
+    for user in users:
+        ids = node_exec(manager, "docker", "service", "ps", f"jupyter-{user}", "--filter", "desired-state=running",
+                        "-q", "--no-trunc").stdout.split()
+        out[user] = ids[0] if len(ids) == 1 else repr(ids)
+    return out
+
+
+def node_of(manager: str, iid: str) -> dict:
+    return next(n for n in swarm_nodes(manager)
+                if (n["Description"]["Engine"].get("Labels") or {}).get("jhs.instance-id") == iid)
+
+
+def answers(hub: HubClient, user: str) -> bool:
+    r = hub.call("GET", f"/user/{user}/api/status")
+    return r.status_code == 200 and "started" in r.json()
+
+
+@pytest.fixture(scope="module")
+def autoscale():
+    """What the autoscaling tests hand on, in file order: users, where their servers run, the new worker."""
+    return {}
+
+
+def test_a_spawn_no_worker_has_room_for_adds_a_worker_and_runs_there(site, aws, hub, autoscale):
+    """Two workers with room for 2 servers each (a ballast service reserves the rest): four servers are packed
+    two per worker (the most allocated with room first); the fifth finds no room, the scaler raises the desired
+    capacity by exactly one, the new worker boots, joins, completes its launch hook, and the spawn succeeds there."""
+    manager = manager_id(aws)
+    for u in hub.call("GET", "/hub/api/users", params={"state": "active"}).json():
+        if "" in u["servers"]:
+            hub.stop(u["name"])
+    workers = [n for n in swarm_nodes(manager) if n["Spec"]["Role"] == "worker" and n["Status"]["State"] == "ready"
+               and n["Spec"].get("Availability") == "active"]
+    assert len(workers) == 2 and group(aws)["DesiredCapacity"] == 2, [n["Description"]["Hostname"] for n in workers]
+    made = node_exec(manager, "docker", "service", "create", "--detach", "--name", "jhs-scale-ballast", "--mode",
+                     "global", "--constraint", "node.role == worker", "--reserve-memory",
+                     str(ballast_for(workers, 2.5)), "--no-resolve-image", "debian:bookworm-slim", "sleep", "infinity")
+    assert made.returncode == 0, made.stderr
+    wait_for(lambda: node_exec(manager, "docker", "service", "ps", "jhs-scale-ballast", "--filter",
+                               "desired-state=running", "--format", "{{.CurrentState}}").stdout.count("Running") == 2,
+             180, 2, what="the ballast running on both workers")
+    users = ["scale" + uuid.uuid4().hex[:5] for _ in range(5)]
+    autoscale.update(users=users, manager=manager)
+    for user in users[:4]:
+        hub.create_user(user)
+        hub.start(user)
+    placed = {user: service_node(manager, user) for user in users[:4]}
+    assert placed[users[0]] == placed[users[1]] != placed[users[2]] == placed[users[3]], placed
+    before = set(worker_ids(aws))
+    since = node_exec(manager, "date", "-u", "+%Y-%m-%dT%H:%M:%SZ").stdout.strip()
+    hub.create_user(users[4])
+    # the hub answers a spawn that is slow to start after 10 s: the request goes in the background
+    requested = concurrent.futures.ThreadPoolExecutor(1).submit(hub.request_start, users[4])
+    t0 = time.monotonic()
+    wait_for(lambda: group(aws)["DesiredCapacity"] == 3, 30, 0.2, what="the scaler to raise the desired capacity",
+             detail=lambda: scaler_log(manager, since))
+    t_desired = time.monotonic() - t0
+    (new,) = wait_for(lambda: set(worker_ids(aws)) - before, 30, 0.5, what="the group to launch a worker")
+    wait_for(lambda: new in ready_workers(manager), 300, 1, what=f"{new} to join",
+             detail=lambda: node_exec(new, "tail", "-30", "/var/log/jhs-boot.log").stdout)
+    t_joined = time.monotonic() - t0
+    requested.result()
+    hub.wait_ready(users[4], 300, 1)
+    t_ready = time.monotonic() - t0
+    assert service_node(manager, users[4]) == new
+    wait_for(lambda: lifecycle(aws)[new][0] == "InService", 60, 1, what=f"{new}'s launch hook to complete")
+    log = scaler_log(manager, since)
+    assert re.search(r"desired 2 -> 3: scale out: 1 pending spawn\(s\) need 1 more node\(s\)", log), log
+    assert group(aws)["DesiredCapacity"] == 3            # one pending spawn, one node
+    print(f"spawn with no room: desired capacity raised {t_desired:.1f} s after the request, the new worker Ready "
+          f"after {t_joined:.1f} s, the server ready after {t_ready:.1f} s")
+    autoscale.update(new=new, placed={**placed, users[4]: new})
+
+
+def test_lowering_the_desired_capacity_by_hand_while_every_worker_holds_a_server_terminates_none(aws, hub, autoscale):
+    """Every worker holds a server, so the scaler protects each from scale-in; an operator lowers the desired
+    capacity by hand: the group terminates none, and no server is touched."""
+    manager, users = autoscale["manager"], autoscale["users"]
+    wait_for(lambda: all(protected for _, protected in lifecycle(aws).values()) and len(lifecycle(aws)) == 3, 30, 1,
+             what="the scaler to protect the three busy workers", detail=lambda: lifecycle(aws))
+    tasks = running_tasks(manager, users)
+    aws("autoscaling").set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=2)
+    time.sleep(15)
+    assert {iid: state for iid, (state, _) in lifecycle(aws).items()} == {
+        iid: "InService" for iid in set(autoscale["placed"].values())}
+    assert group(aws)["DesiredCapacity"] == 2
+    assert running_tasks(manager, users) == tasks
+    assert all(answers(hub, user) for user in users)
+
+
+def test_a_worker_in_terminating_wait_with_a_server_goes_only_once_the_server_stops(aws, hub, autoscale):
+    """Whoever terminates a worker (here TerminateInstanceInAutoScalingGroup, as a rebalance would), its
+    termination hook holds it in Terminating:Wait: the scaler pauses its node (no new server there, the running
+    one stays), sends heartbeats, and completes the hook once the server has stopped; then the instance ends."""
+    manager, users, new = autoscale["manager"], autoscale["users"], autoscale["new"]
+    since = node_exec(manager, "date", "-u", "+%Y-%m-%dT%H:%M:%SZ").stdout.strip()
+    task = running_tasks(manager, users[4:])
+    aws("autoscaling").terminate_instance_in_auto_scaling_group(InstanceId=new, ShouldDecrementDesiredCapacity=False)
+    wait_for(lambda: lifecycle(aws)[new][0] == "Terminating:Wait", 15, 0.5, what=f"{new} in Terminating:Wait")
+    wait_for(lambda: node_of(manager, new)["Spec"]["Availability"] == "pause", 20, 1, what=f"{new}'s node paused",
+             detail=lambda: scaler_log(manager, since))
+    time.sleep(10)
+    assert lifecycle(aws).get(new, ("gone",))[0] == "Terminating:Wait"
+    assert running_tasks(manager, users[4:]) == task and answers(hub, users[4])
+    assert re.search(rf"heartbeat {new}: 1 server\(s\) still there", scaler_log(manager, since))
+    hub.stop(users[4])
+    t0 = time.monotonic()
+    wait_for(lambda: new not in lifecycle(aws), 60, 1, what=f"{new} to leave the group once empty",
+             detail=lambda: scaler_log(manager, since))
+    print(f"terminating worker let go {time.monotonic() - t0:.1f} s after its last server stopped")
+    assert f"complete {new}: no user server left" in scaler_log(manager, since)
+    state = aws("ec2").describe_instances(InstanceIds=[new])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    assert state in ("shutting-down", "terminated")
+
+
+def test_empty_workers_go_after_the_cooldown_down_to_zero_and_a_schedule_pre_warms_them(aws, hub, autoscale):
+    """With the group's minimum lowered to 0 (as an operator would): the users of one worker stop, and after the
+    cool-down the scaler drains and terminates that worker, leaving the other and its servers untouched; then the
+    rest stop and the workers go down to zero. A schedule window starting now (one pass of the scaler with it)
+    pre-warms the group again."""
+    manager, users, placed = autoscale["manager"], autoscale["users"], autoscale["placed"]
+    asg = aws("autoscaling")
+    first, second = placed[users[0]], placed[users[2]]
+    since = node_exec(manager, "date", "-u", "+%Y-%m-%dT%H:%M:%SZ").stdout.strip()
+    asg.update_auto_scaling_group(AutoScalingGroupName=f"{CLUSTER}-workers", MinSize=0)
+    try:
+        kept = running_tasks(manager, users[2:4])
+        for user in users[:2]:
+            hub.stop(user)
+        t0 = time.monotonic()
+        wait_for(lambda: first not in lifecycle(aws), 240, 1, what=f"the empty {first} to be removed",
+                 detail=lambda: scaler_log(manager, since))
+        print(f"empty worker removed {time.monotonic() - t0:.0f} s after its last server stopped (cool-down 60 s)")
+        log = scaler_log(manager, since)
+        assert re.search(rf"desired 2 -> 1: scale in: {first} empty for \d+s", log), log
+        assert second in lifecycle(aws) and group(aws)["DesiredCapacity"] == 1
+        assert running_tasks(manager, users[2:4]) == kept and all(answers(hub, user) for user in users[2:4])
+        for user in users[2:4]:
+            hub.stop(user)
+        wait_for(lambda: not lifecycle(aws), 240, 1, what="the workers to scale to zero",
+                 detail=lambda: scaler_log(manager, since))
+        assert group(aws)["DesiredCapacity"] == 0
+        # a window that starts in two minutes (within the pre-warm), run by a second copy of the scaler for one pass
+        cmd = json.loads(node_exec(manager, "docker", "inspect", "-f", "{{json .Config.Cmd}}", SCALER).stdout)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        start, end = now + datetime.timedelta(minutes=2), now + datetime.timedelta(minutes=30)
+        window = [{"name": "lab class", "days": [start.strftime("%a").lower()], "start": start.strftime("%H:%M"),
+                   "end": end.strftime("%H:%M"), "min_nodes": 2}]
+        cmd[cmd.index("--schedule") + 1] = json.dumps(window)
+        once = node_exec(manager, "docker", "exec", SCALER, *cmd, "--once")
+        assert once.returncode == 0, once.stdout + once.stderr
+        assert re.search(r"desired 0 -> 2: scale out: floor 2 \(schedule lab class \(pre-warm\)\)", once.stdout), once.stdout
+        wait_for(lambda: len(ready_workers(manager)) == 2, 300, 2, what="the pre-warmed workers to join")
+    finally:
+        asg.update_auto_scaling_group(AutoScalingGroupName=f"{CLUSTER}-workers", MinSize=2)
+        node_exec(manager, "docker", "service", "rm", "jhs-scale-ballast")
+        for user in users:
+            if hub.call("GET", f"/hub/api/users/{user}").status_code == 200 and hub.server(user) is not None:
+                hub.stop(user)
+            hub.delete_user(user)
+        wait_for(lambda: len(ready_workers(manager)) == 2 and len(worker_ids(aws)) == 2, 300, 2,
+                 what="two workers again")

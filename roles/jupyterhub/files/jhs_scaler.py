@@ -16,7 +16,8 @@ from swarm, the marks it keeps as node labels), so a restart or a second copy de
 - **scale out** when pending spawns or the headroom do not fit: SetDesiredCapacity to exactly what the first-fit
   packing needs, within min and max. Setting (not adding) the same figure twice changes nothing, so a spawn seen
   twice, or by two copies, launches one node;
-- **scale in** one empty Ready node at a time, empty for ``--cooldown`` seconds, while the rest still meet the
+- **scale in** one empty Ready node (no user server; a global service's task, e.g. an agent, does not count) at a
+  time, empty for ``--cooldown`` seconds, while the rest still meet the
   floor (min size, the schedule's minimum) and the headroom: drain it in swarm, check it is still empty, then
   TerminateInstanceInAutoScalingGroup with ShouldDecrementDesiredCapacity;
 - **protection**: a worker holding user servers is protected from scale-in (SetInstanceProtection), so a scale-in
@@ -408,7 +409,7 @@ def decide(st: State, pol: Policy) -> Decision:
     # this one a moment ago, asked for it; once Ready and empty past the cool-down it goes as any other)
     removable = total - floor
     candidates = sorted(
-        (n for n in ready if n.servers == 0 and n.used_cpu <= 1e-9 and n.used_mem == 0 and n.lifecycle == "InService"
+        (n for n in ready if n.servers == 0 and n.lifecycle == "InService"
          and n.empty_since is not None and st.now - n.empty_since >= pol.cooldown
          and st.now - n.launched >= pol.cooldown),
         key=lambda n: (n.empty_since, n.instance_id))
@@ -618,7 +619,7 @@ class Scaler:
         for n in st.nodes:
             if not n.node_id:
                 continue
-            if n.servers or n.used_mem or n.used_cpu:
+            if n.servers:
                 if n.empty_since is not None:
                     self.label(n, LABEL_EMPTY_SINCE, None)
                     n.empty_since = None
@@ -666,7 +667,7 @@ class Scaler:
         time.sleep(self.args.settle)
         _, _, by_id = swarm_state(self.docker, self.reserve)
         again = by_id.get(node.node_id)
-        if again is not None and (again.servers or again.used_mem or again.used_cpu):
+        if again is not None and again.servers:
             log.warning("scale in of %s called off: a server was placed there meanwhile", node.instance_id)
             self.availability(node, "active")
             return
