@@ -725,7 +725,11 @@ def test_a_failed_boot_is_replaced_the_replacement_joins_and_scale_in_leaves_no_
     finally:
         ssm.put_parameter(Name=name, Value=param["Value"], Type=param["Type"], Overwrite=True)
     reconciler_log = (config.lab_dir() / "logs" / "reconciler.log").read_text()
-    assert f"{failed}: Unhealthy in {CLUSTER}-workers; terminated for the group to replace it" in reconciler_log
+    # the boot gave up, marked its instance Unhealthy and abandoned its launch lifecycle action: the group (the
+    # lab's endpoint, on the ABANDON, or the reconciler, on the Unhealthy mark) terminated it
+    assert "marking this instance Unhealthy and abandoning its launch" in boot_logs[failed], boot_logs[failed][-3000:]
+    assert (f"launch lifecycle action of {failed} completed with ABANDON" in boot_logs[failed]
+            or f"{failed}: Unhealthy in {CLUSTER}-workers; terminated for the group to replace it" in reconciler_log)
     assert "Joining the swarm at" in boot_logs[failed], boot_logs[failed][-3000:]   # the refused token
     assert failed not in ready_workers(manager)
     # the replacement: the group's desired capacity is still 3
