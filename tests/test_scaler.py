@@ -333,3 +333,79 @@ def test_a_bad_trace_is_refused(tmp_path):
     trace.write_text("user,start_s,end_s\nu,100,50\n")
     with pytest.raises(sc.SettingsError, match="line 2: end_s 50 is not after start_s 100"):
         sc.read_trace(trace)
+
+
+# --- one pass of the scaler against the local endpoint (Auto Scaling, CloudWatch), swarm stubbed ----------------
+class FakeSwarm:
+    """The manager's Docker API as the scaler reads and writes it: worker nodes, a manager node, tasks, services."""
+
+    def __init__(self, workers, tasks):
+        self.nodes_ = {"mgr": {"ID": "mgr", "Version": {"Index": 1}, "Spec": {"Role": "manager", "Availability": "active"},
+                               "Status": {"State": "ready"}, "Description": {}}}
+        for nid, iid in workers:
+            self.nodes_[nid] = {
+                "ID": nid, "Version": {"Index": 1}, "CreatedAt": "2026-01-01T00:00:00Z",
+                "Spec": {"Role": "worker", "Availability": "active", "Labels": {}}, "Status": {"State": "ready"},
+                "Description": {"Engine": {"Labels": {"jhs.instance-id": iid}},
+                                "Resources": {"NanoCPUs": 4_000_000_000, "MemoryBytes": 16 * G}}}
+        self.tasks_ = tasks
+
+    def nodes(self, filters=None):
+        role = (filters or {}).get("role")
+        return [n for n in self.nodes_.values() if role in (None, n["Spec"]["Role"])]
+
+    def tasks(self, filters=None):
+        return self.tasks_
+
+    def services(self, filters=None):
+        return [{"ID": "user-svc"}, {"ID": "pending-svc"}]
+
+    def info(self):
+        return {"Swarm": {"NodeID": "mgr"}}
+
+    def inspect_node(self, nid):
+        return self.nodes_[nid]
+
+    def update_node(self, nid, version, spec):
+        assert version == self.nodes_[nid]["Version"]["Index"]
+        self.nodes_[nid] = {**self.nodes_[nid], "Spec": spec, "Version": {"Index": version + 1}}
+
+
+def test_a_pass_scales_out_protects_marks_and_sends_its_figures_to_cloudwatch(boto):
+    asg, cw = boto("autoscaling"), boto("cloudwatch")
+    name = "scaler-pass-" + str(abs(hash(str(FILES))) % 10_000)
+    asg.create_launch_configuration(LaunchConfigurationName=name, ImageId="ami-12c6146b", InstanceType="t3.xlarge")
+    asg.create_auto_scaling_group(AutoScalingGroupName=name, LaunchConfigurationName=name, MinSize=0, MaxSize=5,
+                                  DesiredCapacity=2, AvailabilityZones=["eu-west-1a"])
+    try:
+        ids = sorted(i["InstanceId"] for i in asg.describe_auto_scaling_groups(
+            AutoScalingGroupNames=[name])["AutoScalingGroups"][0]["Instances"])
+        reservation = {"Resources": {"Reservations": {"MemoryBytes": 15 * G}}}
+        swarm = FakeSwarm([("n1", ids[0]), ("n2", ids[1])], [
+            {"DesiredState": "running", "NodeID": "n1", "ServiceID": "user-svc", "Spec": reservation},
+            {"DesiredState": "running", "NodeID": "n2", "ServiceID": "other", "Spec": reservation},
+            {"DesiredState": "running", "ServiceID": "pending-svc", "Spec": reservation}])
+        args = sc.parser().parse_args(["run", "--group", name, "--cluster", name, "--drain-hook", f"{name}-drain",
+                                       "--region", "eu-west-1", "--metrics-every", "0", "--reserve-memory", "0"])
+        d = sc.Scaler(args, swarm, asg, cw).step()
+        assert d.desired == 3 and "1 pending spawn(s) need 1 more node(s)" in d.reason
+        group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0]
+        assert group["DesiredCapacity"] == 3
+        protected = {i["InstanceId"]: i["ProtectedFromScaleIn"] for i in group["Instances"]}
+        assert protected[ids[0]] is True and protected[ids[1]] is False        # only the node with a user server
+        # marks kept in swarm: n2 empty (of users) since now; workers on the way, for the spawner
+        assert sc.LABEL_EMPTY_SINCE in swarm.nodes_["n2"]["Spec"]["Labels"]
+        assert sc.LABEL_EMPTY_SINCE not in swarm.nodes_["n1"]["Spec"]["Labels"]
+        assert sc.LABEL_GROWING in swarm.nodes_["mgr"]["Spec"]["Labels"]
+        metrics = cw.list_metrics(Namespace=sc.NAMESPACE, Dimensions=[{"Name": "ClusterName", "Value": name}])["Metrics"]
+        assert {m["MetricName"] for m in metrics} == {
+            "UsersRunning", "SpawnsPending", "CpuReserved", "CpuAllocatable", "MemoryReserved", "MemoryAllocatable",
+            "NodesReady", "DesiredCapacity"}
+        # a second copy deciding on the state the first left: no second node
+        d2 = sc.Scaler(args, swarm, asg, cw).step()
+        assert d2.desired == 3
+        assert asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0][
+            "DesiredCapacity"] == 3
+    finally:
+        asg.delete_auto_scaling_group(AutoScalingGroupName=name, ForceDelete=True)
+        asg.delete_launch_configuration(LaunchConfigurationName=name)
