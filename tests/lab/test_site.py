@@ -604,7 +604,6 @@ def test_a_storm_of_60_against_small_capacity_every_spawn_ready_or_failed_with_i
 
 
 def storm(aws, hub, manager):
-    import concurrent.futures
     import statistics
     import threading
 

@@ -53,7 +53,7 @@ import re
 import signal
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 log = logging.getLogger("jhs-scaler")
