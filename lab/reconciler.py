@@ -4,8 +4,11 @@ Every running instance gets a Docker-in-Docker container named after its instanc
 instance's private IP on the lab network; it boots by running the instance's user-data from the
 metadata stand-in (see images/node/lab-cloud-init). A stopped instance's container is stopped (its
 disk is kept, as an EBS root volume is); a terminated instance's container is stopped (shutdown
-hooks run), then removed with its volumes. An Auto Scaling group's instance marked Unhealthy is replaced,
-as the group does on AWS (moto only records the mark). `make lab` starts this loop in the background and
+hooks run), its boot log kept in the lab's logs/instances/<id>.boot.log (as EC2 keeps a terminated
+instance's console output for a while), then removed with its volumes. An Auto Scaling group's instance
+marked Unhealthy is replaced, as the group does on AWS (moto only records the mark); one still in
+Pending:Wait is left to its launch lifecycle hook, as AWS health checks begin only once an instance is
+InService. `make lab` starts this loop in the background and
 `make lab-down` stops it; `python -m lab reconcile --once` runs one pass.
 """
 from __future__ import annotations
@@ -40,6 +43,7 @@ exec /usr/local/sbin/lab-init
 # instead of copying the whole disk first, as the tar restore above does on a node's first boot.
 DISK_LABEL = f"{config.LABEL}.ami-disk"
 DISK_PREFIX = f"{config.IMAGE_PREFIX.replace('/', '-')}-disk-"   # the volumes' names: <prefix><ami>-<random>
+BOOT_LOG = "/var/log/jhs-boot.log"   # the worker boot's log, kept when its node goes (see remove)
 DISK_STATE = "ami-disks.json"   # in the lab dir: {"filling": [ami, ...]}, so benchmarks can wait for quiet
 
 
@@ -278,8 +282,9 @@ class Reconciler:
         replacement, the desired capacity unchanged. moto records the mark and nothing more."""
         for page in self.autoscaling.get_paginator("describe_auto_scaling_instances").paginate():
             for inst in page["AutoScalingInstances"]:
-                # one already leaving (Terminating:Wait for the drain hook) is not asked again
-                if inst["HealthStatus"].upper() == "UNHEALTHY" and not inst["LifecycleState"].startswith("Terminat"):
+                # one already leaving (Terminating:Wait for the drain hook) is not asked again, and one still
+                # launching (Pending:Wait) ends with its launch hook (the boot abandons it, or it times out)
+                if inst["HealthStatus"].upper() == "UNHEALTHY" and inst["LifecycleState"] == "InService":
                     self.autoscaling.terminate_instance_in_auto_scaling_group(
                         InstanceId=inst["InstanceId"], ShouldDecrementDesiredCapacity=False)
                     log(f"{inst['InstanceId']}: Unhealthy in {inst['AutoScalingGroupName']}; terminated for the group "
@@ -302,6 +307,9 @@ class Reconciler:
     def remove(self, iid: str, node: dict, why: str = "terminated") -> None:
         if node["State"]["Running"]:
             docker("stop", "-t", "30", iid, check=False)
+        kept = config.lab_dir() / "logs" / "instances"
+        kept.mkdir(parents=True, exist_ok=True)
+        docker("cp", f"{iid}:{BOOT_LOG}", str(kept / f"{iid}.boot.log"), check=False)
         docker("rm", "-f", "-v", iid, check=False)
         for m in node.get("Mounts", []):   # a disk restored ahead is a named volume, which rm -v keeps
             if m.get("Destination") == "/var/lib/docker" and m.get("Name", "").startswith(DISK_PREFIX):
