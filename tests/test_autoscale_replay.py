@@ -1,0 +1,92 @@
+"""The replay benchmark's own arithmetic (benchmarks/autoscale_replay.py): the time compression, the schedule moved
+onto the replay's clock, the packing bound, the report's figures and the swarm sample it parses. The replay itself
+runs against the lab (docs/benchmarks.md records its runs)."""
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import autoscale_replay as rp  # noqa: E402
+from autoscale_replay import sc  # noqa: E402
+
+CLASS = ROOT / "benchmarks" / "traces" / "class20.csv"
+CLASS_SCHEDULE = json.loads((ROOT / "benchmarks" / "traces" / "class20.schedule.json").read_text())
+
+
+def test_the_class_windows_occurrence_in_trace_seconds_and_the_speed_that_fits_both_in_the_target():
+    sessions = sc.read_trace(CLASS)
+    span = max(s.end for s in sessions)
+    occ = rp.window_occurrences(CLASS_SCHEDULE, span)
+    # trace_starts is Tuesday 09:30 in London; the window is Tuesdays 10:00 to 11:45
+    assert occ == [(1800.0, 8100.0, 3, "Tuesday class")]
+    assert rp.default_speed(sessions, occ) == 8100 / rp.TARGET_SECONDS     # the window ends after the last session
+    assert rp.default_speed(sessions) == span / rp.TARGET_SECONDS
+    assert rp.default_speed([sc.Session("a", 0, 60)]) == 1.0                 # never slower than real time
+
+
+def test_a_window_across_midnight_and_one_already_open_at_the_traces_start():
+    schedule = {"timezone": "Europe/London", "trace_starts": "2026-12-04T23:30:00",     # a Friday
+                "windows": [{"days": "fri", "start": "23:00", "end": "01:00", "min_nodes": 2, "name": "late"},
+                            {"days": "sat", "start": "00:30", "end": "00:45", "min_nodes": 4}]}
+    # Friday 23:00 (half an hour before second 0) to Saturday 01:00; Saturday 00:30 to 00:45
+    assert rp.window_occurrences(schedule, 3601) == [(0.0, 5400.0, 2, "late"), (3600.0, 4500.0, 4, "")]
+    assert rp.window_occurrences(schedule, 3600) == [(0.0, 5400.0, 2, "late")]     # the second starts at 3600
+
+
+def test_the_replay_starts_so_that_the_first_window_falls_on_a_whole_minute_and_keeps_its_place():
+    occ = [(1800.0, 8100.0, 3, "Tuesday class")]
+    earliest = datetime(2026, 12, 3, 1, 2, 13, tzinfo=timezone.utc).timestamp()
+    start = rp.replay_start(occ, 10.0, earliest)
+    assert earliest <= start < earliest + 60
+    assert (start + 180) % 60 == 0
+    (w,) = rp.replay_windows(occ, 10.0, start)
+    assert w == {"name": "Tuesday class (replay)", "days": ["thu"], "start": "01:06", "end": "01:17", "min_nodes": 3}
+    assert sc.parse_schedule([w])                  # the scaler's own syntax
+    assert rp.replay_start([], 10.0, earliest) == earliest
+    # a window shorter than a minute of replay still lasts one
+    (short,) = rp.replay_windows([(0.0, 100.0, 1, "")], 10.0, start)
+    assert short["start"] != short["end"]
+
+
+def test_the_bound_counts_active_sessions_at_slots_a_node_with_the_minimum_and_the_floor():
+    sessions = [sc.Session(f"u{i}", 10 * i, 100) for i in range(9)]     # u0..u8 start 0..80, all end at 100
+    assert rp.bound_nodes(sessions, 0, 4, 0, 0) == 1
+    assert rp.bound_nodes(sessions, 40, 4, 0, 0) == 2       # five active
+    assert rp.bound_nodes(sessions, 80, 4, 0, 0) == 3       # nine
+    assert rp.bound_nodes(sessions, 100, 4, 0, 0) == 0      # all ended: scale to zero
+    assert rp.bound_nodes(sessions, 100, 4, 1, 0) == 1 and rp.bound_nodes(sessions, 100, 4, 0, 3) == 3
+
+
+def test_the_figures_integrate_node_time_and_split_spawn_waits_by_whether_a_node_had_to_join():
+    samples = [rp.Sample(t, g, g, g, 0) for t, g in ((0, 2), (10, 2), (20, 3), (30, 1), (40, 1))]
+    bound = [1, 2, 2, 1, 1]
+    s1 = rp.Spawn(sc.Session("a", 0, 1), "a", asked=100.0, ready=101.0, node="i-old")
+    s2 = rp.Spawn(sc.Session("b", 0, 1), "b", asked=105.0, ready=130.0, node="i-new")
+    s3 = rp.Spawn(sc.Session("c", 0, 1), "c", asked=106.0, error="spawn answered 500")
+    s4 = rp.Spawn(sc.Session("d", 0, 1), "d", asked=107.0, ready=108.0, node="i-new", lost="stopped before its end")
+    r = rp.summarise([s1, s2, s3, s4], samples, bound, {"i-new": 120.0}, t_start=100.0)
+    assert r["node_seconds"] == 2 * 10 + 2 * 10 + 3 * 10 + 1 * 10        # each sample holds until the next
+    assert r["bound_seconds"] == 10 + 20 + 20 + 10
+    assert r["ratio"] == 80 / 60
+    assert (r["n_room"], r["room_p50"], r["n_new"], r["new_p95"]) == (1, 1.0, 2, 25.0)
+    assert (r["lost"], r["failed"], r["spawns"]) == (1, 1, 4)
+    assert rp.pct([], 50) is None and rp.pct([3, 1, 2], 50) == 2 and rp.pct([1, 2, 3, 4], 95) == 4
+
+
+def test_a_swarm_sample_reads_ready_active_workers_and_running_tasks_only():
+    out = "\n".join([
+        "node mgr <no value> manager ready active",
+        "node ip-10-10-1-5 i-aaa worker ready active",
+        "node ip-10-10-1-6 i-bbb worker ready drain",
+        "node ip-10-10-1-7 i-ccc worker down active",
+        "task jupyter-rpabcdu1.1 t1 ip-10-10-1-5 Running 3 seconds ago",
+        "task jupyter-rpabcdu2.1 t2 ip-10-10-1-5 Preparing 1 second ago",
+    ])
+    ready, tasks = rp.parse_swarm(out)
+    assert ready == {"ip-10-10-1-5": "i-aaa"}
+    assert tasks == {"jupyter-rpabcdu1": ("t1", "ip-10-10-1-5")}
