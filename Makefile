@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
 
-.PHONY: help venv docker images lab lab-up lab-down lab-status lint pytest molecule test bench
+.PHONY: help venv docker images lab lab-up lab-down lab-status lint pytest molecule test bench bench-autoscale
 
 help:
 	@echo "make lab       bring up the local lab and run site.yml against it (ends with the hub URL)"
@@ -64,3 +64,11 @@ bench: venv
 	$(BIN)/python benchmarks/lab_boot.py
 	$(BIN)/python benchmarks/spawn_bench.py
 	$(BIN)/python benchmarks/worker_boot_bench.py
+
+# Both shipped traces replayed against the running lab (docs/autoscaling.md), about 15 minutes each.
+bench-autoscale: venv
+	$(BIN)/pip install -q -r benchmarks/requirements.txt
+	mkdir -p .lab/bench
+	$(BIN)/python benchmarks/autoscale_replay.py --trace benchmarks/traces/class20.csv \
+	  --schedule benchmarks/traces/class20.schedule.json --plot .lab/bench/class20.png
+	$(BIN)/python benchmarks/autoscale_replay.py --trace benchmarks/traces/day.csv --plot .lab/bench/day.png
