@@ -41,6 +41,7 @@ def test_resource_names_of_a_cluster():
     assert n["public_subnet_prefix"] == "myhub-public-" and n["private_subnet_prefix"] == "myhub-private-"
     assert n["worker_image_prefix"] == "myhub-worker-" and n["backup_bucket_prefix"] == "myhub-hub-backups-"
     assert n["ecr_prefix"] == "myhub/" and n["metrics_namespace"] == "JupyterHubSwarm"
+    assert n["log_group"] == "/myhub/containers"
 
 
 def test_ssm_parameters_of_a_cluster():
@@ -65,6 +66,11 @@ def test_the_scalers_metrics_namespace_is_the_owners():
 
 
 # ---- cluster_name --------------------------------------------------------------------------------------------
+
+def test_the_rule_and_its_text_agree():
+    assert "{%d,%d}" % (names.CLUSTER_NAME_MIN, names.CLUSTER_NAME_MAX) in names.CLUSTER_NAME_PATTERN
+    assert names.CLUSTER_NAME_RULE.startswith(f"{names.CLUSTER_NAME_MIN}-{names.CLUSTER_NAME_MAX} characters")
+
 
 @pytest.mark.parametrize("name", ["hub", "myhub", "lab-hub-2", "a1b", "labhub", "x" * 28, "a-b-c", "invt-nothing-here"])
 def test_cluster_name_accepted(name):
@@ -122,3 +128,85 @@ def test_ansible_cfg_finds_the_filters_and_module_utils():
     cfg = (ROOT / "ansible.cfg").read_text()
     assert re.search(r"^filter_plugins = plugins/filter$", cfg, re.M)
     assert re.search(r"^module_utils = plugins/module_utils$", cfg, re.M)
+
+
+# ---- one owner: nothing in roles/, plugins/, playbooks/ or lab/ writes a name or rule out again ------------------
+
+def scanned_texts() -> dict:
+    """Every text file under SCANNED, by its path relative to the repository."""
+    texts = {}
+    for top in SCANNED:
+        for path in sorted((ROOT / top).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                data = path.read_bytes()
+                if b"\0" not in data:
+                    texts[path.relative_to(ROOT).as_posix()] = data.decode("utf-8", "replace")
+    return texts
+
+
+TEXTS = scanned_texts()
+
+
+def files_matching(pattern: str) -> set:
+    regex = re.compile(pattern)
+    return {path for path, text in TEXTS.items() if regex.search(text)}
+
+
+# SSM paths as <section>/<leaf>, and the leaves that name nothing but a parameter (cookie-secret, proxy-token and
+# oauth-client-secret are also the hub's secret files, so only their paths count).
+SSM_FRAGMENTS = [re.escape(path) for path in names.SSM_PARAMETERS.values()] + [
+    rf"(?<![\w-]){leaf}(?![\w-])" for leaf in
+    ("worker-join-token", "manager-addr", "file-system-id", "notebook-images", "backup-bucket")]
+
+
+@pytest.mark.parametrize("pattern", SSM_FRAGMENTS)
+def test_each_ssm_path_has_one_owner(pattern):
+    assert files_matching(pattern) == {OWNER_REL}
+
+
+# A name built on cluster_name: '<cluster_name>' ~ '-workers', {{ cluster_name }}-workers, f"{cluster}-workers",
+# <cluster>-workers in a description: each suffix appears after a quote, a brace or '>' in the owner alone.
+RESOURCE_SUFFIXES = sorted({*names.RESOURCE_SUFFIXES.values(), *names.RESOURCE_PREFIXES.values(),
+                            *names.SSM_NAME_TAGS.values()})
+
+
+@pytest.mark.parametrize("suffix", RESOURCE_SUFFIXES)
+def test_each_resource_name_has_one_owner(suffix):
+    assert files_matching(rf"[}}>'\"]{re.escape(suffix.rstrip('-'))}(?![a-z0-9])") == {OWNER_REL}
+
+
+def test_names_rooted_in_cluster_name_have_one_owner():
+    """'/' ~ cluster_name (SSM, log group), cluster_name ~ '/' (ECR): only the owner builds them."""
+    code_ref = r"(?:\{\{\s*cluster_name\s*\}\}|\bcluster_name\s*~\s*['\"]|\{cluster(?:_name)?\})"
+    assert files_matching(rf"{code_ref}[-/]|/\{{\{{\s*cluster_name|['\"]/['\"]\s*~\s*cluster_name|/\{{cluster\}}") == {
+        OWNER_REL}
+    assert files_matching(r"<cluster(?:_name)?>-[a-z]") <= {OWNER_REL}   # names in descriptions too
+
+
+def test_the_cluster_name_rule_has_one_owner():
+    assert files_matching(r"cluster_name\s+is\s+(?:not\s+)?(?:match|regex|search)\b|CLUSTER_NAME_(?:RE|PATTERN)\s*=") == {
+        OWNER_REL}
+    assert files_matching(re.escape(names.CLUSTER_NAME_PATTERN)) == {OWNER_REL}
+    # every preflight that checks cluster_name asks the owner
+    assert files_matching(r"jhs_cluster_name_error") == {
+        "plugins/filter/jhs_names.py", "roles/aws_cluster/tasks/preflight.yml",
+        "roles/aws_cluster/tasks/preflight_teardown.yml", "roles/swarm_manager/tasks/preflight.yml",
+        "roles/swarm_worker/tasks/preflight.yml", "roles/worker_image/tasks/preflight.yml"}
+
+
+def test_the_regions_have_one_owner():
+    assert files_matching(r"load_data\(\s*['\"]partitions") == {OWNER_REL}
+    region = re.compile(r"\b(?:us|eu|ap|sa|ca|me|af|il|mx|cn)(?:-gov)?-[a-z]+-\d\b")
+    listing = {path for path, text in TEXTS.items() if len(set(region.findall(text))) >= 3}
+    assert listing == set(), "a list of regions outside the owner"
+
+
+def test_homes_owner_and_mode_come_from_the_owner():
+    import yaml
+    efs = yaml.safe_load((ROOT / "roles/efs_mount/defaults/main.yml").read_text())
+    hub = yaml.safe_load((ROOT / "roles/jupyterhub/defaults/main.yml").read_text())
+    assert (efs["efs_mount_home_uid"], efs["efs_mount_home_gid"], efs["efs_mount_user_dir_mode"]) == (
+        "{{ 'uid' | jhs_home }}", "{{ 'gid' | jhs_home }}", "{{ 'mode' | jhs_home }}")
+    assert (hub["jupyterhub_notebook_uid"], hub["jupyterhub_notebook_gid"]) == (
+        "{{ 'uid' | jhs_home }}", "{{ 'gid' | jhs_home }}")
+    assert "'mode' | jhs_home" in (ROOT / "roles/jupyterhub/templates/jupyterhub_config.py.j2").read_text()

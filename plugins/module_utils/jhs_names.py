@@ -27,7 +27,7 @@ import re
 #   stays at most 53 of S3's 63 characters, and the IAM role names well inside IAM's 64.
 CLUSTER_NAME_MIN = 3
 CLUSTER_NAME_MAX = 28
-CLUSTER_NAME_PATTERN = r"^(?=.{%d,%d}$)[a-z][a-z0-9]*(-[a-z0-9]+)*$" % (CLUSTER_NAME_MIN, CLUSTER_NAME_MAX)
+CLUSTER_NAME_PATTERN = r"^(?=.{3,28}$)[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 CLUSTER_NAME_RULE = (f"{CLUSTER_NAME_MIN}-{CLUSTER_NAME_MAX} characters of a-z, 0-9 and '-', starting with a "
                      "letter, ending with a letter or digit, no '--'")
 _CLUSTER_NAME_RE = re.compile(CLUSTER_NAME_PATTERN)
@@ -58,44 +58,44 @@ SSM_PARAMETERS = {
     "notebook_images": "hub/notebook-images",      # String, written by jupyterhub, read by the worker image bake
     "backup_bucket": "hub/backup-bucket",          # String, aws_cluster; read by the manager's play
 }
-# The Name tag of each parameter: <cluster_name>-<this>.
+# The Name tag of each parameter: <cluster_name><this>.
 SSM_NAME_TAGS = {
-    "join_token": "swarm-worker-join-token",
-    "manager_addr": "swarm-manager-addr",
-    "oauth_client_secret": "oauth-client-secret",
-    "cookie_secret": "cookie-secret",
-    "proxy_token": "proxy-token",
-    "efs_id": "efs-file-system-id",
-    "notebook_images": "hub-notebook-images",
-    "backup_bucket": "backup-bucket",
+    "join_token": "-swarm-worker-join-token",
+    "manager_addr": "-swarm-manager-addr",
+    "oauth_client_secret": "-oauth-client-secret",
+    "cookie_secret": "-cookie-secret",
+    "proxy_token": "-proxy-token",
+    "efs_id": "-efs-file-system-id",
+    "notebook_images": "-hub-notebook-images",
+    "backup_bucket": "-backup-bucket",
 }
 
-# ---- AWS resources: <cluster_name>-<suffix> ------------------------------------------------------------------
+# ---- AWS resources: <cluster_name><suffix> -------------------------------------------------------------------
 RESOURCE_SUFFIXES = {
-    "vpc": "vpc",
-    "igw": "igw",
-    "nat": "nat",                    # the NAT gateway and its Elastic IP
-    "public": "public",              # route table of the public subnets
-    "private": "private",            # route table of the private subnets
-    "hub": "hub",                    # security group of the manager (80/443, SSH from admins)
-    "nodes": "nodes",                # security group of every swarm node
-    "efs": "efs",                    # security group of the EFS mount targets
-    "home": "home",                  # the EFS file system (users' homes)
-    "manager": "manager",            # the manager instance, its Elastic IP, its IAM role and instance profile
-    "hub_state": "hub-state",        # the manager's EBS volume of the hub's state
-    "worker": "worker",              # the workers' launch template, IAM role and instance profile; workers' Name
-    "workers": "workers",            # the workers' Auto Scaling group
-    "launch": "launch",              # its launch lifecycle hook (completed by a worker's boot)
-    "drain": "drain",                # its termination lifecycle hook (completed by the hub's scaler)
-    "cpu_target": "cpu-target",      # its opt-in CPU target-tracking policy
-    "worker_builder": "worker-builder",   # the worker image's builder instance
+    "vpc": "-vpc",
+    "igw": "-igw",
+    "nat": "-nat",                    # the NAT gateway and its Elastic IP
+    "public": "-public",              # route table of the public subnets
+    "private": "-private",            # route table of the private subnets
+    "hub": "-hub",                    # security group of the manager (80/443, SSH from admins)
+    "nodes": "-nodes",                # security group of every swarm node
+    "efs": "-efs",                    # security group of the EFS mount targets
+    "home": "-home",                  # the EFS file system (users' homes)
+    "manager": "-manager",            # the manager instance, its Elastic IP, its IAM role and instance profile
+    "hub_state": "-hub-state",        # the manager's EBS volume of the hub's state
+    "worker": "-worker",              # the workers' launch template, IAM role and instance profile; workers' Name
+    "workers": "-workers",            # the workers' Auto Scaling group
+    "launch": "-launch",              # its launch lifecycle hook (completed by a worker's boot)
+    "drain": "-drain",                # its termination lifecycle hook (completed by the hub's scaler)
+    "cpu_target": "-cpu-target",      # its opt-in CPU target-tracking policy
+    "worker_builder": "-worker-builder",   # the worker image's builder instance
 }
 # Names that continue after the prefix: <prefix><zone letter>, <prefix><content hash>, <prefix><account id>.
 RESOURCE_PREFIXES = {
-    "public_subnet_prefix": "public-",
-    "private_subnet_prefix": "private-",
-    "worker_image_prefix": "worker-",
-    "backup_bucket_prefix": "hub-backups-",
+    "public_subnet_prefix": "-public-",
+    "private_subnet_prefix": "-private-",
+    "worker_image_prefix": "-worker-",
+    "backup_bucket_prefix": "-hub-backups-",
 }
 # CloudWatch namespace of the scaler's metrics (the manager may put metrics only there). The scaler, which runs
 # alone in a container, keeps its own copy (jhs_scaler.NAMESPACE); tests/test_names.py checks they agree.
@@ -105,18 +105,20 @@ METRICS_NAMESPACE = "JupyterHubSwarm"
 def names(cluster) -> dict:
     """Every name of the cluster: resources by RESOURCE_SUFFIXES' and RESOURCE_PREFIXES' keys, and
     ssm_prefix (/<cluster_name>), ssm (the parameters' paths), ssm_tags (their Name tags), ecr_prefix
-    (<cluster_name>/, the start of every ECR repository name) and metrics_namespace.
+    (<cluster_name>/, the start of every ECR repository name), log_group (the CloudWatch Logs group of the
+    containers' logs with docker_engine's awslogs driver) and metrics_namespace.
 
     The name is not checked here (a preflight does, with cluster_name_error), so a message can still be built.
     """
     cluster = str(cluster)
-    found = {key: f"{cluster}-{suffix}" for key, suffix in RESOURCE_SUFFIXES.items()}
-    found.update({key: f"{cluster}-{prefix}" for key, prefix in RESOURCE_PREFIXES.items()})
+    found = {key: cluster + suffix for key, suffix in RESOURCE_SUFFIXES.items()}
+    found.update({key: cluster + prefix for key, prefix in RESOURCE_PREFIXES.items()})
     found.update(
         ssm_prefix=f"/{cluster}",
         ssm={key: f"/{cluster}/{path}" for key, path in SSM_PARAMETERS.items()},
-        ssm_tags={key: f"{cluster}-{tag}" for key, tag in SSM_NAME_TAGS.items()},
+        ssm_tags={key: cluster + tag for key, tag in SSM_NAME_TAGS.items()},
         ecr_prefix=f"{cluster}/",
+        log_group=f"/{cluster}/containers",
         metrics_namespace=METRICS_NAMESPACE,
     )
     return found
