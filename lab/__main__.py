@@ -399,7 +399,7 @@ def next_steps(hub: str) -> str:
     from .reconciler import aws_client
     groups = [g["AutoScalingGroupName"] for g in
               aws_client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]]
-    group = groups[0] if groups else "<cluster>-workers"
+    group = groups[0] if groups else "<the workers' Auto Scaling group>"
     managers = [i["InstanceId"] for r in aws_client().describe_instances(Filters=[
         {"Name": "tag:jhs:role", "Values": ["manager"]}, {"Name": "instance-state-name", "Values": ["running"]}])
         ["Reservations"] for i in r["Instances"]]

@@ -64,7 +64,7 @@ def test_fstab_line_is_awss_recommended_mount_of_the_az_mount_target(tmp_path):
     homes = mnt / "home"
     for path, mode in ((homes, 0o755), (homes / "alice", 0o700), (homes / "bob-2", 0o700)):
         st = path.stat()
-        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1000, 100, mode), path
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1000, 1000, mode), path   # jhs_names.home()
     # Second run changes nothing.
     again = run_role(tmp_path)
     assert again.returncode == 0, again.stdout

@@ -340,3 +340,11 @@ def test_notebook_image_runs_singleuser_with_sqlite_off_nfs(jh_images):
     assert "5.5.4" in out and "4.6.6" in out
     assert ":memory:" in out
     assert "IPYTHONDIR=/tmp/jupyter-local/ipython" in out
+
+
+def test_rendered_config_creates_homes_with_the_owners_uid_gid_and_mode(preflight_run):
+    """The hub makes a home as efs_mount does: owner and mode from plugins/module_utils/jhs_names.py."""
+    _, _, work = preflight_run
+    config = (work / "good" / "jupyterhub_config.py").read_text()
+    assert 'home.mkdir(mode=int("0700", 8), parents=True, exist_ok=True)' in config
+    assert "os.chown(home, 1000, 1000)" in config

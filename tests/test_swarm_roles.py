@@ -108,6 +108,10 @@ WORKER_OK = {"cluster_name": "hub", "aws_region": "eu-west-1", "swarm_worker_ins
      "Malformed node label team=a b"),
     ("swarm_worker", {**WORKER_OK, "swarm_worker_advertise_addr": "eth0"},
      "swarm_worker_advertise_addr an IPv4 address (got 'eth0'"),
+    # the one cluster_name rule (plugins/module_utils/jhs_names.py), as aws_cluster applies it
+    ("swarm_worker", {**WORKER_OK, "cluster_name": "Hub"}, "cluster_name=Hub: use 3-28 characters of a-z, 0-9 and '-'"),
+    ("swarm_manager", {"cluster_name": "my--hub", "aws_region": "eu-west-1", "swarm_manager_advertise_addr": "10.10.1.4"},
+     "cluster_name=my--hub: use 3-28 characters of a-z, 0-9 and '-'"),
     ("docker_engine", {"cluster_name": "hub", "aws_region": "eu-west-1", "docker_engine_log_driver": "syslog"},
      "docker_engine_log_driver must be one of: json-file, local, awslogs"),
     ("docker_engine", {"cluster_name": "hub", "aws_region": "eu-west-1", "docker_engine_log_max_size": "lots"},

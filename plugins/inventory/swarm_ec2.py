@@ -40,7 +40,8 @@ options:
   cluster_name:
     description:
       - The cluster whose instances to list, the value of their C(jhs:cluster) tag.
-      - Letters, digits and hyphens, starting with a letter, at most 64 characters.
+      - The one rule of every cluster name (plugins/module_utils/jhs_names.py), 3-28 characters of a-z, 0-9 and
+        '-', starting with a letter, ending with a letter or digit, no '--'.
     type: str
     required: true
   regions:
@@ -53,8 +54,8 @@ options:
   worker_asg_names:
     description:
       - The Auto Scaling Groups whose members are the cluster's workers.
-      - Empty (the default) means C(<cluster_name>-workers) and every group tagged
-        C(jhs:cluster=<cluster_name>).
+      - Empty (the default) means the group the aws_cluster role makes (its name from
+        plugins/module_utils/jhs_names.py) and every group tagged C(jhs:cluster=<cluster_name>).
     type: list
     elements: str
     default: []
@@ -139,8 +140,11 @@ keyed_groups:
     prefix: pool
 """
 
+import importlib.util
 import re
+import sys
 from datetime import date, datetime
+from pathlib import Path
 
 try:
     import botocore
@@ -153,6 +157,16 @@ from ansible_collections.amazon.aws.plugins.inventory.aws_ec2 import InventoryMo
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
 from ansible_collections.amazon.aws.plugins.plugin_utils.inventory import AWSInventoryBase
+
+# The shared names and rules (cluster_name, the workers' group, regions): plugins/module_utils/jhs_names.py, loaded
+# by its path as the filters of plugins/filter/jhs_names.py load it (a controller plugin cannot import it otherwise).
+_NAMES_SPEC = importlib.util.spec_from_file_location(
+    "jhs_names_module_utils", Path(__file__).resolve().parent.parent / "module_utils" / "jhs_names.py")
+jhs_names = sys.modules.get(_NAMES_SPEC.name)
+if jhs_names is None:
+    jhs_names = importlib.util.module_from_spec(_NAMES_SPEC)
+    _NAMES_SPEC.loader.exec_module(jhs_names)
+    sys.modules[_NAMES_SPEC.name] = jhs_names
 
 CLUSTER_TAG = "jhs:cluster"
 ROLE_TAG = "jhs:role"
@@ -175,7 +189,6 @@ LEAVING_STATES = frozenset({
 })
 # The state of an instance that carries an ASG's tag but which the ASG no longer lists.
 NOT_LISTED = "NotListed"
-CLUSTER_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
 DESCRIBE_ASG_NAMES_MAX = 100         # DescribeAutoScalingGroups: at most 100 names per call
 DESCRIBE_ASG_INSTANCES_MAX = 50      # DescribeAutoScalingInstances: at most 50 ids per call
 EC2_FILTER_VALUES_MAX = 200          # DescribeInstances: at most 200 values per filter
@@ -239,23 +252,15 @@ class InventoryModule(AwsEc2InventoryModule):
 
     # ---- settings -------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _known_regions():
-        # botocore's partitions file lists every region it knows, and is small (unlike the endpoint data).
-        partitions = botocore.loaders.Loader().load_data("partitions")["partitions"]
-        return {r for p in partitions for r in p.get("regions", {}) if not r.endswith("-global")}
-
     def _read_settings(self):
         """Validate the configuration before any API call; every message names the setting at fault."""
         cluster = self.get_option("cluster_name")
-        if not isinstance(cluster, str) or not CLUSTER_NAME_RE.match(cluster):
-            self.fail_aws(f"cluster_name must be letters, digits and hyphens starting with a letter "
-                          f"(at most 64 characters), got {cluster!r}")
+        if not jhs_names.cluster_name_valid(cluster):
+            self.fail_aws(jhs_names.cluster_name_error(cluster))
         regions = self.get_option("regions") or ([self.region] if self.region else [])
         if not regions:
             self.fail_aws("no region: set regions in the inventory file, or AWS_REGION / AWS_DEFAULT_REGION")
-        known = self._known_regions()
-        unknown = [r for r in regions if r not in known]
+        unknown = [r for r in regions if not jhs_names.region_known(r)]
         if unknown:
             self.fail_aws(f"unknown region(s) {', '.join(map(repr, unknown))} in regions: "
                           f"use AWS region names such as eu-west-1 or us-east-1")
@@ -307,7 +312,7 @@ class InventoryModule(AwsEc2InventoryModule):
             if settings["discover_asgs"]:
                 groups = self._describe_asgs(client, region,
                                              Filters=[{"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster]}])
-            names = settings["asg_names"] or [f"{cluster}-workers"]
+            names = settings["asg_names"] or [jhs_names.names(cluster)["workers"]]
             # by name only what the tag did not find: the project tags its groups, so usually nothing
             missing = [n for n in names if n not in {g["AutoScalingGroupName"] for g in groups}]
             for batch in _chunks(missing, DESCRIBE_ASG_NAMES_MAX):

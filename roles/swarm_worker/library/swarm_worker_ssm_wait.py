@@ -41,7 +41,7 @@ author: jupyterhub-swarm maintainers
 EXAMPLES = r"""
 - name: Wait for the join token and manager address
   swarm_worker_ssm_wait:
-    names: [/hub/swarm/worker-join-token, /hub/swarm/manager-addr]
+    names: ["{{ swarm_worker_token_parameter }}", "{{ swarm_worker_addr_parameter }}"]
     timeout: 900
   register: join
   no_log: true
