@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
 
-.PHONY: help venv docker images lab lab-up lab-down lab-status lint pytest molecule test bench bench-autoscale
+.PHONY: help venv docker images lab lab-up lab-down lab-status lint pytest molecule test settings-doc bench bench-autoscale
 
 help:
 	@echo "make lab       bring up the local lab and run site.yml against it (ends with the hub URL)"
@@ -58,6 +58,10 @@ molecule: venv docker
 
 # pytest runs the molecule scenarios too (tests/test_molecule.py), beside the lab's tests.
 test: lint pytest
+
+# docs/settings.md from every role's meta/argument_specs.yml (tests/test_role_specs.py fails when it is stale).
+settings-doc: venv
+	$(BIN)/python scripts/settings-doc
 
 bench: venv
 	$(BIN)/python benchmarks/inventory_bench.py

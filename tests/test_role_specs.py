@@ -1,6 +1,11 @@
-"""Every role: defaults/main.yml and meta/argument_specs.yml agree on names, defaults and types, and each
-setting is described (issue 16, item 3, in part: the description lives in argument_specs)."""
+"""Every role: defaults/main.yml and meta/argument_specs.yml agree on names, defaults, types and choices, and each
+setting is described in argument_specs, the one description; docs/settings.md is generated from them and current
+(issue 16, item 3). A test of the test: a default added without a spec entry is caught."""
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -19,9 +24,9 @@ def test_every_role_has_argument_specs():
     assert ROLES == sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "defaults/main.yml").exists())
 
 
-@pytest.mark.parametrize("role", ROLES)
-def test_defaults_and_argument_specs_agree(role):
-    base = ROOT / "roles" / role
+def spec_problems(base: Path) -> list[str]:
+    """What disagrees between the role at ``base``'s defaults and its argument_specs ([] when they agree)."""
+    role = base.name
     defaults = yaml.safe_load((base / "defaults/main.yml").read_text()) or {}
     specs = yaml.safe_load((base / "meta/argument_specs.yml").read_text())["argument_specs"]
     options = {}
@@ -40,9 +45,43 @@ def test_defaults_and_argument_specs_agree(role):
         allowed = TYPES.get(type(value), {"raw"}) | {"raw"}
         if spec.get("type", "str") not in allowed and not templated(value):
             problems.append(f"{name}: type {spec.get('type')!r} for a {type(value).__name__} default")
+        if "choices" in spec and not templated(value) and value not in spec["choices"]:
+            problems.append(f"{name}: default {value!r} is not one of its choices {spec['choices']}")
         if not spec.get("description"):
             problems.append(f"{name}: no description")
     for name, spec in options.items():
         if name.startswith(f"{role}_") and name not in defaults and not spec.get("required"):
             problems.append(f"{name}: in argument_specs, neither required nor given a default in defaults")
+    return problems
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_defaults_and_argument_specs_agree(role):
+    problems = spec_problems(ROOT / "roles" / role)
     assert not problems, "\n".join(problems)
+
+
+def test_the_check_catches_a_default_without_a_spec_a_wrong_choice_and_a_missing_description(tmp_path):
+    base = tmp_path / "demo"
+    (base / "defaults").mkdir(parents=True)
+    (base / "meta").mkdir()
+    (base / "defaults/main.yml").write_text("demo_mode: fast\ndemo_size: 3\ndemo_new: 1\n")
+    (base / "meta/argument_specs.yml").write_text(yaml.safe_dump({"argument_specs": {"main": {"options": {
+        "demo_mode": {"type": "str", "default": "fast", "choices": ["slow", "safe"], "description": "How."},
+        "demo_size": {"type": "int", "default": 3},
+        "demo_gone": {"type": "str", "description": "A spec whose default went."}}}}}))
+    assert spec_problems(base) == [
+        "demo_mode: default 'fast' is not one of its choices ['slow', 'safe']",
+        "demo_size: no description",
+        "demo_new: a default with no argument_specs entry",
+        "demo_gone: in argument_specs, neither required nor given a default in defaults"]
+
+
+def test_docs_settings_md_is_generated_from_the_specs_and_current():
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts/settings-doc"), "--check"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    text = (ROOT / "docs/settings.md").read_text()
+    for role in ROLES:
+        assert f"## {role}\n" in text
+    assert "| `jupyterhub_scaler_cooldown` | int | `300` |" in text
