@@ -23,8 +23,10 @@ What it sets up, and puts back at the end:
 - A ballast: a global swarm service on the workers reserving memory so that each worker has room for
   exactly --slots default servers (jupyterhub_mem_guarantee each), as the lab's autoscaling tests do; the
   lab's workers share this machine, so their own size is no sizing at all.
-- The scaler: the hub's jupyterhub-scaler container is stopped and a copy with the scaled cool-down,
-  pre-warm and the moved schedule runs in its place (same image, same arguments otherwise).
+- The scaler: the hub's jupyterhub-scaler container is stopped, the group is brought down to its new minimum
+  (the empty workers' termination hooks completed by the replay), and a copy of the scaler with the scaled
+  cool-down, pre-warm and the moved schedule runs in its place (same image, same arguments otherwise).
+Run it on an idle lab: servers of other users would count as neither trace nor bound.
 Users are rp<run><name>; they, their servers and their homes go at the end.
 
 It reports, every figure over the same span (from the replay's start until the group is back at its
@@ -270,6 +272,25 @@ class Replay:
                   "debian:bookworm-slim", "sleep", "infinity")
         return memory
 
+    def settle(self, size: int) -> None:
+        """The group down to ``size`` before the replay starts (the lab keeps 2 workers), so that the figures
+        start from the trace's own state: its empty workers' termination hooks completed here, the scaler being
+        stopped."""
+        self.asg.set_desired_capacity(AutoScalingGroupName=GROUP, DesiredCapacity=size, HonorCooldown=False)
+        deadline = time.monotonic() + 300
+        while True:
+            instances = self.group()["Instances"]
+            if len(instances) <= size:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{GROUP} still has {len(instances)} instances, not {size}")
+            for i in instances:
+                if i["LifecycleState"] == "Terminating:Wait":
+                    self.asg.complete_lifecycle_action(
+                        LifecycleHookName=f"{CLUSTER}-drain", AutoScalingGroupName=GROUP,
+                        LifecycleActionResult="CONTINUE", InstanceId=i["InstanceId"])
+            time.sleep(2)
+
     def replace_scaler(self, windows: list[dict], speed: float) -> list[str]:
         info = json.loads(node_exec(self.manager, "docker", "inspect", SCALER))[0]
         cmd = list(info["Config"]["Cmd"])
@@ -285,7 +306,6 @@ class Replay:
         put("--timezone", "UTC")
         put("--slot-memory", self.args.mem_guarantee)
         node_exec(self.manager, "docker", "rm", "-f", REPLAY_SCALER, check=False)
-        node_exec(self.manager, "docker", "stop", SCALER)
         mounts = [f"type={m['Type']},source={m['Source']},target={m['Destination']}" for m in info["Mounts"]]
         env = [x for e in info["Config"]["Env"] for x in ("--env", e)]
         node_exec(self.manager, "docker", "run", "--detach", "--name", REPLAY_SCALER, "--network", "host",
@@ -391,6 +411,8 @@ def main() -> int:
     try:
         lab.asg.update_auto_scaling_group(AutoScalingGroupName=GROUP, MinSize=args.min_size, MaxSize=args.max_size)
         memory = lab.ballast(args.slots)
+        node_exec(lab.manager, "docker", "stop", SCALER)
+        lab.settle(args.min_size)
         start = replay_start(occurrences, speed, time.time() + 15)
         windows = replay_windows(occurrences, speed, start)
         scaler_cmd = lab.replace_scaler(windows, speed)
@@ -428,7 +450,7 @@ def main() -> int:
             time.sleep(2)
         for user in users.values():
             lab.hub.delete_user(user)
-            node_exec(lab.manager, "rm", "-rf", f"/home/{user}", check=False)
+        node_exec(lab.manager, "sh", "-c", f"rm -rf /mnt/efs/home/rp{lab.run}*", check=False)
         lab.asg.update_auto_scaling_group(AutoScalingGroupName=GROUP, MinSize=before["MinSize"],
                                           MaxSize=before["MaxSize"], DesiredCapacity=max(before["MinSize"], 0))
         node_exec(lab.manager, "docker", "start", SCALER, check=False)
