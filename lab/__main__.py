@@ -409,7 +409,8 @@ sign in    open {hub} in a browser on this machine (the lab's network is local t
            self-signed certificate; any user name signs in, with any password (jupyterhub_local_password in
            inventories/lab/group_vars/all.yml sets one); the user admin is an admin (Admin page).
 try        1. start a server: sign in, Start My Server, open a notebook and run a cell.
-           2. scale the workers to 3; a new node joins by itself (make lab-status lists it):
+           2. scale the workers to 3; a new node joins by itself (make lab-status lists it), and the scaler
+              removes it again once it has been empty for the cool-down (60 s here; docs/autoscaling.md):
               (set -a; . .lab/env; .venv/bin/python -c "import boto3; boto3.client('autoscaling').set_desired_capacity(AutoScalingGroupName='{group}', DesiredCapacity=3)")
            3. read the hub's log, every spawn in it: docker exec {manager} docker logs jupyterhub
            make lab-down removes everything the lab made."""
