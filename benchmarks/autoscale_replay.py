@@ -61,6 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "roles" / "jupyterhub" / "files"))
 import jhs_scaler as sc  # noqa: E402
+from spawn_bench import lab_env  # noqa: E402  (this directory: the lab's .lab/env, read as the spawn benchmark does)
 
 CLUSTER = "labhub"
 GROUP = f"{CLUSTER}-workers"
@@ -188,11 +189,6 @@ def summarise(spawns: list[Spawn], samples: list[Sample], bound: list[int], firs
 
 
 # --- the lab ---------------------------------------------------------------------------------------------------------
-def lab_env() -> dict[str, str]:
-    return dict(line.split("=", 1) for line in (ROOT / ".lab/env").read_text().splitlines()
-                if "=" in line and not line.startswith("#"))
-
-
 def node_exec(node: str, *cmd: str, check: bool = True) -> str:
     proc = subprocess.run(["docker", "exec", node, *cmd], capture_output=True, text=True, timeout=300)
     if check and proc.returncode:
@@ -395,7 +391,6 @@ def main() -> int:
     template = next(v for v in lab.ec2.describe_launch_template_versions(
         LaunchTemplateName=f"{CLUSTER}-worker")["LaunchTemplateVersions"] if v["DefaultVersion"])
     if template["LaunchTemplateData"]["ImageId"] == base_ami:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
         from worker_boot_bench import bake
         bake(env)        # kept: the group's workers boot from the baked image from now on, as they should
     before = lab.group()
