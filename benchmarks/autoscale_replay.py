@@ -20,9 +20,13 @@ has none), the spawns, and the pre-warm, which is there to cover the boot (--pre
 
 What it sets up, and puts back at the end:
 - The worker group's size: MinSize --min-size (0: scale to zero), MaxSize --max-size.
-- A ballast: a global swarm service on the workers reserving memory so that each worker has room for
-  exactly --slots default servers (jupyterhub_mem_guarantee each), as the lab's autoscaling tests do; the
-  lab's workers share this machine, so their own size is no sizing at all.
+- The servers' size: playbooks/manager.yml is run with jupyterhub_cpu_guarantee set so that a worker has room
+  for exactly --slots servers (its CPUs minus the scaler's --reserve-cpu, divided by --slots), and again without
+  it at the end. The lab's workers share this machine, so their memory is no sizing at all; their CPUs are the
+  machine's, as many as a t3.large's 2 vCPU on a 2-core machine, so swarm, the spawner's packing and the
+  scaler's estimate for a booting node (from the instance type) agree from a node's first moment. (A ballast
+  service reserving the rest, as the lab's tests use, reaches a new worker only after the first spawns have
+  landed on it.) Elsewhere the replay says how far the two differ.
 - The scaler: the hub's jupyterhub-scaler container is stopped, the group is brought down to its new minimum
   (the empty workers' termination hooks completed by the replay), and a copy of the scaler with the scaled
   cool-down, pre-warm and the moved schedule runs in its place (same image, same arguments otherwise).
@@ -47,6 +51,7 @@ import argparse
 import concurrent.futures
 import json
 import math
+import os
 import shlex
 import subprocess
 import sys
@@ -67,7 +72,7 @@ CLUSTER = "labhub"
 GROUP = f"{CLUSTER}-workers"
 SCALER = "jupyterhub-scaler"
 REPLAY_SCALER = "jupyterhub-scaler-replay"
-BALLAST = "jhs-replay-ballast"
+T3_LARGE_CPUS = 2        # the lab's worker type (inventories/lab): what the scaler assumes for a booting node
 TARGET_SECONDS = 780          # the replay's length the default speed aims at (the issue: each trace <= 15 min)
 
 
@@ -130,6 +135,12 @@ def bound_nodes(sessions, tau: float, slots: int, min_size: int, floor: int) -> 
     the group's minimum and the schedule's floor included."""
     active = sum(1 for s in sessions if s.start <= tau < s.end)
     return max(math.ceil(active / slots), min_size, floor)
+
+
+def server_cpu(cpus: float, reserve: float, slots: int) -> float:
+    """The CPU guarantee that leaves room for exactly ``slots`` servers on a worker of ``cpus`` (minus the scaler's
+    reserve): rounded down to a thousandth, as swarm and the scaler both count whole servers."""
+    return math.floor((cpus - reserve) / slots * 1000) / 1000
 
 
 def pct(xs: list[float], p: float) -> float | None:
@@ -257,16 +268,22 @@ class Replay:
                 print(f"sample failed: {e}", flush=True)
             self.stop.wait(1)
 
-    def ballast(self, slots: int) -> int:
-        mem = sc.parse_size(self.args.mem_guarantee)
+    def worker_cpus(self) -> float:
         nodes = json.loads(node_exec(self.manager, "sh", "-c", "docker node inspect $(docker node ls -q)"))
-        memory = min(n["Description"]["Resources"]["MemoryBytes"] for n in nodes if n["Spec"]["Role"] == "worker")
-        # room for exactly `slots` servers beside it, and a little, so that no rounding makes it slots - 1
-        reserve = int(memory - sc.parse_size(self.args.reserve_memory) - slots * mem - 16 * 2**20)
-        node_exec(self.manager, "docker", "service", "create", "--detach", "--name", BALLAST, "--mode", "global",
-                  "--constraint", "node.role == worker", "--reserve-memory", str(reserve), "--no-resolve-image",
-                  "debian:bookworm-slim", "sleep", "infinity")
-        return memory
+        return min(n["Description"]["Resources"]["NanoCPUs"] for n in nodes if n["Spec"]["Role"] == "worker") / 1e9
+
+    def configure_hub(self, extra: dict) -> None:
+        """playbooks/manager.yml against the lab, with ``extra`` as extra vars (none: the lab's own settings)."""
+        env = {**os.environ, **self.env, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
+        cmd = [str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/manager.yml", "-i", "inventories/lab"]
+        if extra:
+            cmd += ["-e", json.dumps(extra)]
+        t = time.monotonic()
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{shlex.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
+        print(f"manager.yml {json.dumps(extra) if extra else '(the lab settings)'}: {time.monotonic() - t:.0f} s",
+              flush=True)
 
     def settle(self, size: int) -> None:
         """The group down to ``size`` before the replay starts (the lab keeps 2 workers), so that the figures
@@ -300,7 +317,6 @@ class Replay:
         put("--prewarm", f"{self.args.prewarm:g}")
         put("--schedule", json.dumps(windows))
         put("--timezone", "UTC")
-        put("--slot-memory", self.args.mem_guarantee)
         node_exec(self.manager, "docker", "rm", "-f", REPLAY_SCALER, check=False)
         mounts = [f"type={m['Type']},source={m['Source']},target={m['Destination']}" for m in info["Mounts"]]
         env = [x for e in info["Config"]["Env"] for x in ("--env", e)]
@@ -375,8 +391,7 @@ def main() -> int:
     ap.add_argument("--max-size", type=int, default=6, help="the group's maximum during the replay (default 6)")
     ap.add_argument("--cooldown", type=float, default=300, help="the cool-down in trace seconds (default 300)")
     ap.add_argument("--prewarm", type=float, default=30, help="the pre-warm in real seconds (default 30)")
-    ap.add_argument("--mem-guarantee", default="256M", help="the lab's jupyterhub_mem_guarantee")
-    ap.add_argument("--reserve-memory", default="512M", help="the lab's jupyterhub_scaler_reserve_memory")
+    ap.add_argument("--reserve-cpu", type=float, default=0.1, help="the lab's jupyterhub_scaler_reserve_cpu")
     ap.add_argument("--plot", type=Path, help="write a PNG of nodes and servers over time")
     ap.add_argument("--json", type=Path, help="write the figures and samples as JSON")
     args = ap.parse_args()
@@ -403,9 +418,17 @@ def main() -> int:
     pool = concurrent.futures.ThreadPoolExecutor(len(spawns))
     scaler_cmd: list[str] = []
     windows: list[dict] = []
+    configured = False
     try:
         lab.asg.update_auto_scaling_group(AutoScalingGroupName=GROUP, MinSize=args.min_size, MaxSize=args.max_size)
-        memory = lab.ballast(args.slots)
+        cpus = lab.worker_cpus()
+        guarantee = server_cpu(cpus, args.reserve_cpu, args.slots)
+        if cpus != T3_LARGE_CPUS:
+            print(f"note: the lab's workers have {cpus:g} CPUs, a t3.large {T3_LARGE_CPUS}: the scaler's estimate for "
+                  f"a booting node holds {sc.slots((T3_LARGE_CPUS - args.reserve_cpu, 1), (guarantee, 0))} servers, "
+                  f"a Ready one {args.slots}", flush=True)
+        configured = True
+        lab.configure_hub({"jupyterhub_cpu_guarantee": guarantee})
         node_exec(lab.manager, "docker", "stop", SCALER)
         lab.settle(args.min_size)
         start = replay_start(occurrences, speed, time.time() + 15)
@@ -415,7 +438,7 @@ def main() -> int:
         t0 = time.monotonic()
         wall0 = time.time()
         print(f"replay {lab.run}: {args.trace.name}, {len(sessions)} sessions over {span:.0f} s at speed {speed:.2f} "
-              f"(about {span / speed:.0f} s), {args.slots} servers a worker (worker memory {sc.fmt_size(memory)}), "
+              f"(about {span / speed:.0f} s), {args.slots} servers a worker ({cpus:g} CPUs, {guarantee:g} each), "
               f"min {args.min_size} max {args.max_size}, cool-down {args.cooldown / speed:.0f} s, pre-warm "
               f"{args.prewarm:g} s; windows {json.dumps(windows)}", flush=True)
         mon = threading.Thread(target=lab.monitor, args=(t0,), daemon=True)
@@ -437,7 +460,6 @@ def main() -> int:
     finally:
         lab.stop.set()
         node_exec(lab.manager, "docker", "rm", "-f", REPLAY_SCALER, check=False)
-        node_exec(lab.manager, "docker", "service", "rm", BALLAST, check=False)
         for user in users.values():
             lab.hub.call("DELETE", f"/hub/api/users/{user}/server")
         deadline = time.monotonic() + 300
@@ -448,6 +470,8 @@ def main() -> int:
         node_exec(lab.manager, "sh", "-c", f"rm -rf /mnt/efs/home/rp{lab.run}*", check=False)
         lab.asg.update_auto_scaling_group(AutoScalingGroupName=GROUP, MinSize=before["MinSize"],
                                           MaxSize=before["MaxSize"], DesiredCapacity=max(before["MinSize"], 0))
+        if configured:
+            lab.configure_hub({})      # the lab's own guarantee again (it recreates the scaler too)
         node_exec(lab.manager, "docker", "start", SCALER, check=False)
         print(f"put back: the scaler {SCALER}, the group's min {before['MinSize']} max {before['MaxSize']}; "
               f"the replay's scaler ran: {shlex.join(scaler_cmd)}", flush=True)

@@ -90,3 +90,12 @@ def test_a_swarm_sample_reads_ready_active_workers_and_running_tasks_only():
     ready, tasks = rp.parse_swarm(out)
     assert ready == {"ip-10-10-1-5": "i-aaa"}
     assert tasks == {"jupyter-rpabcdu1": ("t1", "ip-10-10-1-5")}
+
+
+def test_the_server_cpu_leaves_room_for_exactly_the_slots_in_swarm_and_in_the_scalers_count():
+    g = rp.server_cpu(2.0, 0.1, 4)
+    assert g == 0.475
+    assert sc.slots((2.0 - 0.1, 1), (g, 0)) == 4            # the scaler: the node's CPUs minus its reserve
+    assert int(2.0 // g) == 4                               # swarm: the node's whole CPUs, no reserve
+    g3 = rp.server_cpu(2.0, 0.1, 3)
+    assert g3 == 0.633 and sc.slots((1.9, 1), (g3, 0)) == 3 and int(2.0 // g3) == 3
