@@ -32,8 +32,13 @@ images: venv docker
 lab-up: venv docker
 	$(BIN)/python -m lab up
 
+# site.yml's output goes to the terminal and to .lab/logs/site.log; jhs_phases (plugins/callback) names each phase
+# as it starts and, on a failure, the phase, host and task, and that log.
 lab: lab-up
-	set -a && . .lab/env && set +a && $(BIN)/ansible-playbook site.yml -i inventories/lab
+	@mkdir -p .lab/logs
+	@set -o pipefail; set -a && . .lab/env && set +a && export JHS_RUN_LOG=.lab/logs/site.log && \
+	  $(BIN)/ansible-playbook site.yml -i inventories/lab 2>&1 | tee $$JHS_RUN_LOG || \
+	  { echo "error: site.yml failed in the phase named above; the whole log: .lab/logs/site.log" >&2; exit 2; }
 	$(BIN)/python -m lab summary
 
 lab-down: venv

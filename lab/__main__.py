@@ -9,6 +9,7 @@ down     stop and remove every process, container, volume, network and file the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -307,23 +308,41 @@ def read_env() -> dict[str, str]:
                 if "=" in line and not line.startswith("#"))
 
 
+@contextlib.contextmanager
+def phase(name: str, started: float):
+    """Say when a phase of `lab up` is done, with its time and the time since the start; or that it failed."""
+    t = time.monotonic()
+    try:
+        yield
+    except BaseException as exc:
+        say(f"phase {name} FAILED after {time.monotonic() - t:.0f} s: {exc}")
+        raise
+    say(f"phase {name} done in {time.monotonic() - t:.0f} s (at {time.monotonic() - started:.0f} s)")
+
+
 def up() -> None:
-    preflight()
-    config.lab_dir().mkdir(parents=True, exist_ok=True)
-    config.efs_dir().mkdir(parents=True, exist_ok=True)
-    tags = build_images()
-    ensure_network()
-    ensure_endpoint()
-    base_ami = ensure_base_ami(tags["cloud"])
-    ensure_imds(tags["imds"])
-    ensure_registry(tags["registry"], tags["base"])
-    ensure_ecr(tags["registry"])
-    snapshot_repo()
-    ensure_git_daemon()
-    ensure_reconciler()
-    path = write_env(base_ami)
-    say(f"up. Endpoint {config.endpoint_url()}, base AMI {base_ami}; `. {path.relative_to(config.ROOT)}` "
-        "to use it")
+    started = time.monotonic()
+    with phase("preflight", started):
+        preflight()
+        config.lab_dir().mkdir(parents=True, exist_ok=True)
+        config.efs_dir().mkdir(parents=True, exist_ok=True)
+    with phase("images (built once, then from the cache)", started):
+        tags = build_images()
+    with phase("network and local AWS endpoint", started):
+        ensure_network()
+        ensure_endpoint()
+        base_ami = ensure_base_ami(tags["cloud"])
+    with phase("metadata service, registry, ECR stand-in", started):
+        ensure_imds(tags["imds"])
+        ensure_registry(tags["registry"], tags["base"])
+        ensure_ecr(tags["registry"])
+    with phase("repository for ansible-pull and the group's reconciler", started):
+        snapshot_repo()
+        ensure_git_daemon()
+        ensure_reconciler()
+        path = write_env(base_ami)
+    say(f"up in {time.monotonic() - started:.0f} s. Endpoint {config.endpoint_url()}, base AMI {base_ami}; "
+        f"`. {path.relative_to(config.ROOT)}` to use it")
 
 
 def down(remove_images: bool = False) -> None:
@@ -359,7 +378,52 @@ def status() -> int:
                                 capture_output=True, text=True).stdout.strip() if info["State"]["Running"] else ""
         print(f"node       {name}  {ip:<12} {info['State']['Status']:<8} "
               f"{'user-data done ' + booted if booted else 'booting'}")
+    for line in user_servers():
+        print(line)
     return 0
+
+
+USER_SERVERS = r"""
+docker node inspect --format 'node {{.Description.Hostname}} {{index .Description.Engine.Labels "jhs.instance-id"}}' \
+  $(docker node ls -q)
+ids=$(docker service ls -q --filter label=jhs.component=user-server)
+[ -n "$ids" ] || exit 0
+docker service inspect --format 'svc {{.Spec.Name}} {{index .Spec.Labels "jhs.user"}} {{index .Spec.Labels "jhs.server"}}' $ids
+docker service ps --filter desired-state=running --format 'task {{.Name}} {{.Node}} {{.CurrentState}}' $ids
+"""
+
+
+def running_nodes() -> list[str]:
+    names = []
+    for cid in ids("container", f"{config.LABEL}=node"):
+        info = inspect(cid)
+        if info and info["State"]["Running"]:
+            names.append(info["Name"].lstrip("/"))
+    return names
+
+
+def user_servers() -> list[str]:
+    """One line per user server, read from the manager's swarm: the user, the server's name, the worker (instance id)
+    it runs on and the task's state. Nothing when no manager answers."""
+    name = next((n for n in running_nodes()
+                 if subprocess.run(["docker", "exec", n, "docker", "info", "-f", "{{.Swarm.ControlAvailable}}"],
+                                   capture_output=True, text=True).stdout.strip() == "true"), None)
+    if name is None:
+        return []
+    out = subprocess.run(["docker", "exec", name, "sh", "-c", USER_SERVERS], capture_output=True, text=True).stdout
+    hosts, services, tasks = {}, {}, {}
+    for f in (line.split() for line in out.splitlines()):
+        if f[:1] == ["node"] and len(f) == 3:
+            hosts[f[1]] = f[2]
+        elif f[:1] == ["svc"] and len(f) >= 3:
+            services[f[1]] = (f[2], f[3] if len(f) > 3 else "")
+        elif f[:1] == ["task"] and len(f) >= 4:
+            tasks[f[1].rsplit(".", 1)[0]] = (f[2], " ".join(f[3:]))
+    lines = []
+    for service, (user, server) in sorted(services.items(), key=lambda kv: kv[1]):
+        node, state = tasks.get(service, ("-", "no running task"))
+        lines.append(f"server     {user}{'/' + server if server else ''}  on {hosts.get(node, node)}  {state}")
+    return lines or ["server     none running"]
 
 
 def find_hub() -> str | None:

@@ -190,6 +190,9 @@ def test_user_server_runs_on_a_worker_and_answers_through_the_hub(site, aws, hub
     assert service_node(manager, user) in worker_ids(aws)
     r = hub.call("GET", f"/user/{user}/api/status")
     assert r.status_code == 200 and "started" in r.json()
+    # `make lab-status` lists the user's server with the worker it runs on
+    status = lab_cmd("status").stdout
+    assert re.search(rf"^server +{user} +on {service_node(manager, user)} +Running", status, re.M), status
     # the user's home is on the shared file system, owned by the notebook user
     home = ROOT / ".lab" / "efs" / "home" / user
     assert home.is_dir() and home.stat().st_uid == 1000
