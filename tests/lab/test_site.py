@@ -702,10 +702,58 @@ def _client_or_none(url: str) -> HubClient | None:
         return None
 
 
+def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site, aws):
+    """playbooks/worker_image.yml bakes the cluster's worker image (the hub's notebook image pre-pulled from the
+    ECR stand-in); the group's next worker boots from it, runs the same boot playbook without the steps the
+    image already holds, and joins with its labels and the notebook image in place."""
+    env = {**os.environ, **site, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    bake = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/worker_image.yml", "-i", "inventories/lab"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert bake.returncode == 0, bake.stdout[-5000:]
+    ec2, asg, manager = aws("ec2"), aws("autoscaling"), manager_id(aws)
+    (latest,) = ec2.describe_launch_template_versions(LaunchTemplateName=f"{CLUSTER}-worker",
+                                                      Versions=["$Latest"])["LaunchTemplateVersions"]
+    (image,) = ec2.describe_images(ImageIds=[latest["LaunchTemplateData"]["ImageId"]])["Images"]
+    assert {t["Key"]: t["Value"] for t in image["Tags"]}["jhs:role"] == "worker-image"
+    notebook = json.loads(aws("ssm").get_parameter(Name=f"/{CLUSTER}/hub/notebook-images")["Parameter"]["Value"])
+
+    before = set(worker_ids(aws))
+    paused = scaler_paused(manager)       # the group's size is set by hand here: the scaler would undo it
+    paused.__enter__()
+    asg.set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=3)
+    (iid,) = wait_for(lambda: set(worker_ids(aws)) - before, 30, what="a worker from the baked image")
+    try:
+        wait_for(lambda: iid in ready_workers(manager), 300, 1, what=f"{iid} to join from the baked image",
+                 detail=lambda: node_exec(iid, "tail", "-30", "/var/log/jhs-boot.log").stdout)
+        # the play's output reaches the log in blocks: read it once the user-data has finished
+        wait_for(lambda: "jhs-boot: user-data done" in node_exec(iid, "cat", "/var/log/jhs-boot.log").stdout, 60,
+                 what=f"{iid}'s user-data to finish")
+        log = node_exec(iid, "cat", "/var/log/jhs-boot.log").stdout
+        assert "TASK [swarm_worker : Join the swarm advertising the private address]" in log
+        for held in ("docker_engine : Find which of the engine's packages are installed",
+                     "efs_mount : Create the mount point", "swarm_worker : Install the script that leaves the swarm"):
+            assert f"TASK [{held}]" not in log, held                            # the image holds these
+        assert ready_workers(manager)[iid]["jhs.node-pool"] == "default"
+        for ref in notebook["images"]:
+            assert node_exec(iid, "docker", "image", "inspect", ref).returncode == 0, ref
+        assert node_exec(iid, "test", "-x", "/usr/local/sbin/jhs-swarm-leave").returncode == 0
+    finally:
+        paused.__exit__(None, None, None)
+        asg.set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=2)
+        wait_for(lambda: len(worker_ids(aws)) == 2, 60, what="the group to scale in")
+        gone = (before | {iid}) - set(worker_ids(aws))
+        wait_for(lambda: not (gone & set(ready_workers(manager))), 120, 2, what="the removed worker to leave")
+        proc = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/workers.yml", "-i",
+                               "inventories/lab"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-4000:]
+
+
 def test_a_failed_boot_is_replaced_the_replacement_joins_and_scale_in_leaves_no_down_node(site, aws):
     """Scale out while the join token in SSM is one the manager refuses: the new worker's boot fails both
     attempts (the lab's aws_cluster_worker_boot_attempts), the instance marks itself Unhealthy, the group (the
-    lab's endpoint) replaces it, and the replacement, with the right token back, joins by itself."""
+    lab's endpoint) replaces it, and the replacement, with the right token back, joins by itself. After the
+    baked-worker test: both boot from the baked image, as a group's workers do once an image is baked (the
+    boot path that fails, the join, is the same; a base-image boot adds about 100 s of installs to each)."""
     asg, ssm, manager = aws("autoscaling"), aws("ssm"), manager_id(aws)
     name = f"/{CLUSTER}/swarm/worker-join-token"
     param = ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]
@@ -768,52 +816,6 @@ def test_a_failed_boot_is_replaced_the_replacement_joins_and_scale_in_leaves_no_
     states = [(n["Description"]["Hostname"], n["Status"]["State"]) for n in swarm_nodes(manager)]
     assert all(state == "ready" for _, state in states), states
     assert len(states) == 3, states
-
-
-def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site, aws):
-    """playbooks/worker_image.yml bakes the cluster's worker image (the hub's notebook image pre-pulled from the
-    ECR stand-in); the group's next worker boots from it, runs the same boot playbook without the steps the
-    image already holds, and joins with its labels and the notebook image in place."""
-    env = {**os.environ, **site, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-    bake = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/worker_image.yml", "-i", "inventories/lab"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
-    assert bake.returncode == 0, bake.stdout[-5000:]
-    ec2, asg, manager = aws("ec2"), aws("autoscaling"), manager_id(aws)
-    (latest,) = ec2.describe_launch_template_versions(LaunchTemplateName=f"{CLUSTER}-worker",
-                                                      Versions=["$Latest"])["LaunchTemplateVersions"]
-    (image,) = ec2.describe_images(ImageIds=[latest["LaunchTemplateData"]["ImageId"]])["Images"]
-    assert {t["Key"]: t["Value"] for t in image["Tags"]}["jhs:role"] == "worker-image"
-    notebook = json.loads(aws("ssm").get_parameter(Name=f"/{CLUSTER}/hub/notebook-images")["Parameter"]["Value"])
-
-    before = set(worker_ids(aws))
-    paused = scaler_paused(manager)       # the group's size is set by hand here: the scaler would undo it
-    paused.__enter__()
-    asg.set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=3)
-    (iid,) = wait_for(lambda: set(worker_ids(aws)) - before, 30, what="a worker from the baked image")
-    try:
-        wait_for(lambda: iid in ready_workers(manager), 300, 1, what=f"{iid} to join from the baked image",
-                 detail=lambda: node_exec(iid, "tail", "-30", "/var/log/jhs-boot.log").stdout)
-        # the play's output reaches the log in blocks: read it once the user-data has finished
-        wait_for(lambda: "jhs-boot: user-data done" in node_exec(iid, "cat", "/var/log/jhs-boot.log").stdout, 60,
-                 what=f"{iid}'s user-data to finish")
-        log = node_exec(iid, "cat", "/var/log/jhs-boot.log").stdout
-        assert "TASK [swarm_worker : Join the swarm advertising the private address]" in log
-        for held in ("docker_engine : Find which of the engine's packages are installed",
-                     "efs_mount : Create the mount point", "swarm_worker : Install the script that leaves the swarm"):
-            assert f"TASK [{held}]" not in log, held                            # the image holds these
-        assert ready_workers(manager)[iid]["jhs.node-pool"] == "default"
-        for ref in notebook["images"]:
-            assert node_exec(iid, "docker", "image", "inspect", ref).returncode == 0, ref
-        assert node_exec(iid, "test", "-x", "/usr/local/sbin/jhs-swarm-leave").returncode == 0
-    finally:
-        paused.__exit__(None, None, None)
-        asg.set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=2)
-        wait_for(lambda: len(worker_ids(aws)) == 2, 60, what="the group to scale in")
-        gone = (before | {iid}) - set(worker_ids(aws))
-        wait_for(lambda: not (gone & set(ready_workers(manager))), 120, 2, what="the removed worker to leave")
-        proc = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/workers.yml", "-i",
-                               "inventories/lab"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, proc.stdout[-4000:]
 
 
 # --- autoscaling (jhs_scaler on the manager; the lab's endpoint holds lifecycle waits as AWS does) ---------------
