@@ -67,9 +67,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "roles" / "jupyterhub" / "files"))
 import jhs_scaler as sc  # noqa: E402
 from spawn_bench import lab_env  # noqa: E402  (this directory: the lab's .lab/env, read as the spawn benchmark does)
+sys.path.insert(0, str(ROOT / "plugins" / "module_utils"))
+import jhs_names  # noqa: E402  (the cluster's resource names: plugins/module_utils/jhs_names.py, their one owner)
 
 CLUSTER = "labhub"
-GROUP = f"{CLUSTER}-workers"
+NAMES = jhs_names.names(CLUSTER)
+GROUP = NAMES["workers"]
 SCALER = "jupyterhub-scaler"
 REPLAY_SCALER = "jupyterhub-scaler-replay"
 T3_LARGE_CPUS = 2        # the lab's worker type (inventories/lab): what the scaler assumes for a booting node
@@ -300,7 +303,7 @@ class Replay:
             for i in instances:
                 if i["LifecycleState"] == "Terminating:Wait":
                     self.asg.complete_lifecycle_action(
-                        LifecycleHookName=f"{CLUSTER}-drain", AutoScalingGroupName=GROUP,
+                        LifecycleHookName=NAMES["drain"], AutoScalingGroupName=GROUP,
                         LifecycleActionResult="CONTINUE", InstanceId=i["InstanceId"])
             time.sleep(2)
 
@@ -404,7 +407,7 @@ def main() -> int:
     lab = Replay(args, env)
     base_ami = env["LAB_BASE_AMI"]
     template = next(v for v in lab.ec2.describe_launch_template_versions(
-        LaunchTemplateName=f"{CLUSTER}-worker")["LaunchTemplateVersions"] if v["DefaultVersion"])
+        LaunchTemplateName=NAMES["worker"])["LaunchTemplateVersions"] if v["DefaultVersion"])
     if template["LaunchTemplateData"]["ImageId"] == base_ami:
         from worker_boot_bench import bake
         bake(env)        # kept: the group's workers boot from the baked image from now on, as they should

@@ -21,6 +21,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "plugins" / "module_utils"))
+import jhs_names  # noqa: E402  (the cluster's resource names: plugins/module_utils/jhs_names.py, their one owner)
 REGION = "eu-west-1"
 AMI = "ami-12c6146b"
 CLUSTERS = ("bench-a", "bench-b")
@@ -55,23 +57,24 @@ def populate(url: str, instances: int) -> None:
     ec2, asg = boto3.client("ec2", **kw), boto3.client("autoscaling", **kw)
     per_cluster = instances // len(CLUSTERS)
     for n, name in enumerate(CLUSTERS):
+        names = jhs_names.names(name)
         vpc = ec2.create_vpc(CidrBlock=f"10.{40 + n}.0.0/16")["Vpc"]["VpcId"]
         subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.{40 + n}.{i}.0/22",
                                      AvailabilityZone=f"{REGION}{az}")["Subnet"]["SubnetId"]
                    for i, az in ((0, "a"), (4, "b"))]
         ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, SubnetId=subnets[0], TagSpecifications=[
-            {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": f"{name}-manager"},
+            {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": names["manager"]},
                                                   {"Key": "jhs:cluster", "Value": name},
                                                   {"Key": "jhs:role", "Value": "manager"}]}])
-        ec2.create_launch_template(LaunchTemplateName=f"{name}-worker",
+        ec2.create_launch_template(LaunchTemplateName=names["worker"],
                                    LaunchTemplateData={"ImageId": AMI, "InstanceType": "t3.micro"})
         asg.create_auto_scaling_group(
-            AutoScalingGroupName=f"{name}-workers", MinSize=0, MaxSize=per_cluster,
+            AutoScalingGroupName=names["workers"], MinSize=0, MaxSize=per_cluster,
             DesiredCapacity=per_cluster - 1, VPCZoneIdentifier=",".join(subnets),
-            LaunchTemplate={"LaunchTemplateName": f"{name}-worker", "Version": "$Latest"},
-            Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True, "ResourceId": f"{name}-workers",
+            LaunchTemplate={"LaunchTemplateName": names["worker"], "Version": "$Latest"},
+            Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True, "ResourceId": names["workers"],
                    "ResourceType": "auto-scaling-group"}
-                  for k, v in (("jhs:cluster", name), ("jhs:role", "worker"), ("Name", f"{name}-worker"))])
+                  for k, v in (("jhs:cluster", name), ("jhs:role", "worker"), ("Name", names["worker"]))])
 
 
 def write_configs(directory: Path) -> dict[str, list[Path]]:

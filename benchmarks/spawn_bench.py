@@ -30,8 +30,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from lab.hubclient import HubClient  # noqa: E402
+sys.path.insert(0, str(ROOT / "plugins" / "module_utils"))
+import jhs_names  # noqa: E402  (the cluster's resource names: plugins/module_utils/jhs_names.py, their one owner)
 
 CLUSTER = "labhub"
+NAMES = jhs_names.names(CLUSTER)
 
 
 def lab_env() -> dict[str, str]:
@@ -67,7 +70,7 @@ def instances(env: dict) -> tuple[str, list[str]]:
     mgr = ec2.describe_instances(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]},
                                           {"Name": "tag:jhs:role", "Values": ["manager"]},
                                           {"Name": "instance-state-name", "Values": ["running"]}])
-    group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[f"{CLUSTER}-workers"])["AutoScalingGroups"][0]
+    group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[NAMES["workers"]])["AutoScalingGroups"][0]
     return (mgr["Reservations"][0]["Instances"][0]["InstanceId"],
             sorted(i["InstanceId"] for i in group["Instances"] if i["LifecycleState"] == "InService"))
 

@@ -32,7 +32,11 @@ from pathlib import Path
 import boto3
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "plugins" / "module_utils"))
+import jhs_names  # noqa: E402  (the cluster's resource names: plugins/module_utils/jhs_names.py, their one owner)
+
 CLUSTER = "labhub"
+NAMES = jhs_names.names(CLUSTER)
 
 
 def lab_env() -> dict[str, str]:
@@ -66,7 +70,7 @@ class Lab:
                   aws_access_key_id="lab", aws_secret_access_key="lab")
         self.env = env
         self.ec2, self.asg = boto3.client("ec2", **kw), boto3.client("autoscaling", **kw)
-        group = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[f"{CLUSTER}-workers"])["AutoScalingGroups"][0]
+        group = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[NAMES["workers"]])["AutoScalingGroups"][0]
         self.subnet = group["VPCZoneIdentifier"].split(",")[0]
         self.tags = [{"Key": t["Key"], "Value": t["Value"]} for t in group.get("Tags", []) if t.get("PropagateAtLaunch")]
         mgr = self.ec2.describe_instances(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]},
@@ -75,7 +79,7 @@ class Lab:
         self.manager = mgr["Reservations"][0]["Instances"][0]["InstanceId"]
 
     def template_versions(self) -> list[dict]:
-        return self.ec2.describe_launch_template_versions(LaunchTemplateName=f"{CLUSTER}-worker")["LaunchTemplateVersions"]
+        return self.ec2.describe_launch_template_versions(LaunchTemplateName=NAMES["worker"])["LaunchTemplateVersions"]
 
     def node_states(self) -> dict[str, str]:
         out = sh("docker", "exec", self.manager, "docker", "node", "ls", "--format", "{{.ID}} {{.Hostname}} {{.Status}}")
@@ -90,7 +94,7 @@ class Lab:
             time.sleep(1)
         t0 = time.time()
         inst = self.ec2.run_instances(
-            LaunchTemplate={"LaunchTemplateName": f"{CLUSTER}-worker", "Version": version}, MinCount=1, MaxCount=1,
+            LaunchTemplate={"LaunchTemplateName": NAMES["worker"], "Version": version}, MinCount=1, MaxCount=1,
             SubnetId=self.subnet, TagSpecifications=[{"ResourceType": "instance", "Tags": self.tags}],
             **({"ImageId": image_id} if image_id else {}))["Instances"][0]
         iid, host = inst["InstanceId"], "ip-" + inst["PrivateIpAddress"].replace(".", "-")
@@ -156,7 +160,7 @@ def main() -> int:
     baked = max((v for v in versions if v["LaunchTemplateData"]["ImageId"] != base_ami), key=lambda v: v["VersionNumber"])
     baked_v = str(baked["VersionNumber"])
     base_v = baked_v   # (a) boots the same version (user-data and all) with the base AMI given instead
-    print(f"launch template {CLUSTER}-worker version {baked_v}: (a) with the base AMI {base_ami}, "
+    print(f"launch template {NAMES['worker']} version {baked_v}: (a) with the base AMI {base_ami}, "
           f"(b) version {baked_v} = baked AMI {baked['LaunchTemplateData']['ImageId']}; {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}")
     results: dict[str, list[dict[str, float]]] = {"a": [], "b": []}
@@ -171,7 +175,7 @@ def main() -> int:
                 print(f"round {rnd + 1} ({kind}): " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(r.items(), key=lambda kv: kv[1])))
     finally:
         if baked_here and not args.keep_image:
-            lab.ec2.modify_launch_template(LaunchTemplateName=f"{CLUSTER}-worker", DefaultVersion=str(default_before))
+            lab.ec2.modify_launch_template(LaunchTemplateName=NAMES["worker"], DefaultVersion=str(default_before))
             image = lab.ec2.describe_images(ImageIds=[baked_here])["Images"][0]
             lab.ec2.deregister_image(ImageId=baked_here)
             lab_image = {t["Key"]: t["Value"] for t in image.get("Tags", [])}.get("jhs-lab:image")

@@ -73,7 +73,8 @@ BAD_INPUTS = [
      " = 5 x 30 = 150 seconds"),
     ("node-pool-format", {"aws_cluster_worker_node_pool": "GPU Pool"}, "aws_cluster_worker_node_pool=GPU Pool"),
     ("cpu-target-range", {"aws_cluster_worker_cpu_target": 150}, "aws_cluster_worker_cpu_target=150: give a percentage"),
-    ("efs-transition", {"aws_cluster_efs_transition_to_ia": "AFTER_2_DAYS"}, "aws_cluster_efs_transition_to_ia=AFTER_2_DAYS"),
+    # the spec's choices take a null for '' (off); preflight still refuses it
+    ("efs-transition-null", {"aws_cluster_efs_transition_to_ia": None}, "aws_cluster_efs_transition_to_ia is null: use ''"),
     ("domain-format", {"aws_cluster_domain": "hub_example"}, "aws_cluster_domain=hub_example: give a lowercase"),
     ("dns-without-domain", {"aws_cluster_dns_record": True}, "aws_cluster_dns_record is true but aws_cluster_domain is empty"),
     ("dns-without-zone", {"aws_cluster_dns_record": True, "aws_cluster_domain": "hub.example.org"},
@@ -96,6 +97,14 @@ BAD_INPUTS = [
     ("hub-backup-retention-zero", {"aws_cluster_hub_backup_retention_days": 0},
      "aws_cluster_hub_backup_retention_days=0: give a whole number of days >= 1"),
     ("ecr-keep-images-negative", {"aws_cluster_ecr_keep_images": -1}, "aws_cluster_ecr_keep_images=-1: give a whole number >= 0"),
+]
+
+# Rejected by meta/argument_specs.yml (a single setting's type or fixed list of values, which preflight no longer
+# repeats): the role's argument validation, its first task, names the setting before any AWS call.
+SPEC_REJECTED = [
+    ("efs-transition", {"aws_cluster_efs_transition_to_ia": "AFTER_2_DAYS"},
+     "value of aws_cluster_efs_transition_to_ia must be one of: , AFTER_1_DAY, AFTER_7_DAYS, AFTER_14_DAYS, AFTER_30_DAYS,"
+     " AFTER_60_DAYS, AFTER_90_DAYS, AFTER_180_DAYS, AFTER_270_DAYS, AFTER_365_DAYS, got: AFTER_2_DAYS"),
 ]
 
 
@@ -153,7 +162,7 @@ def outcomes(recorder_url, aws_env_module):
         return name, proc
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        for name, proc in pool.map(one, BAD_INPUTS):
+        for name, proc in pool.map(one, BAD_INPUTS + SPEC_REJECTED):
             results[name] = proc
     results["__requests_after_bad_inputs"] = Recorder.count
     results["__control"] = run_provision(aws_env_module, recorder_url, {})
@@ -188,6 +197,18 @@ def test_bad_input_rejected_by_preflight(outcomes, name, overrides, message):
     printed = out[out.index("fatal: [localhost]"):]
     assert message.replace("\n", " ") in printed.replace("\n", " "), printed[:2000]
     assert "Discover |" not in out
+
+
+@pytest.mark.parametrize("name,overrides,message", SPEC_REJECTED, ids=[case[0] for case in SPEC_REJECTED])
+def test_bad_input_rejected_by_argument_specs(outcomes, name, overrides, message):
+    proc = outcomes[name]
+    out = proc.stdout
+    assert proc.returncode != 0, out
+    failed_task = out[:out.index("fatal: [localhost]")].rsplit("TASK [", 1)[1].split("]", 1)[0]
+    assert failed_task.startswith("aws_cluster : Validating arguments against arg spec 'main'"), failed_task
+    printed = out[out.index("fatal: [localhost]"):]
+    assert message in " ".join(printed.split()), printed[:2000]
+    assert "Preflight |" not in out and "Discover |" not in out
 
 
 def test_no_aws_call_from_any_rejected_input(outcomes):

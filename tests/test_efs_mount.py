@@ -124,9 +124,12 @@ def test_check_mode_reports_changes_and_writes_nothing(tmp_path):
 @pytest.mark.parametrize("settings, message", [
     ({"efs_mount_file_system_id": "efs-123"}, "efs_mount_file_system_id must be empty or an EFS id"),
     ({"efs_mount_users": ["Alice Smith"]}, "efs_mount_users lower-case names"),
-    ({"efs_mount_target": "ip", "efs_mount_target_ip": "not-an-ip"}, "efs_mount_target must be az_dns, regional_dns or ip"),
+    ({"efs_mount_target": "ip", "efs_mount_target_ip": "not-an-ip"},
+     "with efs_mount_target=ip, efs_mount_target_ip must be an IPv4 address (got 'not-an-ip')"),
     ({"efs_mount_options": ["nfsvers=3", "hard"]}, "efs_mount_options must keep nfsvers=4.1"),
-    ({"efs_mount_method": "autofs"}, "efs_mount_method"),
+    # a single setting's fixed list of values: the role's argument_specs (choices), checked before its preflight
+    ({"efs_mount_method": "autofs"}, "value of efs_mount_method must be one of: fstab, systemd, got: autofs"),
+    ({"efs_mount_target": "nearest"}, "value of efs_mount_target must be one of: az_dns, regional_dns, ip, got: nearest"),
 ])
 def test_bad_settings_stop_before_anything_changes(tmp_path, settings, message):
     result = run_role(tmp_path, **settings)

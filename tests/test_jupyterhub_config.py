@@ -273,6 +273,11 @@ BAD_CASES = {
     "same_ports": ({"jupyterhub_https_port": 8443, "jupyterhub_http_port": 8443}, "must be\ntwo different ports"),
     "activity_slower_than_culler": ({"jupyterhub_idle_timeout": 300, "jupyterhub_activity_interval": 300},
                                     "at most half of\njupyterhub_idle_timeout (300)"),
+    # a single setting's fixed list of values: the role's argument_specs (choices), which preflight no longer repeats
+    "authenticator_unknown": ({"jupyterhub_authenticator": "ldap"},
+                              "value of jupyterhub_authenticator must be one of: github, oidc, local, got: ldap"),
+    "on_worker_loss_unknown": ({"jupyterhub_on_worker_loss": "restart"},
+                               "value of jupyterhub_on_worker_loss must be one of: keep, stop, got: restart"),
     # the scaler's settings, judged by its own code (every host of this run has the scaler on, with a schedule)
     "scaler_schedule_syntax": ({"jupyterhub_scaler_schedule": [{"days": "tue", "start": "9h45", "end": "12:00",
                                                                  "min_nodes": 2}]},

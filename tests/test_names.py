@@ -1,6 +1,7 @@
 """plugins/module_utils/jhs_names.py, the one owner of the shared names and rules (issue 16, item 1): the names of
 a cluster, the cluster_name rule, the regions, a home's owner and mode, the filters that hand them to roles; and a
-scan of roles/, plugins/, playbooks/ and lab/ that fails when any of them is written out anywhere else again."""
+scan of roles/, plugins/, playbooks/, lab/, benchmarks/ and inventories/ that fails when any of them is written out
+anywhere else again."""
 from __future__ import annotations
 
 import importlib.util
@@ -12,7 +13,7 @@ from conftest import ROOT
 
 OWNER = ROOT / "plugins" / "module_utils" / "jhs_names.py"
 OWNER_REL = "plugins/module_utils/jhs_names.py"
-SCANNED = ("roles", "plugins", "playbooks", "lab")
+SCANNED = ("roles", "plugins", "playbooks", "lab", "benchmarks", "inventories")
 
 
 def load(name, path):
@@ -130,7 +131,7 @@ def test_ansible_cfg_finds_the_filters_and_module_utils():
     assert re.search(r"^module_utils = plugins/module_utils$", cfg, re.M)
 
 
-# ---- one owner: nothing in roles/, plugins/, playbooks/ or lab/ writes a name or rule out again ------------------
+# ---- one owner: nothing in roles/, plugins/, playbooks/, lab/, benchmarks/ or inventories/ writes one out again ---
 
 def scanned_texts() -> dict:
     """Every text file under SCANNED, by its path relative to the repository."""

@@ -19,6 +19,13 @@ from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
 
+# The same few lines load it in plugins/inventory/swarm_ec2.py, on purpose: Ansible loads each plugin file on its
+# own by its path (this one as ansible.plugins.filter.jhs_names_<hash of the path>, the inventory plugin as
+# ansible.plugins.inventory.swarm_ec2), so neither has a package to import a sibling from, and ansible.cfg's
+# module_utils path serves modules only (AnsiballZ), not controller code. A shared helper would have to be found
+# by path in the same way, so it would move these lines rather than remove them; and the inventory plugin runs
+# (ansible-inventory, the inventory benchmark) without any filter loaded. Both use one sys.modules name, so the file
+# runs once and both get the same module.
 _SPEC = importlib.util.spec_from_file_location(
     "jhs_names_module_utils", Path(__file__).resolve().parent.parent / "module_utils" / "jhs_names.py")
 _names = sys.modules.get(_SPEC.name)

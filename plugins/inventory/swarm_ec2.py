@@ -159,7 +159,8 @@ from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_ta
 from ansible_collections.amazon.aws.plugins.plugin_utils.inventory import AWSInventoryBase
 
 # The shared names and rules (cluster_name, the workers' group, regions): plugins/module_utils/jhs_names.py, loaded
-# by its path as the filters of plugins/filter/jhs_names.py load it (a controller plugin cannot import it otherwise).
+# by its path as the filters of plugins/filter/jhs_names.py load it (a controller plugin cannot import it otherwise;
+# why the two copies of these lines stay: the comment above the loader in plugins/filter/jhs_names.py).
 _NAMES_SPEC = importlib.util.spec_from_file_location(
     "jhs_names_module_utils", Path(__file__).resolve().parent.parent / "module_utils" / "jhs_names.py")
 jhs_names = sys.modules.get(_NAMES_SPEC.name)

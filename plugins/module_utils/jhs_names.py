@@ -4,11 +4,14 @@
 
 Every AWS resource, SSM parameter and ECR repository of a cluster is named here from its cluster_name; the rule a
 cluster_name follows, the AWS regions the project accepts, and the owner and mode of a user's home directory are
-defined here too. Nothing else in roles/, plugins/, playbooks/ or lab/ spells them out (tests/test_names.py checks):
+defined here too. Nothing else in roles/, plugins/, playbooks/, lab/, benchmarks/ or inventories/ spells them out
+(tests/test_names.py checks):
 
-- roles and playbooks read them through the filters of plugins/filter/jhs_names.py (ansible.cfg's filter_plugins);
+- roles, playbooks and inventories' group_vars read them through the filters of plugins/filter/jhs_names.py
+  (ansible.cfg's filter_plugins);
 - the inventory plugin (plugins/inventory/swarm_ec2.py) loads this file by its path;
-- modules may import it as ansible.module_utils.jhs_names (ansible.cfg's module_utils).
+- modules may import it as ansible.module_utils.jhs_names (ansible.cfg's module_utils);
+- the benchmarks (benchmarks/*.py) import it with plugins/module_utils on sys.path.
 
 A setting that lets an operator rename something (swarm_manager_token_parameter, jupyterhub_scaler_group, ...)
 keeps its place in its role; only its default comes from here. Standard library only: botocore, whose data lists
