@@ -343,8 +343,9 @@ def test_notebook_image_runs_singleuser_with_sqlite_off_nfs(jh_images):
 
 
 def test_rendered_config_creates_homes_with_the_owners_uid_gid_and_mode(preflight_run):
-    """The hub makes a home as efs_mount does: owner and mode from plugins/module_utils/jhs_names.py."""
+    """The hub makes a home as efs_mount does: owner and mode from plugins/module_utils/jhs_names.py (the spawner's
+    create_home, tests/test_jhs_spawner.py, makes it with these values)."""
     _, _, work = preflight_run
     config = (work / "good" / "jupyterhub_config.py").read_text()
-    assert 'home.mkdir(mode=int("0700", 8), parents=True, exist_ok=True)' in config
-    assert "os.chown(home, 1000, 1000)" in config
+    assert 'c.SwarmSpawner.home_mode = "0700"\n' in config
+    assert "c.SwarmSpawner.home_uid = 1000\n" in config and "c.SwarmSpawner.home_gid = 1000\n" in config
