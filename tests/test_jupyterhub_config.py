@@ -1,6 +1,6 @@
 """jupyterhub role: preflight refuses bad settings, and the rendered jupyterhub_config.py loads in the real hub.
 
-The config is rendered by the role's own tasks (tests/jupyterhub/render.yml) for every authenticator x TLS
+The config is rendered by the role's own tasks (tests/jhs_hub/render.yml) for every authenticator x TLS
 mode, then loaded by JupyterHub itself inside the hub image the role builds (from the lab's Debian base):
 JupyterHub.initialize() plus a user's SwarmSpawner, with no "Config option ... not recognized" warning.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyterhub.helpers import (HERE, NOTEBOOK_IMAGE_NAME, docker, failures, image_vars, lab_base_image,
+from jhs_hub.helpers import (HERE, NOTEBOOK_IMAGE_NAME, docker, failures, image_vars, lab_base_image,
                                 recap, run_playbook, write_inventory)
 
 AUTHENTICATORS = ["github", "oidc", "local"]
@@ -37,7 +37,7 @@ def jh_images(tmp_path_factory):
 
 
 def test_spawner_notices_a_starting_server_quickly_and_fails_a_silent_one(rendered, jh_images):
-    """The config's SwarmSpawner (tests/jupyterhub/spawner_poll.py, Docker calls stubbed): a task running after
+    """The config's SwarmSpawner (tests/jhs_hub/spawner_poll.py, Docker calls stubbed): a task running after
     three waiting states is seen well within upstream's first 1 s pause; rejected is waited on and failed stops
     the spawn; a task no node has room for fails the spawn with swarm's reason after no_room_timeout; after upstream's start, an answering port returns at once and a silent one fails in http_timeout;
     registry credentials (ECR tokens the refresher rewrites) reach the Docker client again when their file changes."""
@@ -348,8 +348,9 @@ def test_notebook_image_runs_singleuser_with_sqlite_off_nfs(jh_images):
 
 
 def test_rendered_config_creates_homes_with_the_owners_uid_gid_and_mode(preflight_run):
-    """The hub makes a home as efs_mount does: owner and mode from plugins/module_utils/jhs_names.py."""
+    """The hub makes a home as efs_mount does: owner and mode from plugins/module_utils/jhs_names.py (the spawner's
+    create_home, tests/test_jhs_spawner.py, makes it with these values)."""
     _, _, work = preflight_run
     config = (work / "good" / "jupyterhub_config.py").read_text()
-    assert 'home.mkdir(mode=int("0700", 8), parents=True, exist_ok=True)' in config
-    assert "os.chown(home, 1000, 1000)" in config
+    assert 'c.SwarmSpawner.home_mode = "0700"\n' in config
+    assert "c.SwarmSpawner.home_uid = 1000\n" in config and "c.SwarmSpawner.home_gid = 1000\n" in config

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port
-from jupyterhub.helpers import docker, image_vars, lab_base_image, recap, run_playbook, write_inventory
+from jhs_hub.helpers import docker, image_vars, lab_base_image, recap, run_playbook, write_inventory
 from test_jupyterhub_config import jh_images  # noqa: F401  (session fixture: images built once)
 
 CLIENT_ID = "Iv1.jhs-test-client"

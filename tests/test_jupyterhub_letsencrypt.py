@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from jupyterhub.helpers import HERE, docker, lab_base_image, recap, run_playbook, write_inventory
+from jhs_hub.helpers import HERE, docker, lab_base_image, recap, run_playbook, write_inventory
 
 DOMAIN = "hub.example.test"
 

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from jupyterhub.helpers import docker, lab_base_image, recap, run_playbook, write_inventory
+from jhs_hub.helpers import docker, lab_base_image, recap, run_playbook, write_inventory
 
 DATA_DIR = "/var/lib/jupyterhub"
 

@@ -31,6 +31,18 @@ every setting comes from the jupyterhub role through that config. What it change
   view of room. A server whose pinned worker is lost is unpinned by ``poll``, so swarm can place it again.
 - Registry credentials (ECR tokens, rewritten by the manager's refresher) are read again when their file changes,
   and sent with each new service, so the worker pulls the image with them.
+- Profiles and homes (settings ``profiles``, ``home_template``, ``home_mode``, ``home_uid``, ``home_gid``): the spawn
+  form offers the operator's profiles (none when there are fewer than two), the chosen one sets the image (which
+  dockerspawner's ``start`` checks against ``allowed_images``) and the sizes it names, and the user's home is
+  created with its owner and mode before the service exists (swarm rejects a missing bind source, and the spawn
+  would hang until start_timeout).
+
+  Both run in ``run_pre_spawn_hook``, the method through which JupyterHub's ``User.spawn`` calls the
+  ``pre_spawn_hook`` setting: the same moment as the config's former hook (after the hub applied the user's
+  options, before ``start``), still outside ``start``'s readiness checks (which the tests drive with Docker
+  stubbed, and which must not touch the file system), and ``c.Spawner.pre_spawn_hook`` stays free for an
+  operator's own hook, run after these. ``options_form`` and ``options_from_form`` are the defaults of upstream's
+  traits (a setting still overrides them), so the config holds values only.
 """
 import asyncio
 import os
@@ -41,7 +53,7 @@ from pprint import pformat
 
 import dockerspawner
 from tornado.httpclient import AsyncHTTPClient
-from traitlets import Bool, Enum, Float, Unicode, default
+from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, default, validate
 
 import jhs_scaler
 
@@ -91,10 +103,84 @@ class SwarmSpawner(dockerspawner.SwarmSpawner):
     pack_reserve_cpu = Float(0.1, config=True, help="CPU of each worker kept for its engine and system.")
     pack_reserve_memory = Unicode("512M", config=True, help="Memory of each worker kept for its engine and system.")
     task_id = Unicode("", help="ID of the task the hub saw running (persisted in the spawner's state).")
+    profiles = List(
+        Dict(), config=True,
+        help="The spawn form's choices: each {name, display_name, image} and optionally cpu_limit, cpu_guarantee, "
+             "mem_limit, mem_guarantee. Fewer than two: no form.")
+    home_template = Unicode(
+        "", config=True,
+        help="The user's home on the shared file system, as a volume source ({username}); created before the "
+             "service starts. Empty: no home is created.")
+    home_mode = Unicode("0700", config=True, help="Mode of a new home, in octal (plugins/module_utils/jhs_names.py).")
+    home_uid = Int(1000, config=True, help="Owner of a new home (the notebook user).")
+    home_gid = Int(1000, config=True, help="Group of a new home.")
+
+    @validate("home_mode")
+    def _validate_home_mode(self, proposal):
+        try:
+            mode = int(proposal["value"], 8)
+        except ValueError:
+            mode = -1
+        if not 0 <= mode <= 0o7777:
+            raise TraitError(f"home_mode must be an octal mode such as 0700, not {proposal['value']!r}")
+        return proposal["value"]
 
     @default("registry_config")
     def _registry_config_default(self):
         return str(Path(os.environ.get("DOCKER_CONFIG", "/nonexistent")) / "config.json")
+
+    # --- profiles and homes: the spawn form, the chosen profile, the user's home ---------------------------------
+    @default("options_form")
+    def _profiles_options_form(self):
+        """The operator's profiles (image and size) as a choice; empty when there is nothing to choose."""
+        if len(self.profiles) < 2:
+            return ""
+        options = "".join(
+            '<option value="{name}"{selected}>{display_name}</option>'.format(
+                selected=" selected" if i == 0 else "", **p)
+            for i, p in enumerate(self.profiles)
+        )
+        return ('<label for="profile">Server profile</label><select class="form-control" name="profile">'
+                + options + "</select>")
+
+    @default("options_from_form")
+    def _profiles_options_from_form(self):
+        return self.profile_options_from_form
+
+    def find_profile(self, name):
+        return next((p for p in self.profiles if p["name"] == name), None)
+
+    def profile_options_from_form(self, formdata):
+        """The chosen profile's name and image as user_options; {} for an unknown one."""
+        name = formdata.get("profile", [""])[0]
+        profile = self.find_profile(name)
+        if profile is None:
+            return {}
+        # dockerspawner checks the image against allowed_images before it starts anything.
+        return {"profile": name, "image": profile["image"]}
+
+    def apply_profile(self):
+        """The sizes the chosen profile names; the configured ones stay for those it does not."""
+        profile = self.find_profile(self.user_options.get("profile"))
+        if profile is None:
+            return
+        for key in ("cpu_limit", "cpu_guarantee", "mem_limit", "mem_guarantee"):
+            if profile.get(key) not in (None, ""):
+                setattr(self, key, profile[key])
+
+    def create_home(self):
+        """Create the user's home, with its owner and mode (plugins/module_utils/jhs_names.py), if it is missing."""
+        if not self.home_template:
+            return
+        home = Path(self.format_volume_name(self.home_template, self))
+        if not home.is_dir():
+            home.mkdir(mode=int(self.home_mode, 8), parents=True, exist_ok=True)
+            os.chown(home, self.home_uid, self.home_gid)
+
+    def run_pre_spawn_hook(self):
+        self.apply_profile()
+        self.create_home()
+        return super().run_pre_spawn_hook()
 
     # --- state: the task the hub started, so a replaced one can be told apart --------------------------------
     def load_state(self, state):

@@ -12,6 +12,7 @@ import sys
 
 from jupyterhub import orm
 from jupyterhub.app import JupyterHub
+from jupyterhub.utils import maybe_future
 
 
 async def main(path, profile):
@@ -22,12 +23,14 @@ async def main(path, profile):
     app.db.commit()
     user = app.users[user_orm.id]
     spawner = user.spawners[""]
-    form = spawner.options_form(spawner) if callable(spawner.options_form) else spawner.options_form
+    # as the hub does: the form page, the form's data, then User.spawn's pre-spawn hook (jhs_spawner applies the
+    # profile's sizes and creates the home there)
+    form = await spawner.get_options_form()
     if profile:
-        spawner.user_options = spawner.options_from_form({"profile": [profile]})
+        spawner.user_options = await maybe_future(spawner.run_options_from_form({"profile": [profile]}))
         if spawner.user_options.get("image"):
             spawner.image = await spawner.check_allowed(spawner.user_options["image"])
-    spawner.pre_spawn_hook(spawner)
+    await maybe_future(spawner.run_pre_spawn_hook())
     home = spawner.format_volume_name(list(spawner.volumes)[0], spawner)
     auth = app.authenticator
     st = os.stat(home)
