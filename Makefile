@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
 
-.PHONY: help venv docker images lab lab-up lab-down lab-status lint pytest molecule test settings-doc bench bench-autoscale
+.PHONY: help venv docker browser images lab lab-up lab-down lab-status lint pytest molecule test settings-doc bench bench-autoscale
 
 help:
 	@echo "make lab       bring up the local lab and run site.yml against it (ends with the hub URL)"
@@ -25,6 +25,10 @@ venv: $(BIN)/.installed
 
 docker:
 	@scripts/ensure-docker
+
+# Debian's chromium and chromium-driver, for the lab's real-browser test (tests/lab/browser.py).
+browser:
+	@scripts/ensure-browser
 
 images: venv docker
 	$(BIN)/python -m lab images
@@ -55,7 +59,7 @@ lint: venv
 # sharing a session fixture) is handed to whichever worker is free (tests/conftest.py names the units). Most lab
 # time is waiting on nodes, so the other worker runs beside it. PYTEST_WORKERS=0 runs in one process.
 PYTEST_WORKERS ?= 2
-pytest: venv docker images
+pytest: venv docker browser images
 	$(BIN)/python -m pytest --durations=25 -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 molecule: venv docker

@@ -248,6 +248,77 @@ def test_home_survives_stop_and_start_on_the_other_worker(site, aws, hub):
         hub.stop(user)
 
 
+
+def test_a_person_in_a_browser_signs_in_picks_a_profile_runs_a_cell_and_finds_the_notebook_after_a_restart(
+        site, aws, hub):
+    """What a student does, in a real browser (Debian's chromium, tests/lab/browser.py): sign in on the hub's
+    login page, pick the "small" profile in the spawn form, wait for JupyterLab, open a new notebook from the
+    launcher, run a cell and see its output, save. The server is stopped and started again; the notebook is
+    still there with its output. Signing out leads back to the login page. Screenshots and the page's HTML of
+    a failure are saved in .lab/logs/browser/."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    import browser
+    assert not browser.missing(), browser.missing()
+    url = site["LAB_HUB_URL"].rstrip("/")
+    user = "b" + uuid.uuid4().hex[:6]
+    driver = browser.start()
+    try:
+        with browser.screenshots_on_failure(driver, ROOT / ".lab" / "logs" / "browser", user):
+            driver.get(url + "/hub/login")
+            browser.visible(driver, "#username_input").send_keys(user)
+            driver.find_element(By.CSS_SELECTOR, "#password_input").send_keys("lab")
+            driver.find_element(By.CSS_SELECTOR, "#login_submit").click()
+            browser.wait(driver).until(lambda d: "/hub/login" not in d.current_url, "still on the login page")
+            # the spawn form offers the lab's profiles (inventories/lab/group_vars/all.yml); pick the second
+            driver.get(url + "/hub/spawn")
+            select = browser.visible(driver, "#spawn_form select[name=profile]")
+            offered = [o.get_attribute("value") for o in select.find_elements(By.TAG_NAME, "option")]
+            assert offered == ["standard", "small"], offered
+            select.find_element(By.CSS_SELECTOR, "option[value=small]").click()
+            driver.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]").click()
+            browser.visible(driver, ".jp-LauncherCard[data-category=Notebook]", timeout=240).click()
+            editor = browser.visible(driver, ".jp-NotebookPanel .jp-Cell .cm-content", timeout=120)
+            editor.click()
+            ActionChains(driver).send_keys("print(6 * 7)").key_down(Keys.SHIFT).send_keys(Keys.ENTER) \
+                .key_up(Keys.SHIFT).perform()
+            browser.wait(driver, 120).until(
+                lambda d: any(o.text.strip() == "42" for o in d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output")),
+                "the cell's output 42 never showed")
+            ActionChains(driver).key_down(Keys.CONTROL).send_keys("s").key_up(Keys.CONTROL).perform()
+
+            def saved():
+                r = hub.call("GET", f"/user/{user}/api/contents/Untitled.ipynb")
+                if r.status_code != 200:
+                    return None
+                cells = r.json()["content"]["cells"]
+                return cells if any("42" in "".join(o.get("text", "")) for c in cells for o in c.get("outputs", [])) \
+                    else None
+            wait_for(saved, 60, 1, what="Untitled.ipynb saved with the cell's output")
+            # the profile picked in the form sized the server: "small" has a 1G memory limit (the default is 2G)
+            spec = json.loads(node_exec(manager_id(aws), "docker", "service", "inspect", f"jupyter-{user}").stdout)[0]
+            assert spec["Spec"]["TaskTemplate"]["Resources"]["Limits"]["MemoryBytes"] == 1024 ** 3
+
+            hub.stop(user)
+            hub.start(user)
+            driver.get(f"{url}/user/{user}/lab/tree/Untitled.ipynb")
+            browser.wait(driver, 120).until(
+                lambda d: any(o.text.strip() == "42" for o in d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output")),
+                "the notebook and its output after the restart")
+            assert "print(6 * 7)" in browser.visible(driver, ".jp-NotebookPanel .jp-Cell .cm-content").text
+
+            driver.get(url + "/hub/logout")
+            browser.visible(driver, "#username_input")
+            driver.get(url + "/hub/home")
+            browser.wait(driver).until(lambda d: "/hub/login" in d.current_url, "/hub/home answered after sign-out")
+    finally:
+        driver.quit()
+        with contextlib.suppress(RuntimeError):   # stopped already when the test failed before its start
+            hub.stop(user)
+
+
 EGRESS_PROBE = """
 import json, socket, sys
 out = {}
