@@ -187,27 +187,28 @@ def test_at_least_fifteen_bad_inputs_with_distinct_messages():
 
 
 @pytest.mark.parametrize("name,overrides,message", BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])
-def test_bad_input_rejected_by_preflight(outcomes, name, overrides, message):
-    proc = outcomes[name]
+def failure(proc) -> tuple[str, str]:
+    """The run failed: the name of the task that failed, and what was printed from its failure on."""
     out = proc.stdout
     assert proc.returncode != 0, out
     failed_task = out[:out.index("fatal: [localhost]")].rsplit("TASK [", 1)[1].split("]", 1)[0]
+    return failed_task, out[out.index("fatal: [localhost]"):]
+
+
+def test_bad_input_rejected_by_preflight(outcomes, name, overrides, message):
+    failed_task, printed = failure(outcomes[name])
     assert failed_task.startswith("aws_cluster : Preflight |"), failed_task
     # The message, with YAML folding undone the way the callback prints it.
-    printed = out[out.index("fatal: [localhost]"):]
     assert message.replace("\n", " ") in printed.replace("\n", " "), printed[:2000]
-    assert "Discover |" not in out
+    assert "Discover |" not in outcomes[name].stdout
 
 
 @pytest.mark.parametrize("name,overrides,message", SPEC_REJECTED, ids=[case[0] for case in SPEC_REJECTED])
 def test_bad_input_rejected_by_argument_specs(outcomes, name, overrides, message):
-    proc = outcomes[name]
-    out = proc.stdout
-    assert proc.returncode != 0, out
-    failed_task = out[:out.index("fatal: [localhost]")].rsplit("TASK [", 1)[1].split("]", 1)[0]
+    failed_task, printed = failure(outcomes[name])
     assert failed_task.startswith("aws_cluster : Validating arguments against arg spec 'main'"), failed_task
-    printed = out[out.index("fatal: [localhost]"):]
     assert message in " ".join(printed.split()), printed[:2000]
+    out = outcomes[name].stdout
     assert "Preflight |" not in out and "Discover |" not in out
 
 

@@ -185,6 +185,36 @@ def test_the_pre_spawn_hook_without_an_operators_hook(tmp_path, chowns):
     assert (tmp_path / "carol").is_dir() and sp.mem_limit == 2 * G
 
 
+# --- the service it creates ------------------------------------------------------------------------------------
+def service_created(sp):
+    """What reaches Docker's create_service when upstream's create_object builds the spec as it does (docker-py's
+    types, the config's extra_container_spec), through the spawner's docker()."""
+    from docker.types import ContainerSpec, Resources, TaskTemplate
+    calls = []
+    sp._docker = lambda method, *args, **kwargs: calls.append((method, kwargs))
+    template = TaskTemplate(container_spec=ContainerSpec(image=sp.image, **sp.extra_container_spec),
+                            resources=Resources(mem_limit=2 * G, mem_reservation=G // 4))
+
+    async def create_then_inspect():
+        await sp.docker("create_service", task_template=template, name="jupyter-alice")
+        await sp.docker("inspect_service", "jupyter-alice")
+    asyncio.run(create_then_inspect())
+    (method, kwargs), other = calls
+    assert method == "create_service" and other == ("inspect_service", {})
+    return kwargs["task_template"]
+
+
+def test_the_pids_limit_joins_the_services_resources():
+    template = service_created(spawner(pids_limit=4096, extra_container_spec={"cap_drop": ["ALL"]}))
+    assert template["Resources"] == {"Limits": {"MemoryBytes": 2 * G, "Pids": 4096},
+                                     "Reservations": {"MemoryBytes": G // 4}}
+    assert template["ContainerSpec"]["CapabilityDrop"] == ["ALL"]
+
+
+def test_no_pids_limit_leaves_the_resources_alone():
+    assert "Pids" not in service_created(spawner())["Resources"]["Limits"]
+
+
 # --- pure helpers -------------------------------------------------------------------------------------------------
 def test_task_addresses_are_the_tasks_own_on_the_named_network():
     task = {"NetworksAttachments": [

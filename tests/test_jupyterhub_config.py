@@ -20,6 +20,8 @@ AUTHENTICATORS = ["github", "oidc", "local"]
 TLS_MODES = ["selfsigned", "provided", "letsencrypt"]
 COMBOS = [(a, t) for a in AUTHENTICATORS for t in TLS_MODES]
 OTHER_IMAGE = "registry.example.test/science:2024.1"
+# What the hub container's name resolves to where the config is loaded (docker run --add-host): its overlay address.
+HUB_ADDRESS = "10.9.8.7"
 
 
 @pytest.fixture(scope="session")
@@ -42,10 +44,11 @@ def test_spawner_notices_a_starting_server_quickly_and_fails_a_silent_one(render
     the spawn; a task no node has room for fails the spawn with swarm's reason after no_room_timeout; after upstream's start, an answering port returns at once and a silent one fails in http_timeout;
     registry credentials (ECR tokens the refresher rewrites) reach the Docker client again when their file changes."""
     config = rendered / "local-selfsigned" / "jupyterhub_config.py"
-    proc = docker("run", "--rm", "--network", "none",
+    proc = docker("run", "--rm", "--network", "none", "--add-host", f"jupyterhub:{HUB_ADDRESS}",
                   "-v", f"{config}:/etc/jupyterhub/jupyterhub_config.py:ro",
                   "-v", f"{rendered / 'secrets'}:/etc/jupyterhub/secrets:ro",
-                  "-v", f"{HERE / 'spawner_poll.py'}:/opt/spawner_poll.py:ro", "-e", "DOCKER_CONFIG=/tmp/registry-config",
+                  "-v", f"{HERE / 'spawner_poll.py'}:/opt/spawner_poll.py:ro",
+                  "-v", f"{HERE / 'hubapp.py'}:/opt/hubapp.py:ro", "-e", "DOCKER_CONFIG=/tmp/registry-config",
                   jh_images["hub"], "python3", "/opt/spawner_poll.py", "/etc/jupyterhub/jupyterhub_config.py",
                   check=False, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -115,7 +118,8 @@ def combo_vars(auth: str, tls: str, cfg: Path, certs: Path) -> dict:
     if auth in ("github", "oidc"):
         v.update(jupyterhub_oauth_client_id=f"{auth}-client-id")
     if auth == "github":
-        v.update(jupyterhub_github_allowed_organizations=["jhs-org", "jhs-org:admins"])
+        v.update(jupyterhub_github_allowed_organizations=["jhs-org", "jhs-org:admins"],
+                 jupyterhub_notebook_capabilities=["CHOWN", "SETUID", "SETGID"], jupyterhub_pids_limit=0)
     if auth == "oidc":
         v.update(jupyterhub_oidc_authorize_url="https://id.example.test/authorize",
                  jupyterhub_oidc_token_url="https://id.example.test/token",
@@ -153,10 +157,11 @@ def rendered(tmp_path_factory):
 
 
 def load_in_hub(hub_image: str, config: Path, secrets: Path, efs: Path, profile: str = "") -> tuple[dict, str]:
-    proc = docker("run", "--rm", "--network", "none",
+    proc = docker("run", "--rm", "--network", "none", "--add-host", f"jupyterhub:{HUB_ADDRESS}",
                   "-v", f"{config}:/etc/jupyterhub/jupyterhub_config.py:ro",
                   "-v", f"{secrets}:/etc/jupyterhub/secrets:ro",
                   "-v", f"{HERE / 'load_config.py'}:/opt/load_config.py:ro",
+                  "-v", f"{HERE / 'hubapp.py'}:/opt/hubapp.py:ro",
                   "-v", f"{efs}:/mnt/efs",
                   hub_image, "python3", "/opt/load_config.py", "/etc/jupyterhub/jupyterhub_config.py", profile,
                   check=False, timeout=120)
@@ -198,8 +203,12 @@ def test_rendered_config_loads_in_jupyterhub_without_unrecognized_options(auth, 
     assert result["network_name"] == "jhs"
     assert result["extra_placement_spec"] == {"constraints": ["node.role == worker"]}
     assert result["extra_endpoint_spec"] == {"mode": "dnsrr"}
+    if auth != "github":   # the defaults: every capability dropped, 4096 processes (github's combination changes both)
+        assert result["extra_container_spec"] == {"cap_drop": ["ALL"]} and result["pids_limit"] == 4096
     assert result["hub_connect_ip"] == "jupyterhub"
     assert result["bind_url"] == "https://:443"
+    # the API listens on the address the container's name resolves to (its overlay address), not on every interface
+    assert result["hub_ip"] == HUB_ADDRESS
     assert result["ssl_cert"] == "/etc/jupyterhub/tls/fullchain.pem"
     assert result["proxy_command"] == ["configurable-http-proxy", "--redirect-port", "80", "--redirect-to", "443"]
     assert result["db_url"] == "sqlite:////srv/jupyterhub/state/jupyterhub.sqlite"
@@ -236,6 +245,9 @@ def test_profile_default_image_and_defaults(rendered, jh_images, tmp_path):
                               rendered / "secrets", tmp_path / "efs")
     assert "not recognized" not in log
     assert result["image"].startswith("jhs/notebook:")
+    # this combination gives capabilities back and has no pids limit
+    assert result["extra_container_spec"] == {"cap_drop": ["ALL"], "cap_add": ["CHOWN", "SETUID", "SETGID"]}
+    assert result["pids_limit"] == 0
     assert result["mem_limit"] == 2 * 1024**3 and result["cpu_limit"] == 1.0
 
 
@@ -270,6 +282,15 @@ BAD_CASES = {
                                     "jupyterhub_backup_s3_prefix='hub-backups' one or more path segments each ending in '/'"),
     "no_room_timeout_beyond_start_timeout": ({"jupyterhub_spawn_no_room_timeout": 300},
                                              "jupyterhub_spawn_no_room_timeout=300 a whole number of seconds"),
+    "memory_limit_far_over_guarantee": ({"jupyterhub_mem_limit": "4G"},
+                                        "the default server size: the memory limit 4G is more than "
+                                        "jupyterhub_mem_limit_ratio_max (8) times the guarantee (256M)"),
+    "memory_limit_without_guarantee": ({"jupyterhub_mem_guarantee": ""},
+                                       "the memory limit 2G is more than jupyterhub_mem_limit_ratio_max (8) times "
+                                       "the guarantee (none)"),
+    "profile_memory_ratio": ({"jupyterhub_profiles": [{"name": "big", "image": "default", "mem_limit": "8G",
+                                                       "mem_guarantee": "512M"}]},
+                             "jupyterhub_profiles entry big: the memory limit 8G is more than"),
     "same_ports": ({"jupyterhub_https_port": 8443, "jupyterhub_http_port": 8443}, "must be\ntwo different ports"),
     "activity_slower_than_culler": ({"jupyterhub_idle_timeout": 300, "jupyterhub_activity_interval": 300},
                                     "at most half of\njupyterhub_idle_timeout (300)"),

@@ -10,19 +10,13 @@ import json
 import os
 import sys
 
-from jupyterhub import orm
-from jupyterhub.app import JupyterHub
 from jupyterhub.utils import maybe_future
+
+from hubapp import hub_with_alice
 
 
 async def main(path, profile):
-    app = JupyterHub()
-    await app.initialize(["-f", path])
-    user_orm = orm.User(name="alice")
-    app.db.add(user_orm)
-    app.db.commit()
-    user = app.users[user_orm.id]
-    spawner = user.spawners[""]
+    app, spawner = await hub_with_alice(path)
     # as the hub does: the form page, the form's data, then User.spawn's pre-spawn hook (jhs_spawner applies the
     # profile's sizes and creates the home there)
     form = await spawner.get_options_form()
@@ -49,6 +43,8 @@ async def main(path, profile):
         "network_name": spawner.network_name,
         "extra_placement_spec": spawner.extra_placement_spec,
         "extra_endpoint_spec": spawner.extra_endpoint_spec,
+        "extra_container_spec": spawner.extra_container_spec,
+        "pids_limit": spawner.pids_limit,
         "mem_limit": spawner.mem_limit,
         "mem_guarantee": spawner.mem_guarantee,
         "cpu_limit": spawner.cpu_limit,
@@ -62,6 +58,7 @@ async def main(path, profile):
         "options_form": form,
         "hub_connect_ip": app.hub_connect_ip,
         "bind_url": app.bind_url,
+        "hub_ip": app.hub_ip,
         "ssl_cert": app.ssl_cert,
         "proxy_command": app.proxy.command,
         "concurrent_spawn_limit": app.concurrent_spawn_limit,

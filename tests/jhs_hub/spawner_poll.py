@@ -13,18 +13,13 @@ import time
 
 import dockerspawner
 from jupyterhub import orm
-from jupyterhub.app import JupyterHub
 from jupyterhub.objects import Server
+
+from hubapp import hub_with_alice
 
 
 async def main(path):
-    app = JupyterHub()
-    await app.initialize(["-f", path])
-    user_orm = orm.User(name="alice")
-    app.db.add(user_orm)
-    app.db.commit()
-    user = app.users[user_orm.id]
-    spawner = user.spawners[""]
+    app, spawner = await hub_with_alice(path)
     out = {"class_mro": [f"{k.__module__}.{k.__name__}" for k in type(spawner).__mro__][:3]}
 
     async def states(seq):

@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import re
+import socket
 import subprocess
 import time
 import uuid
@@ -198,6 +199,35 @@ def test_user_server_runs_on_a_worker_and_answers_through_the_hub(site, aws, hub
     assert home.is_dir() and home.stat().st_uid == 1000
 
 
+def test_a_user_server_runs_without_capabilities_or_new_privileges_under_a_pids_limit(site, aws, hub):
+    """The user's server container, as the worker's engine runs it: every capability dropped, no-new-privileges
+    (the engine's default, daemon.json), the role's pids limit. The hub's API listens on its overlay address only."""
+    user = "u" + uuid.uuid4().hex[:6]
+    hub.create_user(user)
+    hub.start(user)
+    manager = manager_id(aws)
+    worker = service_node(manager, user)
+    try:
+        (cid,) = node_exec(worker, "docker", "ps", "-q", "--filter",
+                           f"label=com.docker.swarm.service.name=jupyter-{user}").stdout.split()
+        info = json.loads(node_exec(worker, "docker", "inspect", cid).stdout)[0]
+        assert info["HostConfig"]["CapDrop"] == ["ALL"] and not info["HostConfig"]["CapAdd"], info["HostConfig"]
+        assert info["HostConfig"]["PidsLimit"] == 4096, info["HostConfig"]
+        status = dict(line.split(":\t", 1) for line in
+                      node_exec(worker, "cat", f"/proc/{info['State']['Pid']}/status").stdout.splitlines() if ":\t" in line)
+        assert status["NoNewPrivs"].strip() == "1", status
+        assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0, status
+    finally:
+        hub.stop(user)
+    # /proc/net/tcp of the hub container: the one socket listening on 8081 is bound to its overlay address
+    pid = node_exec(manager, "docker", "inspect", "-f", "{{.State.Pid}}", "jupyterhub").stdout.strip()
+    listening = [line.split()[1] for line in node_exec(manager, "cat", f"/proc/{pid}/net/tcp").stdout.splitlines()[1:]
+                 if line.split()[3] == "0A" and line.split()[1].endswith(":1F91")]
+    overlay = json.loads(node_exec(manager, "docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}",
+                                   "jupyterhub").stdout)["jhs"]["IPAddress"]
+    assert [socket.inet_ntoa(bytes.fromhex(a.split(":")[0])[::-1]) for a in listening] == [overlay], listening
+
+
 def test_notebook_image_comes_from_the_ecr_stand_in_with_the_hubs_credentials(site, aws, hub):
     """The notebook image is only in the lab's ECR stand-in, which refuses an anonymous pull. Workers hold no
     registry credentials; once they lack the image, a user's spawn still starts, because the hub sends the ECR
@@ -377,8 +407,15 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
                ("ecr", ecr.split(":")[0], int(ecr.split(":")[1]))]
 
     def probe_container():
-        out = node_exec(worker, "docker", "run", "--rm", "--network", network, image, "python3", "-c", EGRESS_PROBE,
-                        json.dumps(targets))
+        def run():
+            out = node_exec(worker, "docker", "run", "--rm", "--network", network, image, "python3", "-c",
+                            EGRESS_PROBE, json.dumps(targets))
+            # Right after an engine restart the worker may not know the attachable overlay yet ("network <id>
+            # not found" until its swarm agent has the network again): that is a wait, any other error fails.
+            if out.returncode != 0 and re.search(r"network \S+ not found", out.stderr):
+                return None
+            return out
+        out = wait_for(run, 90, 2, what=f"the network {network} usable on {worker}")
         assert out.returncode == 0, out.stdout + out.stderr
         return json.loads(out.stdout.strip().splitlines()[-1])
     closed = {"metadata": "refused", "manager_swarm": "refused", "endpoint": "refused", "ecr": "refused"}
@@ -404,9 +441,9 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
     assert restart.returncode == 0, restart.stderr
     wait_for(lambda: node_exec(worker, "docker", "version").returncode == 0, 60, 1, what="the worker's engine")
     assert node_exec(worker, "/usr/local/sbin/jhs-container-firewall", "--check").returncode == 0
-    assert probe_container() == {"hub": "open", "registry": "open", **closed}
     wait_for(lambda: node_exec(manager, "docker", "node", "inspect", "-f", "{{.Status.State}}", node_id).stdout.strip()
              == "ready", 120, 2, what="the worker Ready again after its engine restarted")
+    assert probe_container() == {"hub": "open", "registry": "open", **closed}
 
 
 def run_manager(lab_env: dict, *extra: str) -> subprocess.CompletedProcess:

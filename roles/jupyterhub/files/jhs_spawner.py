@@ -114,6 +114,9 @@ class SwarmSpawner(dockerspawner.SwarmSpawner):
     home_mode = Unicode("0700", config=True, help="Mode of a new home, in octal (plugins/module_utils/jhs_names.py).")
     home_uid = Int(1000, config=True, help="Owner of a new home (the notebook user).")
     home_gid = Int(1000, config=True, help="Group of a new home.")
+    pids_limit = Int(
+        0, config=True,
+        help="Most processes and threads a server may run (the service's Resources.Limits.Pids; 0: no limit).")
 
     @validate("home_mode")
     def _validate_home_mode(self, proposal):
@@ -198,6 +201,14 @@ class SwarmSpawner(dockerspawner.SwarmSpawner):
         self.task_id = ""
 
     # --- create and start ------------------------------------------------------------------------------------
+    def docker(self, method, *args, **kwargs):
+        """Upstream's Docker call, with the pids limit added to the service it creates: docker-py's Resources has no
+        argument for it (the engine's API has had Limits.Pids since 1.41), so create_object cannot pass it."""
+        if method == "create_service" and self.pids_limit > 0:
+            resources = kwargs["task_template"].setdefault("Resources", {})
+            resources.setdefault("Limits", {})["Pids"] = self.pids_limit
+        return super().docker(method, *args, **kwargs)
+
     async def create_object(self):
         path = Path(self.registry_config)
         try:
