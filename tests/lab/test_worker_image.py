@@ -174,10 +174,12 @@ def test_bake_makes_a_tagged_image_the_template_default_and_terminates_the_build
 def test_builder_is_terminated_when_its_configuration_fails(lab, cluster):
     ec2, name = cluster["ec2"], cluster["name"]
     before = set(builders(ec2, name))
-    # An image no registry has: the pull fails on the builder, after it was launched and configured.
-    proc = run_bake(lab, name, "-e", json.dumps({"worker_image_prepull_images": ["jhs-lab-test/no-such-image:1"]}))
+    # A package the mirror does not have: the configuration fails on the builder, after it was launched, at its
+    # first step (the engine's install), so the test does not wait for the rest of the configuration.
+    missing = "jhs-lab-test-no-such-package"
+    proc = run_bake(lab, name, "-e", json.dumps({"docker_engine_distribution_packages": [missing]}))
     assert proc.returncode != 0
-    assert "Configuring the builder" in proc.stdout and "no-such-image" in proc.stdout, proc.stdout[-4000:]
+    assert "Configuring the builder" in proc.stdout and missing in proc.stdout, proc.stdout[-4000:]
     new = {i: s for i, s in builders(ec2, name).items() if i not in before}
     assert len(new) == 1 and set(new.values()) == {"terminated"}
     assert not ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:jhs:cluster", "Values": [name]},
