@@ -381,9 +381,9 @@ print(json.dumps(out))
 def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
     """From a container on a worker, like a user's server: the hub over the overlay answers, the lab registry
     (the one exception the lab's docker_engine_egress_allowed lists) is open; the instance metadata, the
-    manager's swarm port, the AWS endpoint and the ECR stand-in (private addresses) are refused. The worker
-    itself still reaches them; without the rules the container would too; the rules stay when the worker's
-    engine restarts.
+    manager's swarm port, the AWS endpoint, the ECR stand-in (private addresses) and the worker's own swarm port
+    (INPUT, not FORWARD) are refused. The worker itself still reaches them; without the rules the container would
+    too; the rules stay when the worker's engine restarts.
 
     `docker exec` into a swarm task's container fails inside these Docker-in-Docker nodes (runc setns
     error), so the probe runs in a container of the user's image on the user's network, on the worker
@@ -398,13 +398,17 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
     image = spec["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]
     network = node_exec(manager, "docker", "network", "inspect", "-f", "{{.Name}}",
                         spec["TaskTemplate"]["Networks"][0]["Target"]).stdout.strip()
-    manager_ip = aws("ec2").describe_instances(InstanceIds=[manager])["Reservations"][0]["Instances"][0]["PrivateIpAddress"]
+    def private_ip(instance):
+        return aws("ec2").describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["PrivateIpAddress"]
+    manager_ip, worker_ip = private_ip(manager), private_ip(worker)
     endpoint = site["AWS_ENDPOINT_URL"].split("//")[1]
     registry, ecr = config.registry_addr(), config.ecr_addr()
     targets = [("hub", "jupyterhub", 8081), ("registry", registry.split(":")[0], int(registry.split(":")[1])),
                ("metadata", "169.254.169.254", 80), ("manager_swarm", manager_ip, 2377),
                ("endpoint", endpoint.split(":")[0], int(endpoint.split(":")[1])),
-               ("ecr", ecr.split(":")[0], int(ecr.split(":")[1]))]
+               ("ecr", ecr.split(":")[0], int(ecr.split(":")[1])),
+               # the worker's own swarm gossip port: traffic to the host itself passes INPUT, not FORWARD
+               ("worker_itself", worker_ip, 7946)]
 
     def probe_container():
         def run():
@@ -418,7 +422,8 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
         out = wait_for(run, 90, 2, what=f"the network {network} usable on {worker}")
         assert out.returncode == 0, out.stdout + out.stderr
         return json.loads(out.stdout.strip().splitlines()[-1])
-    closed = {"metadata": "refused", "manager_swarm": "refused", "endpoint": "refused", "ecr": "refused"}
+    closed = {"metadata": "refused", "manager_swarm": "refused", "endpoint": "refused", "ecr": "refused",
+              "worker_itself": "refused"}
     assert probe_container() == {"hub": "open", "registry": "open", **closed}
     # the worker itself reaches them (the rules are what blocks the container, not a broken route)
     host = json.loads(node_exec(worker, "python3", "-c", EGRESS_PROBE, json.dumps(targets[1:])).stdout)
@@ -429,8 +434,9 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
     assert node_exec(worker, "iptables", "-D", *jump).returncode == 0
     try:
         assert node_exec(worker, "/usr/local/sbin/jhs-container-firewall", "--check").returncode == 1
+        assert node_exec(worker, "iptables", "-D", "INPUT", "-j", "JHS-CONTAINERS-INPUT").returncode == 0
         opened = probe_container()
-        assert opened["endpoint"] == "open" and opened["ecr"] == "open", opened
+        assert opened["endpoint"] == "open" and opened["ecr"] == "open" and opened["worker_itself"] == "open", opened
     finally:
         assert node_exec(worker, "/usr/local/sbin/jhs-container-firewall").returncode == 0
     assert node_exec(worker, "/usr/local/sbin/jhs-container-firewall", "--check").returncode == 0
