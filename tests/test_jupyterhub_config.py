@@ -209,6 +209,7 @@ def test_rendered_config_loads_in_jupyterhub_without_unrecognized_options(auth, 
     assert result["bind_url"] == "https://:443"
     # the API listens on the address the container's name resolves to (its overlay address), not on every interface
     assert result["hub_ip"] == HUB_ADDRESS
+    assert result["headers"] == {"X-Content-Type-Options": "nosniff", "Strict-Transport-Security": "max-age=31536000"}
     assert result["ssl_cert"] == "/etc/jupyterhub/tls/fullchain.pem"
     assert result["proxy_command"] == ["configurable-http-proxy", "--redirect-port", "80", "--redirect-to", "443"]
     assert result["db_url"] == "sqlite:////srv/jupyterhub/state/jupyterhub.sqlite"

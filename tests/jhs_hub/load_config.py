@@ -59,6 +59,7 @@ async def main(path, profile):
         "hub_connect_ip": app.hub_connect_ip,
         "bind_url": app.bind_url,
         "hub_ip": app.hub_ip,
+        "headers": app.tornado_settings.get("headers"),
         "ssl_cert": app.ssl_cert,
         "proxy_command": app.proxy.command,
         "concurrent_spawn_limit": app.concurrent_spawn_limit,

@@ -14,9 +14,12 @@ import json
 import os
 import re
 import socket
+import ssl
 import subprocess
 import time
+import urllib.parse
 import uuid
+import warnings
 
 import pytest
 import requests
@@ -199,6 +202,25 @@ def test_user_server_runs_on_a_worker_and_answers_through_the_hub(site, aws, hub
     assert home.is_dir() and home.stat().st_uid == 1000
 
 
+def tls_handshake(host: str, port: int, highest: ssl.TLSVersion) -> str | None:
+    """The protocol the server agrees to when the client offers TLS 1.0 up to `highest` (the client's own floor and
+    security level lowered so that only the server can refuse); None when the server refuses the version (its
+    protocol_version alert: any other failure, the client's own included, is an error)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)    # TLS 1.0 and 1.1 are offered on purpose
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE   # the lab's self-signed certificate
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+        ctx.minimum_version, ctx.maximum_version = ssl.TLSVersion.TLSv1, highest
+    try:
+        with socket.create_connection((host, port), timeout=10) as raw, ctx.wrap_socket(raw) as tls:
+            return tls.version()
+    except ssl.SSLError as e:
+        if e.reason == "TLSV1_ALERT_PROTOCOL_VERSION":
+            return None
+        raise
+
+
 def test_a_user_server_runs_without_capabilities_or_new_privileges_under_a_pids_limit(site, aws, hub):
     """The user's server container, as the worker's engine runs it: every capability dropped, no-new-privileges
     (the engine's default, daemon.json), the role's pids limit. The hub's API listens on its overlay address only."""
@@ -208,6 +230,15 @@ def test_a_user_server_runs_without_capabilities_or_new_privileges_under_a_pids_
     manager = manager_id(aws)
     worker = service_node(manager, user)
     try:
+        # users' servers send the same security headers as the hub's pages; the proxy refuses TLS below 1.2
+        for path in ("/hub/login", f"/user/{user}/api/status"):
+            r = hub.call("GET", path)
+            assert r.headers.get("Strict-Transport-Security") == "max-age=31536000", (path, dict(r.headers))
+            assert r.headers.get("X-Content-Type-Options") == "nosniff", (path, dict(r.headers))
+            assert "frame-ancestors 'self'" in r.headers.get("Content-Security-Policy", ""), (path, dict(r.headers))
+        host, port = urllib.parse.urlsplit(site["LAB_HUB_URL"]).hostname, 443
+        assert tls_handshake(host, port, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+        assert tls_handshake(host, port, ssl.TLSVersion.TLSv1_1) is None
         (cid,) = node_exec(worker, "docker", "ps", "-q", "--filter",
                            f"label=com.docker.swarm.service.name=jupyter-{user}").stdout.split()
         info = json.loads(node_exec(worker, "docker", "inspect", cid).stdout)[0]
