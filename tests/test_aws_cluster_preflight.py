@@ -186,7 +186,6 @@ def test_at_least_fifteen_bad_inputs_with_distinct_messages():
     assert len({message for _, _, message in BAD_INPUTS}) == len(BAD_INPUTS)
 
 
-@pytest.mark.parametrize("name,overrides,message", BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])
 def failure(proc) -> tuple[str, str]:
     """The run failed: the name of the task that failed, and what was printed from its failure on."""
     out = proc.stdout
@@ -195,6 +194,7 @@ def failure(proc) -> tuple[str, str]:
     return failed_task, out[out.index("fatal: [localhost]"):]
 
 
+@pytest.mark.parametrize("name,overrides,message", BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])
 def test_bad_input_rejected_by_preflight(outcomes, name, overrides, message):
     failed_task, printed = failure(outcomes[name])
     assert failed_task.startswith("aws_cluster : Preflight |"), failed_task
