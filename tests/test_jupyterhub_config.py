@@ -292,6 +292,11 @@ BAD_CASES = {
     "profile_memory_ratio": ({"jupyterhub_profiles": [{"name": "big", "image": "default", "mem_limit": "8G",
                                                        "mem_guarantee": "512M"}]},
                              "jupyterhub_profiles entry big: the memory limit 8G is more than"),
+    "negative_pids_limit": ({"jupyterhub_pids_limit": -1},
+                            "jupyterhub_pids_limit (-1) and jupyterhub_hsts_max_age (31536000) must be whole numbers >= 0"),
+    "capability_not_a_name": ({"jupyterhub_notebook_capabilities": ["chown; reboot"]},
+                              'jupyterhub_notebook_capabilities Linux capability names such as CHOWN or CAP_SETUID '
+                              '(got ["chown; reboot"])'),
     "same_ports": ({"jupyterhub_https_port": 8443, "jupyterhub_http_port": 8443}, "must be\ntwo different ports"),
     "activity_slower_than_culler": ({"jupyterhub_idle_timeout": 300, "jupyterhub_activity_interval": 300},
                                     "at most half of\njupyterhub_idle_timeout (300)"),
