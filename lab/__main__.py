@@ -213,7 +213,11 @@ def ensure_ecr(image: str) -> None:
 
 def snapshot_repo() -> str:
     """Publish the working tree (tracked and untracked, not ignored) as branch `lab` of the lab's git
-    repository, which lab instances ansible-pull from, the way AWS instances pull from repo_url."""
+    repository, which lab instances ansible-pull from, the way AWS instances pull from repo_url.
+
+    Provisioning pins workers to the commit the branch names, so the branch only ever moves forward: each new
+    snapshot has the previous one as a parent (a worker pinned to it can still fetch it), and an unchanged tree
+    on the same HEAD keeps the previous snapshot (a second `lab up` changes no launch template)."""
     bare = config.lab_dir() / "git" / config.GIT_REPO_NAME
     if not bare.exists():
         subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
@@ -226,7 +230,18 @@ def snapshot_repo() -> str:
     git("read-tree", "HEAD")
     git("add", "-A")
     tree = git("write-tree")
-    commit = git("commit-tree", tree, "-p", "HEAD", "-m", "lab snapshot of the working tree")
+    head = git("rev-parse", "HEAD")
+    previous = subprocess.run(["git", f"--git-dir={bare}", "rev-parse", "-q", "--verify",
+                               f"refs/heads/{config.GIT_BRANCH}^{{commit}}"], capture_output=True, text=True).stdout.strip()
+    if previous:
+        old_tree, *parents = subprocess.run(["git", f"--git-dir={bare}", "log", "-1", "--format=%T %P", previous],
+                                            check=True, capture_output=True, text=True).stdout.split()
+        if old_tree == tree and parents[:1] == [head]:
+            index.unlink(missing_ok=True)
+            return previous
+        env["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = str(bare / "objects")   # the parent, read where it is
+    commit = git("commit-tree", tree, "-p", head, *(["-p", previous] if previous else []),
+                 "-m", "lab snapshot of the working tree")
     git("push", "-q", "-f", str(bare), f"{commit}:refs/heads/{config.GIT_BRANCH}")
     index.unlink(missing_ok=True)
     return commit

@@ -1,10 +1,14 @@
 """Shared fixtures: a local AWS endpoint (moto server) on loopback, and the repository paths."""
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -63,6 +67,27 @@ def boto(moto_endpoint):
         return boto3.client(service, endpoint_url=moto_endpoint, region_name=region,
                             aws_access_key_id="testing", aws_secret_access_key="testing")
     return client
+
+
+@functools.lru_cache(maxsize=1)
+def git_repo() -> tuple[str, dict[str, str]]:
+    """A git repository on disk standing in for repo_url (provisioning resolves repo_version with git ls-remote):
+    branch main, an annotated tag v1.2.3 on its first commit, and main one commit further. Returns its file://
+    URL and the commit of each name."""
+    directory = Path(tempfile.mkdtemp(prefix="jhs-repo-"))
+    atexit.register(shutil.rmtree, directory, True)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "jhs", "GIT_AUTHOR_EMAIL": "jhs@example.test",
+           "GIT_COMMITTER_NAME": "jhs", "GIT_COMMITTER_EMAIL": "jhs@example.test"}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(directory), *args], env=env, check=True,
+                              capture_output=True, text=True).stdout.strip()
+    git("init", "-q", "-b", "main")
+    git("commit", "-q", "--allow-empty", "-m", "first")
+    git("tag", "-a", "v1.2.3", "-m", "a release")
+    tagged = git("rev-parse", "HEAD")
+    git("commit", "-q", "--allow-empty", "-m", "second")
+    return directory.as_uri(), {"v1.2.3": tagged, "main": git("rev-parse", "HEAD")}
 
 
 def reset_moto(url: str) -> None:

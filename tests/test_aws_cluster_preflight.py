@@ -14,13 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import ROOT, VENV_BIN
+from conftest import ROOT, VENV_BIN, git_repo
 from test_provision import inventory
 
 VALID = {
     "cluster_name": "pre-flight",
     "aws_region": "eu-west-1",
-    "repo_url": "https://git.example.org/jhs.git",
+    "repo_url": git_repo()[0],        # provisioning resolves repo_version in it (git ls-remote)
     "repo_version": "main",
     "aws_cluster_ami_id": "ami-1e749f67",
 }
@@ -96,6 +96,12 @@ BAD_INPUTS = [
      "The inventory connects with connection: ssm (cluster.swarm_ec2.yml), which provisioning does not support"),
     ("hub-backup-retention-zero", {"aws_cluster_hub_backup_retention_days": 0},
      "aws_cluster_hub_backup_retention_days=0: give a whole number of days >= 1"),
+    ("repo-url-git-protocol", {"repo_url": "git://git.example.org/jhs.git"},
+     "repo_url=git://git.example.org/jhs.git: git:// and http:// are neither authenticated nor encrypted"),
+    ("repo-url-plain-http", {"repo_url": "http://git.example.org/jhs.git"},
+     "repo_url=http://git.example.org/jhs.git: git:// and http:// are neither authenticated nor encrypted"),
+    ("repo-version-names-nothing", {"repo_version": "no-such-branch"},
+     "repo_version=no-such-branch: file://"),
     ("ecr-keep-images-negative", {"aws_cluster_ecr_keep_images": -1}, "aws_cluster_ecr_keep_images=-1: give a whole number >= 0"),
 ]
 
@@ -223,6 +229,10 @@ def aws_example_settings() -> dict:
     example = yaml.safe_load((ROOT / "inventories/aws/group_vars/all.yml").read_text())
     # all but how the instances are reached (the control node is local) and the endpoint (the recorder's here)
     settings = {k: v for k, v in example.items() if not k.startswith("ansible_") and k != "aws_endpoint_url"}
+    # its repo_url is the project's public repository, which these machines cannot reach: its scheme is checked
+    # here, and then a local repository stands in for it where repo_version is resolved
+    assert settings["repo_url"].startswith("https://"), settings["repo_url"]
+    settings.update(repo_url=VALID["repo_url"], repo_version="main")
     plugin = yaml.safe_load((ROOT / "inventories/aws/cluster.swarm_ec2.yml").read_text())
     return dict(settings, swarm_ec2_connection=plugin["connection"])
 

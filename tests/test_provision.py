@@ -23,7 +23,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import REGION, ROOT, VENV_BIN
+from conftest import REGION, ROOT, VENV_BIN, git_repo
 
 pytestmark = pytest.mark.slow   # several full provision runs against the local endpoint
 
@@ -31,7 +31,7 @@ CLUSTER = "prov-a"
 ZONE = "example.test"
 DOMAIN = "hub.example.test"
 BASE_AMI = "ami-1e749f67"     # one of the images the local endpoint serves
-REPO_URL = "https://git.example.org/jupyterhub-swarm.git"
+REPO_URL, REPO_COMMITS = git_repo()   # provisioning resolves repo_version (git ls-remote) and pins workers to it
 KEY_PAIR = "prov-a-admin"     # aws_cluster_key_name: on the manager and, through the launch template, every worker
 
 
@@ -186,6 +186,7 @@ def provisioned(moto_endpoint, client):
     settings = cluster_settings(CLUSTER, aws_cluster_oauth_client_secret=oauth_secret,
                                 aws_cluster_dns_record=True, aws_cluster_domain=DOMAIN, aws_cluster_hosted_zone=ZONE,
                                 aws_cluster_worker_desired_capacity=1, aws_cluster_key_name=KEY_PAIR,
+                                aws_cluster_worker_verify_commit=True,
                                 aws_cluster_worker_boot_vars={"docker_engine_registry_mirrors": ["http://10.10.255.253:5000"]})
     client("ec2").create_key_pair(KeyName=KEY_PAIR)
     result = {"oauth_secret": oauth_secret, "settings": settings}
@@ -498,7 +499,9 @@ def test_worker_user_data_contract(provisioned, client, moto_endpoint, tmp_path)
     assert f"AWS_ENDPOINT_URL={moto_endpoint}\n" in script
     command, pull = re.search(r"\n  (\S*ansible-pull) (.*?)\n\}\n", script, re.S).groups()
     pull = " ".join(pull.replace("\\\n", " ").split())
-    assert pull.startswith(f"-U {REPO_URL} -C v1.2.3 -d /opt/jhs/repo -i localhost, playbooks/worker_boot.yml "
+    # pinned: the commit the annotated tag v1.2.3 names (not the tag object), with its signature checked
+    assert pull.startswith(f"-U {REPO_URL} -C {REPO_COMMITS['v1.2.3']} --verify-commit -d /opt/jhs/repo -i localhost, "
+                           "playbooks/worker_boot.yml "
                            '-e @/etc/jhs/boot-vars.json "${identity[@]}" ')
     # the identity document, read with IMDSv2 by the boot script, reaches the playbook as worker_boot_identity
     assert "X-aws-ec2-metadata-token-ttl-seconds" in script and "/dynamic/instance-identity/document" in script

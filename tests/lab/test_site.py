@@ -863,10 +863,26 @@ def _client_or_none(url: str) -> HubClient | None:
         return None
 
 
+def move_lab_branch() -> tuple[str, str]:
+    """Move the lab repository's branch one commit forward (same tree), as a push to a branch would; returns the
+    commit it named before and the new one."""
+    bare = config.lab_dir() / "git" / config.GIT_REPO_NAME
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", f"--git-dir={bare}", *args], check=True, capture_output=True, text=True,
+                              env={**os.environ, "GIT_AUTHOR_NAME": "lab", "GIT_AUTHOR_EMAIL": "lab@example.test",
+                                   "GIT_COMMITTER_NAME": "lab", "GIT_COMMITTER_EMAIL": "lab@example.test"}).stdout.strip()
+    before = git("rev-parse", f"refs/heads/{config.GIT_BRANCH}")
+    moved = git("commit-tree", f"{before}^{{tree}}", "-p", before, "-m", "the branch moved after provisioning")
+    git("update-ref", f"refs/heads/{config.GIT_BRANCH}", moved, before)
+    return before, moved
+
+
 def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site, aws):
     """playbooks/worker_image.yml bakes the cluster's worker image (the hub's notebook image pre-pulled from the
     ECR stand-in); the group's next worker boots from it, runs the same boot playbook without the steps the
-    image already holds, and joins with its labels and the notebook image in place."""
+    image already holds, and joins with its labels and the notebook image in place. The branch it was provisioned
+    from moves before the worker boots: the worker runs the commit provisioning pinned, not the branch's new one."""
     env = {**os.environ, **site, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
     bake = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/worker_image.yml", "-i", "inventories/lab"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
@@ -878,12 +894,18 @@ def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site,
     assert {t["Key"]: t["Value"] for t in image["Tags"]}["jhs:role"] == "worker-image"
     notebook = json.loads(aws("ssm").get_parameter(Name=f"/{CLUSTER}/hub/notebook-images")["Parameter"]["Value"])
 
+    user_data = base64.b64decode(latest["LaunchTemplateData"]["UserData"]).decode()
+    pinned = re.search(r"ansible-pull -U \S+ -C ([0-9a-f]{40}) -d ", user_data).group(1)
+    assert {t["Key"]: t["Value"] for t in image["Tags"]}["jhs:repo-commit"] == pinned
+
     before = set(worker_ids(aws))
+    branch_was, moved = move_lab_branch()
     paused = scaler_paused(manager)       # the group's size is set by hand here: the scaler would undo it
     paused.__enter__()
     asg.set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=3)
     (iid,) = wait_for(lambda: set(worker_ids(aws)) - before, 30, what="a worker from the baked image")
     try:
+        assert branch_was == pinned
         wait_for(lambda: iid in ready_workers(manager), 300, 1, what=f"{iid} to join from the baked image",
                  detail=lambda: node_exec(iid, "tail", "-30", "/var/log/jhs-boot.log").stdout)
         # the play's output reaches the log in blocks: read it once the user-data has finished
@@ -898,7 +920,12 @@ def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site,
         for ref in notebook["images"]:
             assert node_exec(iid, "docker", "image", "inspect", ref).returncode == 0, ref
         assert node_exec(iid, "test", "-x", "/usr/local/sbin/jhs-swarm-leave").returncode == 0
+        # the boot's ansible-pull ran the pinned commit, although the branch had moved on
+        head = node_exec(iid, "git", "-C", "/opt/jhs/repo", "rev-parse", "HEAD").stdout.strip()
+        assert head == pinned != moved
     finally:
+        subprocess.run(["git", f"--git-dir={config.lab_dir() / 'git' / config.GIT_REPO_NAME}", "update-ref",
+                        f"refs/heads/{config.GIT_BRANCH}", branch_was], check=True)
         paused.__exit__(None, None, None)
         asg.set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=2)
         wait_for(lambda: len(worker_ids(aws)) == 2, 60, what="the group to scale in")
