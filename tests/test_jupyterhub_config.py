@@ -107,7 +107,7 @@ def test_notebook_image_starts_without_the_slow_import(jh_images):
 
 
 def combo_vars(auth: str, tls: str, cfg: Path, certs: Path) -> dict:
-    v = {"cluster_name": "jhtest", "lab_mode": auth == "local", "jupyterhub_config_dir": str(cfg),
+    v = {"cluster_name": "jhtest", "lab_mode": auth == "local" or tls == "selfsigned", "jupyterhub_config_dir": str(cfg),
          "jupyterhub_authenticator": auth, "jupyterhub_tls_mode": tls, "jupyterhub_domain": "hub.example.test",
          "jupyterhub_admin_users": ["ada"], "jupyterhub_allowed_images": [OTHER_IMAGE],
          "jupyterhub_home_template": "/mnt/efs/home/{username}",
@@ -264,6 +264,9 @@ BAD_CASES = {
     "image_outside_allowed_images": ({"jupyterhub_profiles": [{"name": "evil", "image": "evil/miner:1"}]},
                                      "image given: evil/miner:1"),
     "local_auth_outside_lab": ({"lab_mode": False, "jupyterhub_authenticator": "local"}, "refused outside the lab"),
+    "selfsigned_outside_lab": ({"lab_mode": False, "jupyterhub_authenticator": "local", "jupyterhub_allow_insecure_auth": True,
+                                "jupyterhub_tls_mode": "selfsigned"},
+                               "jupyterhub_tls_mode=selfsigned is refused outside the lab (lab_mode)"),
     "letsencrypt_without_email": ({"jupyterhub_tls_mode": "letsencrypt", "jupyterhub_domain": "hub.example.test"},
                                   "letsencrypt (needs jupyterhub_domain and jupyterhub_letsencrypt_email)"),
     "oidc_without_endpoints": ({"jupyterhub_authenticator": "oidc", "jupyterhub_oauth_client_id": "x",
@@ -326,7 +329,7 @@ BAD_CASES = {
 def preflight_run(tmp_path_factory):
     """All bad cases (and one good one) as hosts of one run; each must stop in preflight with its own message."""
     work = tmp_path_factory.mktemp("jh-preflight")
-    base = {"cluster_name": "jhtest", "lab_mode": True, "jupyterhub_authenticator": "local",
+    base = {"cluster_name": "jhtest", "lab_mode": True, "jupyterhub_authenticator": "local", "jupyterhub_tls_mode": "selfsigned",
             "jupyterhub_scaler_enabled": True, "jupyterhub_scaler_timezone": "Europe/London",
             "jupyterhub_scaler_schedule": [{"name": "class", "days": "tue", "start": "09:45", "end": "12:00",
                                             "min_nodes": 2}]}

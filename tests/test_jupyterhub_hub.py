@@ -2,7 +2,8 @@
 
 The hub container runs on a bridge network the test creates (the lab's overlay network needs the lab
 swarm), with its ports on loopback only. Checks: secrets come from SSM SecureString parameters, land in
-0600 files and in no log; a second run changes nothing; the GitHub login redirects to GitHub's authorize
+0600 files and in no log; the operator's certificate is served (outside the lab selfsigned is refused); a second run
+changes nothing; the GitHub login redirects to GitHub's authorize
 URL with the configured client id and callback; HTTP redirects to HTTPS; the database backup works.
 """
 from __future__ import annotations
@@ -44,6 +45,33 @@ def fetch(url: str):
         return err.code, err.headers
 
 
+def provided_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate and key for DOMAIN, as an operator would provide them (jupyterhub_tls_mode=provided: outside
+    the lab the role refuses selfsigned)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, DOMAIN)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(DOMAIN)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    directory.mkdir()
+    cert_file, key_file = directory / "hub.crt", directory / "hub.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_file.chmod(0o600)
+    return cert_file, key_file
+
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory, jh_images, moto_endpoint):  # noqa: F811
     import boto3
@@ -63,6 +91,7 @@ def hub(tmp_path_factory, jh_images, moto_endpoint):  # noqa: F811
     efs = work / "efs"
     efs.mkdir()
     https_port, http_port = free_port(), free_port()
+    cert_file, key_file = provided_certificate(work / "provided")
     host = {**image_vars(lab_base_image(), work), "cluster_name": cluster, "lab_mode": False,
             "aws_region": "eu-west-1", "aws_endpoint_url": moto_endpoint,
             "jupyterhub_install_host_packages": False, "jupyterhub_build_notebook_image": False,
@@ -72,7 +101,8 @@ def hub(tmp_path_factory, jh_images, moto_endpoint):  # noqa: F811
             "jupyterhub_http_port": http_port, "jupyterhub_domain": DOMAIN,
             "jupyterhub_authenticator": "github", "jupyterhub_oauth_client_id": CLIENT_ID,
             "jupyterhub_github_allowed_organizations": ["jhs-org"], "jupyterhub_admin_users": ["ada"],
-            "jupyterhub_tls_mode": "selfsigned", "jupyterhub_shared_dir": str(efs),
+            "jupyterhub_tls_mode": "provided", "jupyterhub_tls_cert_file": str(cert_file),
+            "jupyterhub_tls_key_file": str(key_file), "jupyterhub_shared_dir": str(efs),
             "jupyterhub_home_template": str(efs / "home" / "{username}")}
     inv = write_inventory(work / "inventory.yml", {"manager": host})
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -130,8 +160,9 @@ def test_http_redirects_to_https(hub):
     assert target.scheme == "https" and target.port == hub["https"] and target.path == "/hub/login"
 
 
-def test_hub_serves_its_self_signed_certificate(hub):
+def test_hub_serves_the_provided_certificate(hub):
     pem = ssl.get_server_certificate(("127.0.0.1", hub["https"]))
+    assert pem == Path(hub["host"]["jupyterhub_tls_cert_file"]).read_text()
     assert pem == (Path(hub["host"]["jupyterhub_tls_dir"]) / "fullchain.pem").read_text()
 
 

@@ -261,6 +261,134 @@ def test_a_user_server_runs_without_capabilities_or_new_privileges_under_a_pids_
     assert [socket.inet_ntoa(bytes.fromhex(a.split(":")[0])[::-1]) for a in listening] == [overlay], listening
 
 
+def run_in_users_kernel(site: dict, hub, user: str, code: str, timeout: float = 90) -> str:
+    """Run `code` in a new kernel of the user's own server (its real container on its worker: the lab's worker engines
+    cannot `docker exec` into a container), over the kernel's websocket through the proxy; returns its stdout."""
+    import websocket
+    r = hub.call("POST", f"/user/{user}/api/kernels", json={"name": "python3"})
+    assert r.status_code == 201, r.text[:300]
+    kernel = r.json()["id"]
+    url = urllib.parse.urlsplit(site["LAB_HUB_URL"])
+    ws = websocket.create_connection(f"wss://{url.netloc}/user/{user}/api/kernels/{kernel}/channels",
+                                     header=[f"Authorization: token {hub.token}"], timeout=timeout,
+                                     sslopt={"cert_reqs": ssl.CERT_NONE, "check_hostname": False},
+                                     http_no_proxy=[url.hostname])
+    session = uuid.uuid4().hex
+
+    def send(msg_type: str, content: dict) -> str:
+        msg_id = uuid.uuid4().hex
+        ws.send(json.dumps({"header": {"msg_id": msg_id, "msg_type": msg_type, "username": "lab", "session": session,
+                                       "version": "5.3"}, "parent_header": {}, "metadata": {}, "content": content,
+                            "channel": "shell", "buffers": []}))
+        return msg_id
+
+    def replies(msg_id: str, seconds: float):
+        deadline = time.time() + seconds
+        ws.settimeout(1)
+        while time.time() < deadline:
+            try:
+                msg = json.loads(ws.recv())
+            except websocket.WebSocketTimeoutException:
+                continue
+            if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                yield msg
+
+    try:
+        # a request sent before the kernel is connected is dropped: ask for kernel_info until it answers
+        wait_for(lambda: any(m["msg_type"] == "kernel_info_reply" for m in replies(send("kernel_info_request", {}), 3)),
+                 timeout, 0, what=f"{user}'s kernel to answer")
+        request = send("execute_request", {"code": code, "silent": False, "store_history": False,
+                                           "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+        out = []
+        for msg in replies(request, timeout):
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                raise AssertionError("\n".join(msg["content"]["traceback"]))
+            elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return "".join(out)
+        raise AssertionError(f"no answer from {user}'s kernel within {timeout:.0f} s: {''.join(out)}")
+    finally:
+        ws.close()
+        hub.call("DELETE", f"/user/{user}/api/kernels/{kernel}")
+
+
+# Run inside one user's server: every way it might reach another user's files (the other user, the other server's
+# overlay address as the proxy routes to it, the secret's file name).
+CROSS_USER_PROBE = """
+import json, os, urllib.error, urllib.request
+other, target, secret = %r, %r, %r
+out = {"home": sorted(os.listdir("/home")), "mount_roots": [], "paths": {}, "procs_naming_other": [], "http": {}}
+for line in open("/proc/self/mountinfo"):
+    root, point = line.split()[3:5]
+    out["mount_roots"].append([root, point])
+for path in (f"/home/{other}", f"/home/jovyan/../{other}/{secret}", f"/mnt/efs/home/{other}/{secret}", "/mnt/efs",
+             f"/efs/home/{other}/{secret}", f"/proc/1/root/home/{other}"):
+    out["paths"][path] = os.path.exists(path)
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    for name in ("cmdline", "environ"):
+        try:
+            if other.encode() in open(f"/proc/{pid}/{name}", "rb").read():
+                out["procs_naming_other"].append(f"{pid}/{name}")
+        except OSError:
+            pass
+out["procs"] = len(list(filter(str.isdigit, os.listdir("/proc"))))
+
+class Keep(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *a, **k):
+        return None
+opener = urllib.request.build_opener(Keep)
+token = os.environ["JUPYTERHUB_API_TOKEN"]
+api = os.environ["JUPYTERHUB_API_URL"]
+for name, url, auth in (("server_no_token", f"{target}/user/{other}/api/contents/{secret}?content=1", False),
+                        ("server_own_token", f"{target}/user/{other}/api/contents/{secret}?content=1", True),
+                        ("hub_user_model", f"{api}/users/{other}", True)):
+    req = urllib.request.Request(url, headers={"Authorization": f"token {token}"} if auth else {})
+    try:
+        with opener.open(req, timeout=10) as r:
+            out["http"][name] = [r.status, r.read().decode(errors="replace")]
+    except urllib.error.HTTPError as e:
+        out["http"][name] = [e.code, e.read().decode(errors="replace")]
+print(json.dumps(out))
+"""
+
+
+def test_two_users_cannot_read_each_others_files_by_any_path(site, aws, hub):
+    """From inside one user's server (a kernel of its real container, on its worker): the other user's secret file is not
+    reachable through the home mount (only its own directory is mounted, never the file system's root), /proc
+    (its own processes only), the overlay (the other server refuses a request without a token and one with this
+    user's own token) or the hub's API (this user's token does not show the other user)."""
+    a, b = ("u" + uuid.uuid4().hex[:6] for _ in range(2))
+    manager = manager_id(aws)
+    for user in (a, b):
+        hub.create_user(user)
+        hub.start(user)
+    try:
+        secret_name, secret = "secret.txt", "only-" + uuid.uuid4().hex
+        b_home = ROOT / ".lab" / "efs" / "home" / b
+        (b_home / secret_name).write_text(secret)
+        os.chown(b_home / secret_name, 1000, 100)
+        # the file is really there for b: its own server returns it
+        r = hub.call("GET", f"/user/{b}/api/contents/{secret_name}", params={"content": 1})
+        assert r.status_code == 200 and r.json()["content"] == secret, r.text[:300]
+        routes = hub.call("GET", "/hub/api/proxy").json()
+        target = routes[f"/user/{b}/"]["target"]
+        out = run_in_users_kernel(site, hub, a, CROSS_USER_PROBE % (b, target, secret_name))
+        seen = json.loads(out.strip().splitlines()[-1])
+        assert seen["home"] == ["jovyan"], seen["home"]
+        # the one mount from the shared file system is a's own home, at the notebook's home
+        shared = [(root, point) for root, point in seen["mount_roots"] if "/efs" in root or "/home/" in root]
+        assert shared and all(root.endswith(f"/home/{a}") for root, _ in shared), shared
+        assert not any(seen["paths"].values()), seen["paths"]
+        assert not seen["procs_naming_other"] and seen["procs"] < 50, seen
+        for name, (status, body) in seen["http"].items():
+            assert secret not in body, name
+            assert status in (302, 403, 404), (name, status, body[:300])
+    finally:
+        for user in (a, b):
+            hub.stop(user)
+
+
 def test_notebook_image_comes_from_the_ecr_stand_in_with_the_hubs_credentials(site, aws, hub):
     """The notebook image is only in the lab's ECR stand-in, which refuses an anonymous pull. Workers hold no
     registry credentials; once they lack the image, a user's spawn still starts, because the hub sends the ECR
