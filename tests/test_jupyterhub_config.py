@@ -210,8 +210,9 @@ def test_rendered_config_loads_in_jupyterhub_without_unrecognized_options(auth, 
     # the API listens on the address the container's name resolves to (its overlay address), not on every interface
     assert result["hub_ip"] == HUB_ADDRESS
     assert result["headers"] == {"X-Content-Type-Options": "nosniff", "Strict-Transport-Security": "max-age=31536000"}
-    assert result["ssl_cert"] == "/etc/jupyterhub/tls/fullchain.pem"
-    assert result["proxy_command"] == ["configurable-http-proxy", "--redirect-port", "80", "--redirect-to", "443"]
+    # TLS ends at the proxy, in a container of its own: the hub neither starts it nor holds the certificate
+    assert result["ssl_cert"] == ""
+    assert result["proxy_should_start"] is False and result["proxy_api_url"] == "http://jupyterhub-proxy:8001"
     assert result["db_url"] == "sqlite:////srv/jupyterhub/state/jupyterhub.sqlite"
     assert result["cleanup_servers"] is False
     assert result["concurrent_spawn_limit"] == 40

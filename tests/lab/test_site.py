@@ -16,6 +16,7 @@ import re
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.parse
 import uuid
@@ -387,6 +388,60 @@ def test_two_users_cannot_read_each_others_files_by_any_path(site, aws, hub):
     finally:
         for user in (a, b):
             hub.stop(user)
+
+
+def test_a_hub_restart_leaves_a_users_server_answering_through_the_proxy(site, aws, hub):
+    """The proxy (configurable-http-proxy) runs in a container of its own and holds the published ports: while the
+    hub container restarts (an upgrade, a setting), a user's server keeps answering through it, every 0.2 s, and
+    the proxy itself is not restarted."""
+    user = "u" + uuid.uuid4().hex[:6]
+    hub.create_user(user)
+    hub.start(user)
+    manager = manager_id(aws)
+    assert node_exec(manager, "docker", "port", "jupyterhub").stdout.strip() == ""     # no published port
+    assert "443/tcp" in node_exec(manager, "docker", "port", "jupyterhub-proxy").stdout
+    proxy_started = node_exec(manager, "docker", "inspect", "-f", "{{.State.StartedAt}}", "jupyterhub-proxy").stdout
+    url = f"{site['LAB_HUB_URL']}/user/{user}/api/status"
+    poller = requests.Session()
+    poller.trust_env, poller.verify = False, False
+    poller.headers["Authorization"] = f"token {hub.token}"
+    assert poller.get(url, timeout=10).status_code == 200   # the server has checked this token with the hub once
+    answers, done = [], threading.Event()
+
+    def poll():
+        while not done.is_set():
+            at = time.monotonic()
+            try:
+                answers.append((at, poller.get(url, timeout=5).status_code))
+            except requests.RequestException as e:
+                answers.append((at, type(e).__name__))
+            time.sleep(0.2)
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        time.sleep(1)
+        restart_at = time.monotonic()
+        assert node_exec(manager, "docker", "restart", "jupyterhub").returncode == 0
+        def hub_answers() -> bool:
+            try:
+                return hub.call("GET", "/hub/health").status_code == 200
+            except requests.RequestException:
+                return False
+        wait_for(hub_answers, 120, 1, what="the hub to answer again")
+        hub_back = time.monotonic() - restart_at
+        time.sleep(1)
+    finally:
+        done.set()
+        thread.join(10)
+        hub.stop(user)
+    during = [(at, code) for at, code in answers if at >= restart_at]
+    assert len(during) >= 5, answers
+    assert [code for _, code in answers if code != 200] == [], answers
+    gaps = [b - a for (a, _), (b, _) in zip(answers, answers[1:])]
+    print(f"hub restart: back after {hub_back:.1f} s; {len(during)} requests to the user's server meanwhile, all 200;"
+          f" longest gap between answers {max(gaps):.2f} s")
+    assert node_exec(manager, "docker", "inspect", "-f", "{{.State.StartedAt}}", "jupyterhub-proxy").stdout == \
+        proxy_started
 
 
 def test_notebook_image_comes_from_the_ecr_stand_in_with_the_hubs_credentials(site, aws, hub):
