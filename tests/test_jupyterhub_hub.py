@@ -86,7 +86,7 @@ def hub(tmp_path_factory, jh_images, moto_endpoint):  # noqa: F811
     for name, value in values.items():
         ssm.put_parameter(Name=f"/{cluster}/hub/{name}", Value=value, Type="SecureString")
     network = f"jhs-test-{suffix}"
-    container = f"jhs-test-hub-{suffix}"
+    container, proxy = f"jhs-test-hub-{suffix}", f"jhs-test-proxy-{suffix}"
     docker("network", "create", "--label", "jhs-test=1", network)
     efs = work / "efs"
     efs.mkdir()
@@ -96,7 +96,8 @@ def hub(tmp_path_factory, jh_images, moto_endpoint):  # noqa: F811
             "aws_region": "eu-west-1", "aws_endpoint_url": moto_endpoint,
             "jupyterhub_install_host_packages": False, "jupyterhub_build_notebook_image": False,
             "jupyterhub_notebook_image": jh_images["notebook"],
-            "jupyterhub_container_name": container, "jupyterhub_network": network,
+            "jupyterhub_container_name": container, "jupyterhub_proxy_container_name": proxy,
+            "jupyterhub_network": network,
             "jupyterhub_bind_address": "127.0.0.1", "jupyterhub_https_port": https_port,
             "jupyterhub_http_port": http_port, "jupyterhub_domain": DOMAIN,
             "jupyterhub_authenticator": "github", "jupyterhub_oauth_client_id": CLIENT_ID,
@@ -115,7 +116,7 @@ def hub(tmp_path_factory, jh_images, moto_endpoint):  # noqa: F811
         yield {"work": work, "https": https_port, "http": http_port, "container": container,
                "values": values, "runs": [first, second, check], "host": host}
     finally:
-        docker("rm", "-f", container, check=False)
+        docker("rm", "-f", container, proxy, check=False)
         docker("network", "rm", network, check=False)
 
 
