@@ -23,7 +23,9 @@ curl -s -o /dev/null -w '%{http_code}' http://169.254.169.254/latest/meta-data/i
 # Call the endpoint with the instance's own credentials (from the metadata service) via boto3, which the
 # base AMI (Debian's cloud image stand-in) lacks, as a real one does.
 DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends python3-boto3 >/dev/null
-python3 - <<'PY' > /var/lib/lab-test/endpoint
+# botocore asks the metadata service for the role's credentials once, with a 1 s timeout, by default; the lab's
+# stand-in shares a loaded 2-core machine with everything else, so give it the time a slow answer needs.
+AWS_METADATA_SERVICE_TIMEOUT=5 AWS_METADATA_SERVICE_NUM_ATTEMPTS=5 python3 - <<'PY' > /var/lib/lab-test/endpoint
 import boto3
 print(boto3.client("ec2", endpoint_url="__ENDPOINT__", region_name="__REGION__")
       .describe_instances(InstanceIds=[open("/var/lib/lab-test/instance-id").read().strip()])
