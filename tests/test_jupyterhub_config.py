@@ -268,6 +268,8 @@ BAD_CASES = {
     "selfsigned_outside_lab": ({"lab_mode": False, "jupyterhub_authenticator": "local", "jupyterhub_allow_insecure_auth": True,
                                 "jupyterhub_tls_mode": "selfsigned"},
                                "jupyterhub_tls_mode=selfsigned is refused outside the lab (lab_mode)"),
+    "proxy_named_like_the_hub": ({"jupyterhub_proxy_container_name": "jupyterhub"},
+                                 "jupyterhub_proxy_container_name (jupyterhub) a lowercase DNS label"),
     "letsencrypt_without_email": ({"jupyterhub_tls_mode": "letsencrypt", "jupyterhub_domain": "hub.example.test"},
                                   "letsencrypt (needs jupyterhub_domain and jupyterhub_letsencrypt_email)"),
     "oidc_without_endpoints": ({"jupyterhub_authenticator": "oidc", "jupyterhub_oauth_client_id": "x",
