@@ -85,3 +85,32 @@ def test_docs_settings_md_is_generated_from_the_specs_and_current():
     for role in ROLES:
         assert f"## {role}\n" in text
     assert "| `jupyterhub_scaler_cooldown` | int | `300` |" in text
+
+
+def tagged_includes_without_apply(tasks: list[dict]) -> list[str]:
+    """The include_tasks in a task list that carry tags but do not apply them to the tasks they include: a run
+    with --tags would include the file and then skip every task in it."""
+    bad = []
+    for task in tasks:
+        include = task.get("ansible.builtin.include_tasks")
+        if include is None or not task.get("tags"):
+            continue
+        applied = include.get("apply", {}).get("tags") if isinstance(include, dict) else None
+        if sorted(applied or []) != sorted(task["tags"]):
+            bad.append(task["name"])
+    return bad
+
+
+@pytest.mark.parametrize("role", sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "tasks/main.yml").exists()))
+def test_a_roles_tags_reach_the_tasks_it_includes(role):
+    """`--tags jupyterhub_configure,jupyterhub_run` (docs/deploy-aws.md, day two) runs those steps: every tagged
+    include in a role's entry point applies its tags to what it includes."""
+    tasks = yaml.safe_load((ROOT / "roles" / role / "tasks/main.yml").read_text())
+    assert tagged_includes_without_apply(tasks) == []
+
+
+def test_the_tags_check_catches_an_include_whose_tags_stop_at_the_include():
+    tasks = [{"name": "ok", "ansible.builtin.include_tasks": {"file": "a.yml", "apply": {"tags": ["x"]}}, "tags": ["x"]},
+             {"name": "stops", "ansible.builtin.include_tasks": "b.yml", "tags": ["x"]},
+             {"name": "untagged", "ansible.builtin.include_tasks": "c.yml"}]
+    assert tagged_includes_without_apply(tasks) == ["stops"]

@@ -24,7 +24,7 @@ import warnings
 
 import pytest
 import requests
-from labutil import ROOT, lab_cmd, node_exec, read_env, wait_for
+from labutil import ROOT, lab_cmd, node_containers, node_exec, read_env, wait_for
 
 from lab import config
 from lab.hubclient import HubClient
@@ -668,6 +668,9 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
     assert probe_container() == {"hub": "open", "registry": "open", **closed}
 
 
+HUB_SETTINGS_TAGS = "jupyterhub_configure,jupyterhub_run"
+
+
 def run_manager(lab_env: dict, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **lab_env, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
     return subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/manager.yml", "-i", "inventories/lab",
@@ -683,8 +686,9 @@ def test_idle_culler_stops_a_server_left_idle(site, aws, hub):
     """The hub-managed jupyterhub-idle-culler, given a short timeout through the role's settings, stops a
     server nobody uses, and leaves alone one that is used; the default settings are put back afterwards."""
     manager = manager_id(aws)
-    proc = run_manager(site, "-e", "jupyterhub_idle_timeout=40", "-e", "jupyterhub_idle_cull_every=10",
-                       "-e", "jupyterhub_activity_interval=5")
+    # as an operator changes a hub setting: only the hub's configure and run steps (docs/deploy-aws.md, day two)
+    proc = run_manager(site, "--tags", HUB_SETTINGS_TAGS, "-e", "jupyterhub_idle_timeout=40",
+                       "-e", "jupyterhub_idle_cull_every=10", "-e", "jupyterhub_activity_interval=5")
     assert proc.returncode == 0, proc.stdout[-4000:]
     try:
         since = node_exec(manager, "date", "-u", "+%Y-%m-%dT%H:%M:%SZ").stdout.strip()
@@ -716,7 +720,7 @@ def test_idle_culler_stops_a_server_left_idle(site, aws, hub):
         print(f"idle server culled {culled_after:.0f} s after it was ready (timeout 40 s, a pass every 10 s)")
         hub.stop(busy)
     finally:
-        proc = run_manager(site)
+        proc = run_manager(site, "--tags", HUB_SETTINGS_TAGS)
         assert proc.returncode == 0, proc.stdout[-4000:]
     config = node_exec(manager, "sh", "-c", "cat /etc/jupyterhub/jupyterhub_config.py").stdout
     assert "--timeout=3600" in config, "the default idle timeout was not put back"
@@ -1063,23 +1067,55 @@ def move_lab_branch() -> tuple[str, str]:
 
 def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site, aws):
     """playbooks/worker_image.yml bakes the cluster's worker image (the hub's notebook image pre-pulled from the
-    ECR stand-in); the group's next worker boots from it, runs the same boot playbook without the steps the
-    image already holds, and joins with its labels and the notebook image in place. The branch it was provisioned
+    ECR stand-in, which the builder logs in to first): a tagged image, the default of a new launch template
+    version that changes nothing else, the builder terminated; the same inputs again bake nothing. The group's
+    next worker boots from it, runs the same boot playbook without the steps the image already holds, and joins
+    with its labels and the notebook image in place. The branch it was provisioned
     from moves before the worker boots: the worker runs the commit provisioning pinned, not the branch's new one."""
     env = {**os.environ, **site, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
     bake = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/worker_image.yml", "-i", "inventories/lab"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert bake.returncode == 0, bake.stdout[-5000:]
     ec2, asg, manager = aws("ec2"), aws("autoscaling"), manager_id(aws)
-    (latest,) = ec2.describe_launch_template_versions(LaunchTemplateName=f"{CLUSTER}-worker",
-                                                      Versions=["$Latest"])["LaunchTemplateVersions"]
+    template = f"{CLUSTER}-worker"
+    (meta,) = ec2.describe_launch_templates(LaunchTemplateNames=[template])["LaunchTemplates"]
+    assert meta["DefaultVersionNumber"] == meta["LatestVersionNumber"]     # the new version is the default
+    latest, previous = ec2.describe_launch_template_versions(
+        LaunchTemplateName=template, Versions=[str(meta["LatestVersionNumber"]),
+                                               str(meta["LatestVersionNumber"] - 1)])["LaunchTemplateVersions"]
     (image,) = ec2.describe_images(ImageIds=[latest["LaunchTemplateData"]["ImageId"]])["Images"]
-    assert {t["Key"]: t["Value"] for t in image["Tags"]}["jhs:role"] == "worker-image"
+    tags = {t["Key"]: t["Value"] for t in image["Tags"]}
+    assert tags["jhs:role"] == "worker-image"
+    assert image["Name"].startswith(f"{CLUSTER}-worker-") and tags["Name"] == image["Name"]
+    assert tags["jhs:content-hash"] in image["Name"]
+    assert tags["jhs:repo-version"] == site["LAB_REPO_VERSION"]
+    assert tags["jhs:base-ami"] == previous["LaunchTemplateData"]["ImageId"] == site["LAB_BASE_AMI"]
+    labels = json.loads(subprocess.run(["docker", "image", "inspect", tags["jhs-lab:image"]], capture_output=True,
+                                       text=True, check=True).stdout)[0]["Config"]["Labels"]
+    assert labels["jhs-lab.image"] == "ami" and labels["jhs-lab.ami"] == image["ImageId"]   # the lab committed it
+    # the new version is the previous one with the image changed, nothing else
+    assert {k: v for k, v in latest["LaunchTemplateData"].items() if k != "ImageId"} == \
+        {k: v for k, v in previous["LaunchTemplateData"].items() if k != "ImageId"}
+    res = ec2.describe_instances(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]},
+                                          {"Name": "tag:jhs:role", "Values": ["builder"]}])
+    builders = {i["InstanceId"]: i["State"]["Name"] for r in res["Reservations"] for i in r["Instances"]}
+    assert len(builders) == 1 and set(builders.values()) == {"terminated"}, builders
+    wait_for(lambda: not set(builders) & set(node_containers()), 60, what="the builder's node removed")
     notebook = json.loads(aws("ssm").get_parameter(Name=f"/{CLUSTER}/hub/notebook-images")["Parameter"]["Value"])
 
     user_data = base64.b64decode(latest["LaunchTemplateData"]["UserData"]).decode()
     pinned = re.search(r"ansible-pull -U \S+ -C ([0-9a-f]{40}) -d ", user_data).group(1)
-    assert {t["Key"]: t["Value"] for t in image["Tags"]}["jhs:repo-commit"] == pinned
+    assert tags["jhs:repo-commit"] == pinned
+
+    # Same inputs again: the image is found, nothing is baked or changed.
+    again = subprocess.run(bake.args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert again.returncode == 0, again.stdout[-5000:]
+    assert recap(again.stdout)["localhost"]["changed"] == 0, again.stdout[-4000:]
+    res = ec2.describe_instances(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]},
+                                          {"Name": "tag:jhs:role", "Values": ["builder"]}])
+    assert len([i for r in res["Reservations"] for i in r["Instances"]]) == 1, "a second builder was launched"
+    assert ec2.describe_launch_templates(LaunchTemplateNames=[template])["LaunchTemplates"][0][
+        "LatestVersionNumber"] == meta["LatestVersionNumber"]
 
     before = set(worker_ids(aws))
     branch_was, moved = move_lab_branch()
@@ -1103,6 +1139,15 @@ def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site,
         for ref in notebook["images"]:
             assert node_exec(iid, "docker", "image", "inspect", ref).returncode == 0, ref
         assert node_exec(iid, "test", "-x", "/usr/local/sbin/jhs-swarm-leave").returncode == 0
+        # the lab restored the AMI's disk ahead of this node (as AWS hands over a volume made from the snapshot)
+        started = [line for line in (ROOT / ".lab/logs/reconciler.log").read_text().splitlines()
+                   if f"{iid}: running at" in line]
+        assert started and "a disk restored ahead" in started[-1], started
+        assert node_exec(iid, "/opt/jhs/venv/bin/ansible-pull", "--version").returncode == 0  # the boot skips it
+        assert node_exec(iid, "test", "-e", "/root/.jhs-bake-docker").returncode != 0   # no credentials baked in
+        fact = json.loads(node_exec(iid, "cat", "/etc/ansible/facts.d/jhs_worker_image.fact").stdout)
+        assert fact["repo_commit"] == pinned                                     # the boot's preinstalled check
+        assert "log-driver" in json.loads(node_exec(iid, "cat", "/etc/docker/daemon.json").stdout)
         # the boot's ansible-pull ran the pinned commit, although the branch had moved on
         head = node_exec(iid, "git", "-C", "/opt/jhs/repo", "rev-parse", "HEAD").stdout.strip()
         assert head == pinned != moved
