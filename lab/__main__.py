@@ -194,7 +194,8 @@ def ensure_ecr(image: str) -> None:
     the hub's ECR login, push and the workers' authenticated pulls run as on AWS."""
     import boto3
     sts = boto3.client("sts", endpoint_url=config.endpoint_url(), region_name=config.region(),
-                       aws_access_key_id="lab", aws_secret_access_key="lab")
+                       aws_access_key_id=config.AWS_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                       aws_secret_access_key=config.AWS_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
     user, password = "AWS", f"{sts.get_caller_identity()['Account']}-auth-token"
     cur = inspect(config.ECR_CONTAINER)
     env = [f"LAB_REGISTRY_USER={user}", f"LAB_REGISTRY_PASSWORD={password}"]

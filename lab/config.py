@@ -64,7 +64,11 @@ def efs_dir() -> Path:
 
 
 NODE_EFS_PATH = "/mnt/efs"
-AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "lab", "AWS_SECRET_ACCESS_KEY": "lab"}
+# Ansible masks a module's no_log values (the secret key, from the environment) wherever they appear in its result:
+# with the secret "lab", every "labhub" a module returned came back as "********hub" (the bake copied that into
+# the launch template). So the local endpoint's credentials are strings no resource name contains.
+AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "JHSLABLOCALENDPOINT0",
+                   "AWS_SECRET_ACCESS_KEY": "jhs-local-endpoint-credential-not-a-secret"}
 REGISTRY_CONTAINER = "jhs-lab-registry"
 GIT_REPO_NAME = "jupyterhub-swarm.git"
 GIT_BRANCH = "lab"                 # the snapshot of the working tree that lab instances ansible-pull

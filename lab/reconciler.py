@@ -54,7 +54,8 @@ def log(msg: str) -> None:
 def aws_client(service: str = "ec2"):
     """A client of the lab's endpoint (EC2 by default)."""
     return boto3.client(service, endpoint_url=config.endpoint_url(), region_name=config.region(),
-                        aws_access_key_id="lab", aws_secret_access_key="lab")
+                        aws_access_key_id=config.AWS_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=config.AWS_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
 
 
 class Reconciler:

@@ -259,6 +259,8 @@ BAD_CASES = {
     "certificate_files_missing": ({"jupyterhub_tls_mode": "provided", "jupyterhub_tls_cert_file": "/nonexistent/hub.crt",
                                    "jupyterhub_tls_key_file": "/nonexistent/hub.key"},
                                   "/nonexistent/hub.crt (jupyterhub_tls_cert_file / jupyterhub_tls_key_file) is missing"),
+    "image_build_timeout_too_short": ({"jupyterhub_image_build_timeout": 10},
+                                      "jupyterhub_image_build_timeout (10) must be at least 60 seconds"),
     "malformed_memory_limit": ({"jupyterhub_mem_limit": "2 GB"}, "jupyterhub_mem_limit (2 GB) and jupyterhub_mem_guarantee"),
     "profile_without_image": ({"jupyterhub_profiles": [{"name": "big", "mem_limit": "4G"}]},
                               "jupyterhub_profiles entry big: needs a name"),
