@@ -236,7 +236,7 @@ class Replay:
         import boto3
         from lab.hubclient import HubClient
         kw = dict(endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-                  aws_access_key_id="lab", aws_secret_access_key="lab")
+                  aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
         self.args, self.env = args, env
         self.ec2, self.asg = boto3.client("ec2", **kw), boto3.client("autoscaling", **kw)
         self.hub = HubClient(env["LAB_HUB_URL"], timeout=120)

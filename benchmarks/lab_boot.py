@@ -45,7 +45,7 @@ def main() -> None:
     args = ap.parse_args()
     env = lab_env()
     kw = dict(endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-              aws_access_key_id="lab", aws_secret_access_key="lab")
+              aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
     ec2, asg = boto3.client("ec2", **kw), boto3.client("autoscaling", **kw)
     name = "bench-" + uuid.uuid4().hex[:6]
     vpc = ec2.create_vpc(CidrBlock="10.10.0.0/16")["Vpc"]["VpcId"]

@@ -65,7 +65,7 @@ def pct(values: list[float], q: float) -> float:
 def instances(env: dict) -> tuple[str, list[str]]:
     import boto3
     kw = dict(endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-              aws_access_key_id="lab", aws_secret_access_key="lab")
+              aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
     ec2, asg = boto3.client("ec2", **kw), boto3.client("autoscaling", **kw)
     mgr = ec2.describe_instances(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]},
                                           {"Name": "tag:jhs:role", "Values": ["manager"]},

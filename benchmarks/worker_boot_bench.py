@@ -67,7 +67,7 @@ def boot_marks(node: str) -> dict[str, float]:
 class Lab:
     def __init__(self, env: dict[str, str]):
         kw = dict(endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-                  aws_access_key_id="lab", aws_secret_access_key="lab")
+                  aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
         self.env = env
         self.ec2, self.asg = boto3.client("ec2", **kw), boto3.client("autoscaling", **kw)
         group = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[NAMES["workers"]])["AutoScalingGroups"][0]

@@ -115,7 +115,8 @@ def lab_aws(lab):
 
     def client(service: str):
         return boto3.client(service, endpoint_url=lab["AWS_ENDPOINT_URL"], region_name=lab["AWS_DEFAULT_REGION"],
-                            aws_access_key_id="lab", aws_secret_access_key="lab")
+                            aws_access_key_id=lab["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=lab["AWS_SECRET_ACCESS_KEY"])
     return client
 
 

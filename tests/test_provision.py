@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -198,12 +199,18 @@ def provisioned(moto_endpoint, client):
     assert result["first"].returncode == 0, result["first"].stdout[-5000:]
     # The hub scales workers between runs; provision must leave the desired capacity alone.
     client("autoscaling").set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=2)
-    result["second"], result["second_seconds"] = playbook(moto_endpoint, "provision", settings)
-    result["check_existing"], _ = playbook(moto_endpoint, "provision", settings, "--check")
-    # two drifts in one check run: the group's maximum, and a new ECR repository with a changed lifecycle policy
-    result["check_drift"], _ = playbook(moto_endpoint, "provision", dict(
-        settings, aws_cluster_worker_max_size=12, aws_cluster_ecr_repositories=["notebook", "base"],
-        aws_cluster_ecr_keep_images=5), "--check")
+    # The no-change run and two check runs, side by side: none of them changes anything when provisioning is
+    # right, so they see the state they would see one after another (and when one does change something, its
+    # own test fails).
+    drift = dict(settings, aws_cluster_worker_max_size=12, aws_cluster_ecr_repositories=["notebook", "base"],
+                 aws_cluster_ecr_keep_images=5)    # two drifts: the group's maximum, a new ECR repository
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        second = pool.submit(playbook, moto_endpoint, "provision", settings)
+        check_existing = pool.submit(playbook, moto_endpoint, "provision", settings, "--check")
+        check_drift = pool.submit(playbook, moto_endpoint, "provision", drift, "--check")
+        result["second"], result["second_seconds"] = second.result()
+        result["check_existing"], _ = check_existing.result()
+        result["check_drift"], _ = check_drift.result()
     return result
 
 
@@ -233,6 +240,9 @@ def test_check_mode_on_existing_cluster_reports_no_change(provisioned):
     proc = provisioned["check_existing"]
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert recap(proc.stdout)["changed"] == 0, re.findall(r"^changed: .*$", proc.stdout, re.M)
+
+
+CPU_POLICY_TASK = "aws_cluster : Workers | target-tracking policy on average CPU (opt-in)"
 
 
 def changed_tasks(out: str) -> list[str]:
@@ -760,41 +770,43 @@ def test_every_resource_carries_the_cluster_tag(provisioned, client):
 
 def test_cpu_target_tracking_is_opt_in(provisioned, client, moto_endpoint):
     """aws_cluster_worker_cpu_scaling=true adds the target-tracking policy on average CPU (the policy the hub's scaler
-    replaces); a run with the default (false) removes it again. Each run changes that policy and nothing else."""
+    replaces), and that run changes that policy and nothing else. The next test's run, with the default (false),
+    removes it again."""
     asg = client("autoscaling")
-    policy_task = r"TASK \[aws_cluster : Workers \| target-tracking policy on average CPU \(opt-in\)\][^\n]*\n[^\n]*\nchanged:"
     on, _ = playbook(moto_endpoint, "provision", dict(provisioned["settings"], aws_cluster_worker_cpu_scaling=True))
     assert on.returncode == 0, on.stdout[-4000:]
-    assert recap(on.stdout)["changed"] == 1 and re.search(policy_task, on.stdout), re.findall(r"^changed: .*$", on.stdout, re.M)
+    assert changed_tasks(on.stdout) == [CPU_POLICY_TASK] and recap(on.stdout)["changed"] == 1, \
+        re.findall(r"^changed: .*$", on.stdout, re.M)
     (scaling,) = asg.describe_policies(AutoScalingGroupName=f"{CLUSTER}-workers")["ScalingPolicies"]
     assert scaling["PolicyName"] == f"{CLUSTER}-cpu-target" and scaling["PolicyType"] == "TargetTrackingScaling"
     config = scaling["TargetTrackingConfiguration"]
     assert config["PredefinedMetricSpecification"]["PredefinedMetricType"] == "ASGAverageCPUUtilization"
     assert config["TargetValue"] == 70.0
-    off, _ = playbook(moto_endpoint, "provision", provisioned["settings"])
-    assert off.returncode == 0, off.stdout[-4000:]
-    assert recap(off.stdout)["changed"] == 1 and re.search(policy_task, off.stdout), re.findall(r"^changed: .*$", off.stdout, re.M)
-    assert asg.describe_policies(AutoScalingGroupName=f"{CLUSTER}-workers")["ScalingPolicies"] == []
-    # the hooks are untouched by either run
-    hooks = asg.describe_lifecycle_hooks(AutoScalingGroupName=f"{CLUSTER}-workers")["LifecycleHooks"]
-    assert sorted(h["LifecycleHookName"] for h in hooks) == [f"{CLUSTER}-drain", f"{CLUSTER}-launch"]
 
 
-def test_no_ecr_repositories_no_ecr_statements(provisioned, client, moto_endpoint):
-    """aws_cluster_ecr_repositories: [] drops the ECR statements from both policies and changes nothing else; an
-    existing repository is left alone (its images are the hub's; teardown removes it).
+def test_no_ecr_repositories_no_ecr_statements_and_cpu_scaling_off_again(provisioned, client, moto_endpoint):
+    """aws_cluster_ecr_repositories: [] drops the ECR statements from both policies; an existing repository is
+    left alone (its images are the hub's; teardown removes it). The same run has aws_cluster_worker_cpu_scaling
+    back at its default (false), which removes the policy the previous test added. The run changes those two
+    things and nothing else (one run for both: each provisioning run here costs about a minute and a half).
     Changes the policies: runs after the tests that read them."""
+    asg = client("autoscaling")
     settings = dict(provisioned["settings"], aws_cluster_ecr_repositories=[])
     proc, _ = playbook(moto_endpoint, "provision", settings)
     assert proc.returncode == 0, proc.stdout[-4000:]
+    assert changed_tasks(proc.stdout) == ["aws_cluster : IAM | least-privilege inline policies", CPU_POLICY_TASK]
     assert re.findall(r"^changed: .*$", proc.stdout, re.M) == ["changed: [localhost] => (item=manager)",
-                                                               "changed: [localhost] => (item=worker)"]
-    assert re.search(r"TASK \[aws_cluster : IAM \| least-privilege inline policies\][^\n]*\n[^\n]*\nchanged:", proc.stdout)
+                                                               "changed: [localhost] => (item=worker)",
+                                                               "changed: [localhost]"]
     for role in ("manager", "worker"):
         statements = policy(client, f"{CLUSTER}-{role}")["Statement"]
         assert not [a for s in statements for a in s["Action"] if a.startswith("ecr:")], role
     assert "ECR |" not in proc.stdout and "no ECR repositories" in proc.stdout
     assert list(ecr_repositories(client, CLUSTER)) == [f"{CLUSTER}/notebook"]
+    assert asg.describe_policies(AutoScalingGroupName=f"{CLUSTER}-workers")["ScalingPolicies"] == []
+    # the hooks are untouched by either run
+    hooks = asg.describe_lifecycle_hooks(AutoScalingGroupName=f"{CLUSTER}-workers")["LifecycleHooks"]
+    assert sorted(h["LifecycleHookName"] for h in hooks) == [f"{CLUSTER}-drain", f"{CLUSTER}-launch"]
 
 
 def test_a_baked_worker_image_stays_in_the_launch_template(provisioned, client, moto_endpoint):

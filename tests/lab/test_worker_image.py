@@ -36,7 +36,7 @@ def cluster(lab):
     profile and the workers' launch template (roles/aws_cluster names), made directly, quickly."""
     import boto3
     kw = dict(endpoint_url=lab["AWS_ENDPOINT_URL"], region_name=lab["AWS_DEFAULT_REGION"],
-              aws_access_key_id="lab", aws_secret_access_key="lab")
+              aws_access_key_id=lab["AWS_ACCESS_KEY_ID"], aws_secret_access_key=lab["AWS_SECRET_ACCESS_KEY"])
     ec2, iam = boto3.client("ec2", **kw), boto3.client("iam", **kw)
     name = "wi" + uuid.uuid4().hex[:6]
     tags = [{"Key": "jhs:cluster", "Value": name}]
