@@ -10,6 +10,10 @@
 - A volume not made from a snapshot has SnapshotId "" and MultiAttachEnabled false on AWS; moto leaves both
   out, and amazon.aws.ec2_vol_info fails on the missing key (playbooks/manager.yml looks up the hub state
   volume with it). Both are set here as AWS reports them.
+- A group's desired capacity outside its [MinSize, MaxSize]: moto takes it (CreateAutoScalingGroup,
+  UpdateAutoScalingGroup, SetDesiredCapacity) and leaves the group in a state AWS never allows; AWS refuses
+  the request with a ValidationError. It is refused here too, so a playbook that would fail on AWS fails
+  in the lab. (An update that leaves DesiredCapacity out is moved into the new range, on AWS and in moto.)
 
 Auto Scaling lifecycle hooks: moto records them (PutLifecycleHook) but has no wait states. On AWS a hook
 holds each instance its group launches or removes until the hook's action is completed, a heartbeat aside,
@@ -99,6 +103,52 @@ def _volume_as_aws_reports_it(self, *args, **kwargs):
 
 
 Volume.__init__ = _volume_as_aws_reports_it
+
+
+# --- a desired capacity within [MinSize, MaxSize] (see the docstring) ---------------------------------------
+def _refuse_out_of_range(desired, min_size, max_size):
+    if None not in (desired, min_size, max_size) and not int(min_size) <= int(desired) <= int(max_size):
+        raise ValidationError(f"Desired capacity:{int(desired)} must be between the specified min size:"
+                              f"{int(min_size)} and max size:{int(max_size)}")
+
+
+_create_group = AutoScalingBackend.create_auto_scaling_group
+_update_group = AutoScalingBackend.update_auto_scaling_group
+_set_desired_capacity_call = AutoScalingResponse.set_desired_capacity
+
+
+def _create_group_in_range(self, *args, **kwargs):
+    _refuse_out_of_range(kwargs.get("desired_capacity"), kwargs.get("min_size"), kwargs.get("max_size"))
+    return _create_group(self, *args, **kwargs)
+
+
+def _update_group_in_range(self, *args, **kwargs):
+    group = self.autoscaling_groups.get(kwargs.get("name"))
+    if group is not None:
+        low = kwargs.get("min_size") if kwargs.get("min_size") is not None else group.min_size
+        high = kwargs.get("max_size") if kwargs.get("max_size") is not None else group.max_size
+        _refuse_out_of_range(kwargs.get("desired_capacity"), low, high)
+    return _update_group(self, *args, **kwargs)
+
+
+def _set_desired_capacity_in_range(self):
+    """SetDesiredCapacity, the API call (moto's own scaling calls the backend's method, which is left as it is)."""
+    group = self.autoscaling_backend.autoscaling_groups.get(self._get_param("AutoScalingGroupName"))
+    desired = self._get_int_param("DesiredCapacity")
+    if group is not None and desired is not None:
+        if desired > group.max_size:
+            raise ValidationError(f"New SetDesiredCapacity value {desired} is above max value {group.max_size} "
+                                  "for the AutoScalingGroup.")
+        if desired < group.min_size:
+            raise ValidationError(f"New SetDesiredCapacity value {desired} is below min value {group.min_size} "
+                                  "for the AutoScalingGroup.")
+    return _set_desired_capacity_call(self)
+
+
+AutoScalingBackend.create_auto_scaling_group = _create_group_in_range
+AutoScalingBackend.update_auto_scaling_group = _update_group_in_range
+AutoScalingResponse.set_desired_capacity = _set_desired_capacity_in_range
+
 
 # --- Auto Scaling lifecycle hooks (see the docstring) ------------------------------------------------------
 LAUNCHING, TERMINATING = "autoscaling:EC2_INSTANCE_LAUNCHING", "autoscaling:EC2_INSTANCE_TERMINATING"

@@ -102,6 +102,21 @@ sys.path.insert(0, str(ROOT))  # the lab package (lab.hubclient)
 from labutil import lab_cmd, read_env  # noqa: E402
 
 
+SESSION_STARTED = time.time()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The lab's first site.yml run of this session (tests/lab/test_site.py's site fixture, the longest step of a test
+    run): its recap, slowest tasks (profile_tasks) and phases (jhs_phases), so a slow run says where the time went."""
+    log = ROOT / ".lab" / "logs" / "site-first.log"
+    if not log.exists() or log.stat().st_mtime < SESSION_STARTED:
+        return
+    text = log.read_text()
+    start = text.rfind("PLAY RECAP")
+    terminalreporter.section("the lab's first site.yml run: where its time went")
+    terminalreporter.write_line(text[start:] if start >= 0 else text[-6000:])
+
+
 @pytest.fixture(scope="session")
 def lab():
     """The lab, up for the session (brought up if needed; left up for the next make target)."""

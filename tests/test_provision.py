@@ -614,14 +614,19 @@ def worker_aws():
     server.shutdown()
 
 
-def run_jhs_asg(script_path: Path, url: str, action: str, error: tuple[str, int] | None = None):
-    """Run jhs-asg as the boot runs it (boot.env's region and endpoint exported); return the process and its calls."""
-    WorkerAwsStandIn.calls, WorkerAwsStandIn.error = [], error
+def jhs_asg_env(url: str) -> dict:
+    """jhs-asg's environment as the boot gives it (boot.env's region and endpoint), aimed at the stand-in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(AWS_DEFAULT_REGION=REGION, AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="worker", AWS_SECRET_ACCESS_KEY="worker",
                AWS_MAX_ATTEMPTS="1", JHS_METADATA_URL=url, NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
-    proc = subprocess.run([str(VENV_BIN / "python"), str(script_path), action], env=env, capture_output=True, text=True,
-                          timeout=60)
+    return env
+
+
+def run_jhs_asg(script_path: Path, url: str, action: str, error: tuple[str, int] | None = None):
+    """Run jhs-asg as the boot runs it (boot.env's region and endpoint exported); return the process and its calls."""
+    WorkerAwsStandIn.calls, WorkerAwsStandIn.error = [], error
+    proc = subprocess.run([str(VENV_BIN / "python"), str(script_path), *action.split()], env=jhs_asg_env(url),
+                          capture_output=True, text=True, timeout=60)
     return proc, [{k: v for k, v in c.items() if k != "Version"} for c in WorkerAwsStandIn.calls]
 
 
@@ -651,6 +656,39 @@ def test_jhs_asg_completes_the_launch_hook_and_reports_health(provisioned, clien
     assert "jhs-boot: jhs-asg continue failed: ClientError" in proc.stdout and "AccessDenied" in proc.stdout
 
 
+def test_jhs_asg_heartbeats_keep_the_launch_until_no_action_waits_or_their_limit(provisioned, client, worker_aws,
+                                                                                   tmp_path):
+    """The boot's heartbeats (jhs-asg heartbeat EVERY FOR): one RecordLifecycleActionHeartbeat on the cluster's launch
+    hook every EVERY seconds; a failed beat does not end them; 'no action waits' (the boot completed it) does, and so
+    does the limit. The boot script starts them with a third of the hook's timeout and boot_attempts timeouts."""
+    user_data = worker_user_data(client)
+    assert "/usr/local/sbin/jhs-asg heartbeat 300 2700 &" in heredoc(user_data, "JHS_BOOT")   # 900 s, 3 attempts
+    path = tmp_path / "jhs-asg"
+    path.write_text(jhs_asg_script(user_data))
+    beat = {"Action": "RecordLifecycleActionHeartbeat", "InstanceId": WorkerAwsStandIn.instance_id,
+            "AutoScalingGroupName": f"{CLUSTER}-workers", "LifecycleHookName": f"{CLUSTER}-launch"}
+    # the limit: 2.4 s of beats 1 s apart is two beats
+    proc, calls = run_jhs_asg(path, worker_aws, "heartbeat 1 2.4")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert calls == [beat] * 2 and "launch heartbeats stop after 2 s" in proc.stdout
+    # a failed beat is logged and the beats go on; no action waiting ends them
+    WorkerAwsStandIn.calls, WorkerAwsStandIn.error = [], ("Throttling", 400)
+    beats = subprocess.Popen([str(VENV_BIN / "python"), str(path), "heartbeat", "0.2", "600"], env=jhs_asg_env(worker_aws),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while len(WorkerAwsStandIn.calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        WorkerAwsStandIn.error = ("ValidationError", 400)
+        out, _ = beats.communicate(timeout=30)
+    finally:
+        beats.kill()
+    assert beats.returncode == 0, out
+    assert out.count("a launch heartbeat failed") >= 2 and "Throttling" in out, out
+    assert "no more heartbeats" in out, out
+    assert {c["Action"] for c in WorkerAwsStandIn.calls} == {"RecordLifecycleActionHeartbeat"}
+
+
 def run_jhs_boot(user_data: str, tmp_path: Path, pull_rc: int, asg_rc: int = 0) -> tuple[subprocess.CompletedProcess, list[str]]:
     """Run the user-data's /usr/local/sbin/jhs-boot with ansible-pull and jhs-asg replaced by stubs that log their
     call and exit with the given status; no retry delay, no metadata service, no console."""
@@ -675,6 +713,12 @@ def run_jhs_boot(user_data: str, tmp_path: Path, pull_rc: int, asg_rc: int = 0) 
     return proc, calls.read_text().splitlines() if calls.exists() else []
 
 
+def without_heartbeats(calls: list[str]) -> list[str]:
+    """The boot's calls in order, once its heartbeats (started in the background, first) are checked and set apart."""
+    assert calls.count("jhs-asg heartbeat") == 1, calls
+    return [c for c in calls if c != "jhs-asg heartbeat"]
+
+
 def test_worker_boot_completes_the_launch_hook(provisioned, client, tmp_path):
     """jhs-boot as rendered: a boot whose node joined completes the launch hook with CONTINUE (and succeeds even
     when that call fails); after the last failed attempt it marks the instance Unhealthy, then ABANDONs the launch."""
@@ -682,16 +726,16 @@ def test_worker_boot_completes_the_launch_hook(provisioned, client, tmp_path):
     (tmp_path / "joined").mkdir()
     proc, calls = run_jhs_boot(user_data, tmp_path / "joined", pull_rc=0)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert calls == ["ansible-pull -U", "jhs-asg continue"]
+    assert without_heartbeats(calls) == ["ansible-pull -U", "jhs-asg continue"]
     (tmp_path / "no-completion").mkdir()
     proc, calls = run_jhs_boot(user_data, tmp_path / "no-completion", pull_rc=0, asg_rc=1)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert calls == ["ansible-pull -U", "jhs-asg continue"]
+    assert without_heartbeats(calls) == ["ansible-pull -U", "jhs-asg continue"]
     assert "the node joined, but its launch lifecycle action was not completed" in proc.stdout
     (tmp_path / "failed").mkdir()
     proc, calls = run_jhs_boot(user_data, tmp_path / "failed", pull_rc=2)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert calls == ["ansible-pull -U"] * 3 + ["jhs-asg unhealthy", "jhs-asg abandon"]
+    assert without_heartbeats(calls) == ["ansible-pull -U"] * 3 + ["jhs-asg unhealthy", "jhs-asg abandon"]
     assert "jhs-boot: attempt 3 of 3 failed" in proc.stdout
 
 
@@ -701,6 +745,10 @@ def test_auto_scaling_group(provisioned, client):
     assert (group["MinSize"], group["MaxSize"]) == (0, 10)
     assert group["DesiredCapacity"] == 2            # set by "the hub" between runs, left alone by provision
     assert group["HealthCheckGracePeriod"] == 300
+    # Gated from its first launch: the group was created empty and given its first worker only once the launch
+    # hook existed, so no instance is InService without having joined (none boots here; the endpoint replaces a
+    # launch whose hook times out with another that waits).
+    assert group["Instances"] and {i["LifecycleState"] for i in group["Instances"]} == {"Pending:Wait"}, group["Instances"]
     assert group["LaunchTemplate"]["LaunchTemplateName"] == f"{CLUSTER}-worker"
     private = client("ec2").describe_subnets(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]},
                                                       {"Name": "tag:jhs:tier", "Values": ["private"]}])["Subnets"]
@@ -812,7 +860,8 @@ def test_no_ecr_repositories_no_ecr_statements_and_cpu_scaling_off_again(provisi
 def test_a_baked_worker_image_stays_in_the_launch_template(provisioned, client, moto_endpoint):
     """After playbooks/worker_image.yml imaged a worker for the cluster, provisioning again keeps workers on
     that image (it does not put the base AMI back) and a further run changes nothing; another cluster's image
-    is never picked; aws_cluster_worker_use_baked_image=false goes back to the base AMI.
+    is never picked; aws_cluster_worker_use_baked_image=false goes back to the base AMI. A minimum raised above the
+    desired capacity takes the desired capacity with it.
     Runs last in this module: it adds launch template versions."""
     ec2 = client("ec2")
     found = ec2.describe_instances(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]},
@@ -841,6 +890,14 @@ def test_a_baked_worker_image_stays_in_the_launch_template(provisioned, client, 
     again, _ = playbook(moto_endpoint, "provision", settings)
     assert again.returncode == 0 and recap(again.stdout)["changed"] == 0, re.findall(r"^changed: .*$", again.stdout, re.M)
     assert default_image() == baked
-    base, _ = playbook(moto_endpoint, "provision", dict(settings, aws_cluster_worker_use_baked_image=False))
+    # The same run raises the group's minimum above its desired capacity (2, the hub's): AWS refuses a desired
+    # capacity below the minimum (so does the lab's endpoint), so provisioning moves it up to the new minimum. (The
+    # desired capacity setting, which preflight keeps at or above the minimum, applies only to a new group.)
+    base, _ = playbook(moto_endpoint, "provision", dict(settings, aws_cluster_worker_use_baked_image=False,
+                                                        aws_cluster_worker_min_size=3,
+                                                        aws_cluster_worker_desired_capacity=3))
     assert base.returncode == 0, base.stdout[-4000:]
     assert default_image() == BASE_AMI
+    (group,) = client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[f"{CLUSTER}-workers"])["AutoScalingGroups"]
+    assert (group["MinSize"], group["DesiredCapacity"]) == (3, 3)

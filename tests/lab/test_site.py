@@ -48,12 +48,16 @@ def recap(output: str) -> dict[str, dict[str, int]]:
 
 
 RUN_OUTPUTS: list[str] = []   # every site.yml run's output, checked for secrets
+FIRST_SITE_LOG = ROOT / ".lab" / "logs" / "site-first.log"   # this module's first site.yml run (the site fixture)
 
 
 @pytest.fixture(scope="module")
 def site(lab):
     proc = run_site(lab)
     RUN_OUTPUTS.append(proc.stdout + proc.stderr)
+    # kept for the run's summary (tests/conftest.py): where the longest step of a test run spent its time
+    FIRST_SITE_LOG.parent.mkdir(parents=True, exist_ok=True)
+    FIRST_SITE_LOG.write_text(proc.stdout + proc.stderr)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     lab_cmd("summary")
     env = read_env()
@@ -133,6 +137,9 @@ def test_manager_and_workers_are_ready_swarm_nodes_with_labels(site, aws):
         assert labels["jhs.availability-zone"] == inst["Placement"]["AvailabilityZone"]
         assert labels["jhs.instance-type"] == inst["InstanceType"]
         assert labels["jhs.node-pool"] == "default"
+        # the group's first workers too waited on the launch hook, which their boot completed once they had joined
+        log = node_exec(iid, "cat", "/var/log/jhs-boot.log").stdout
+        assert f"jhs-boot: launch lifecycle action of {iid} completed with CONTINUE" in log, log[-3000:]
     # no user server may land on the manager: it is not a worker and the spawner's placement says so
     assert not [n for n in nodes if n["Spec"]["Role"] == "manager" and n["Spec"]["Availability"] != "active"]
 
