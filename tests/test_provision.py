@@ -714,8 +714,10 @@ def run_jhs_boot(user_data: str, tmp_path: Path, pull_rc: int, asg_rc: int = 0) 
 
 
 def without_heartbeats(calls: list[str]) -> list[str]:
-    """The boot's calls in order, once its heartbeats (started in the background, first) are checked and set apart."""
-    assert calls.count("jhs-asg heartbeat") == 1, calls
+    """The boot's calls in order, its heartbeats set apart. They start in the background, once; with the stubs the
+    boot can end (and kill them) before the stub has logged its call, so none is allowed too. That the boot starts
+    them, with which period and limit, is checked on the rendered script (the heartbeat test)."""
+    assert calls.count("jhs-asg heartbeat") <= 1, calls
     return [c for c in calls if c != "jhs-asg heartbeat"]
 
 
