@@ -99,7 +99,7 @@ def reset_moto(url: str) -> None:
 # module would shadow this one. Lab helpers live in tests/lab/labutil.py.
 sys.path.insert(0, str(ROOT / "tests" / "lab"))
 sys.path.insert(0, str(ROOT))  # the lab package (lab.hubclient)
-from labutil import lab_cmd, read_env  # noqa: E402
+from labutil import FIRST_SITE_LOG, lab_cmd, read_env  # noqa: E402
 
 
 SESSION_STARTED = time.time()
@@ -108,7 +108,7 @@ SESSION_STARTED = time.time()
 def pytest_terminal_summary(terminalreporter):
     """The lab's first site.yml run of this session (tests/lab/test_site.py's site fixture, the longest step of a test
     run): its recap, slowest tasks (profile_tasks) and phases (jhs_phases), so a slow run says where the time went."""
-    log = ROOT / ".lab" / "logs" / "site-first.log"
+    log = FIRST_SITE_LOG
     if not log.exists() or log.stat().st_mtime < SESSION_STARTED:
         return
     text = log.read_text()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
+# the lab's first site.yml run of a test session (test_site.py's site fixture), summarised at its end (conftest.py)
+FIRST_SITE_LOG = ROOT / ".lab" / "logs" / "site-first.log"
 
 
 def lab_cmd(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:

@@ -24,7 +24,7 @@ import warnings
 
 import pytest
 import requests
-from labutil import ROOT, lab_cmd, node_containers, node_exec, read_env, wait_for
+from labutil import FIRST_SITE_LOG, ROOT, lab_cmd, node_containers, node_exec, read_env, wait_for
 
 from lab import config
 from lab.hubclient import HubClient
@@ -48,7 +48,6 @@ def recap(output: str) -> dict[str, dict[str, int]]:
 
 
 RUN_OUTPUTS: list[str] = []   # every site.yml run's output, checked for secrets
-FIRST_SITE_LOG = ROOT / ".lab" / "logs" / "site-first.log"   # this module's first site.yml run (the site fixture)
 
 
 @pytest.fixture(scope="module")
