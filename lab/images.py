@@ -6,7 +6,7 @@ Each image is tagged with a hash of its recipe (the files that make it, the mirr
 it trusts), so an unchanged recipe is never rebuilt and a changed one always is.
 
 Images:
-  base  Debian bookworm minbase + python3, trusting the CA bundle given by LAB_CA_BUNDLE
+  base  Debian bookworm minbase + python3 and systemd, trusting the CA bundle given by LAB_CA_BUNDLE
   cloud base + boot tooling, no Docker engine, like Debian's cloud image: the lab's base AMI
   node  cloud's recipe + Docker engine and the modules' libraries: the molecule scenarios' nodes
   imds  base + the instance metadata stand-in server
@@ -27,8 +27,10 @@ from . import config
 HERE = Path(__file__).resolve().parent
 IMAGES_DIR = HERE / "images"
 BASE_RECIPE_VERSION = "1"
-# Packages of the base image: enough for Ansible (python3) and to fetch things over HTTPS.
-BASE_PACKAGES = ["python3", "python3-apt", "ca-certificates", "curl", "iproute2", "procps", "gnupg"]
+# Packages of the base image: enough for Ansible (python3), to fetch things over HTTPS, and systemd as the nodes'
+# init (PID 1), as on an EC2 instance.
+BASE_PACKAGES = ["python3", "python3-apt", "ca-certificates", "curl", "iproute2", "procps", "gnupg",
+                 "systemd", "systemd-sysv", "dbus"]
 
 
 # Images built from images/node with these packages (build argument PACKAGES).

@@ -1,8 +1,8 @@
 """Make the lab's node containers follow the local AWS endpoint's EC2 instances.
 
 Every running instance gets a Docker-in-Docker container named after its instance id, at the
-instance's private IP on the lab network; it boots by running the instance's user-data from the
-metadata stand-in (see images/node/lab-cloud-init). A stopped instance's container is stopped (its
+instance's private IP on the lab network; systemd is its init, as on an instance, and it boots by running the
+instance's user-data from the metadata stand-in (see images/node/lab-cloud-init). A stopped instance's container is stopped (its
 disk is kept, as an EBS root volume is); a terminated instance's container is stopped (shutdown
 hooks run), its boot log kept in the lab's logs/instances/<id>.boot.log (as EC2 keeps a terminated
 instance's console output for a while), then removed with its volumes. An Auto Scaling group's instance
@@ -34,7 +34,7 @@ AMI_INIT = f"""#!/bin/sh
 if [ -f {AMI_DOCKER_TAR} ] && [ -z "$(ls -A /var/lib/docker 2>/dev/null)" ]; then
   tar --xattrs --xattrs-include='*' -xpf {AMI_DOCKER_TAR} -C /var/lib/docker
 fi
-exec /usr/local/sbin/lab-init
+exec /sbin/init
 """
 
 
@@ -186,11 +186,11 @@ class Reconciler:
             return
         disk = self.take_disk(inst["ImageId"])
         docker(
-            "run", "-d", "--init", "--name", iid, "--hostname", "ip-" + ip.replace(".", "-"),
+            "run", "-d", "--name", iid, "--hostname", "ip-" + ip.replace(".", "-"),
             "--label", f"{config.LABEL}=node", "--label", f"{config.LABEL}.instance-id={iid}",
             "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
             "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
-            "--tmpfs", "/run",
+            "--tmpfs", "/run", "--tmpfs", "/run/lock",
             "--mount", (f"type=volume,src={disk},dst=/var/lib/docker" if disk else
                         f"type=volume,dst=/var/lib/docker,volume-label={config.LABEL}=node-docker"),
             "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
@@ -243,7 +243,7 @@ class Reconciler:
         subprocess.run(["docker", "run", "-i", "--name", helper, "--label", f"{config.LABEL}=copy",
                         *(["-v", f"{src[0]}:/from:ro"] if src else []), "--entrypoint", "sh", stage, "-c", script],
                        input=AMI_INIT, text=True, capture_output=True, check=True, timeout=600)
-        docker("commit", *labels, "--change", "ENTRYPOINT []",
+        docker("commit", *labels, "--change", "ENTRYPOINT []", "--change", "STOPSIGNAL SIGRTMIN+3",
                "--change", 'CMD ["/usr/local/sbin/lab-ami-init"]', helper, tag, timeout=600)
         docker("rm", "-f", helper, check=False)
         docker("rmi", stage, check=False)
