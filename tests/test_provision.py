@@ -541,7 +541,9 @@ def test_worker_user_data_contract(provisioned, client, moto_endpoint, tmp_path)
     compiled = subprocess.run([str(VENV_BIN / "python"), "-c", "import sys; compile(sys.stdin.read(), 'jhs-asg', 'exec')"],
                               input=asg, capture_output=True, text=True)
     assert compiled.returncode == 0, compiled.stderr
-    assert "systemctl enable jhs-boot.service" in script and "WantedBy=multi-user.target" in script
+    # the boot is a oneshot unit, this boot's run included (one code path for every boot, no cron fallback)
+    assert "systemctl enable jhs-boot.service\nsystemctl start jhs-boot.service\n" in script
+    assert "WantedBy=multi-user.target" in script and "cron" not in script
     path = tmp_path / "user-data.sh"
     path.write_text(script)
     syntax = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)

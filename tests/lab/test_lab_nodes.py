@@ -100,6 +100,10 @@ def test_asg_instances_become_nodes_that_run_their_user_data(lab, lab_aws, asg_e
         assert f"inet {inst['PrivateIpAddress']}/" in addr
         boot = node_exec(iid, "cat", "/var/lib/cloud/instance/boot-finished").stdout
         assert "rc=0" in boot
+        # systemd is PID 1, as on an instance, and the boot left no failed unit
+        assert node_exec(iid, "cat", "/proc/1/comm").stdout.strip() == "systemd"
+        state = node_exec(iid, "systemctl", "is-system-running", "--wait")
+        assert state.stdout.strip() == "running", node_exec(iid, "systemctl", "--failed", "--no-legend").stdout
 
     asg.update_auto_scaling_group(AutoScalingGroupName=name, MinSize=0, DesiredCapacity=0)
     wait_for(lambda: not (set(ids) & set(node_containers())), 90, what="nodes removed after scale to 0")

@@ -154,7 +154,56 @@ def test_the_lab_says_how_to_sign_in_and_what_to_try(site, aws):
     assert f"docker exec {manager_id(aws)} docker logs jupyterhub" in out, out
 
 
+def test_a_manager_reboot_brings_back_the_hub_its_rules_and_the_servers_without_site_yml(site, aws, hub):
+    """The manager instance reboots (its node restarts: systemd shuts down and boots again). With no site.yml run:
+    the engine comes back after the EFS mount, the containers' firewall is rebuilt before the engine, the hub answers
+    through the proxy, the hub keeps its users, and a user's server (on a worker, untouched) answers with the file
+    written before the reboot. The next test's site.yml run then changes nothing."""
+    user = "u" + uuid.uuid4().hex[:6]
+    hub.create_user(user)
+    hub.start(user)
+    manager = manager_id(aws)
+    r = hub.call("PUT", f"/user/{user}/api/contents/before-reboot.txt",
+                 json={"type": "file", "format": "text", "content": "written before the manager rebooted"})
+    assert r.status_code in (200, 201), r.text
+    service = node_exec(manager, "docker", "service", "inspect", "-f", "{{.ID}}", f"jupyter-{user}").stdout.strip()
+    try:
+        t0 = time.monotonic()
+        assert subprocess.run(["docker", "restart", "-t", "60", manager], capture_output=True).returncode == 0
+
+        def hub_answers() -> bool:
+            try:
+                return hub.call("GET", "/hub/health").status_code == 200
+            except requests.RequestException:
+                return False
+        wait_for(hub_answers, 300, 1, what="the hub to answer after the manager rebooted")
+        back = time.monotonic() - t0
+        assert node_exec(manager, "systemctl", "is-system-running", "--wait").stdout.strip() == "running", \
+            node_exec(manager, "systemctl", "--failed", "--no-legend").stdout
+        # the rules are rebuilt at boot by their unit, before the engine (no site.yml ran)
+        assert node_exec(manager, "/usr/local/sbin/jhs-container-firewall", "--check").returncode == 0
+        def show(unit: str, prop: str) -> str:
+            return node_exec(manager, "systemctl", "show", "-P", prop, unit).stdout.strip()
+        firewall_done = int(show("jhs-container-firewall.service", "ActiveEnterTimestampMonotonic"))
+        assert 0 < firewall_done <= int(show("docker.service", "ExecMainStartTimestampMonotonic"))
+        # the engine requires the shared file system's mount (the lab's is a bind mount made before boot)
+        assert "/mnt/efs" in show("docker.service", "RequiresMountsFor").split()
+        assert show("mnt-efs.mount", "ActiveState") == "active"
+        # the user's server was not touched, and its route is back
+        assert node_exec(manager, "docker", "service", "inspect", "-f", "{{.ID}}", f"jupyter-{user}").stdout.strip() \
+            == service
+        wait_for(lambda: hub.call("GET", f"/user/{user}/api/status").status_code == 200, 60, 1,
+                 what="the user's server through the proxy after the reboot")
+        r = hub.call("GET", f"/user/{user}/api/contents/before-reboot.txt")
+        assert r.status_code == 200 and r.json()["content"] == "written before the manager rebooted"
+        assert user in [u["name"] for u in hub.call("GET", "/hub/api/users").json()]
+        print(f"manager reboot: the hub answered {back:.1f} s after the restart began")
+    finally:
+        hub.stop(user)
+
+
 def test_second_run_changes_nothing(site):
+    """A second site.yml run, after the manager's reboot (the test before), changes nothing."""
     proc = run_site(site)
     RUN_OUTPUTS.append(proc.stdout + proc.stderr)
     assert proc.returncode == 0, proc.stdout[-4000:]
@@ -664,8 +713,7 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
     assert node_exec(worker, "/usr/local/sbin/jhs-container-firewall", "--check").returncode == 0
     # the engine restarted (as on an upgrade): the rules are still in place, and still hold
     node_id = json.loads(node_exec(worker, "docker", "info", "-f", "{{json .Swarm.NodeID}}").stdout)
-    restart = node_exec(worker, "sh", "-c", "pkill -x dockerd; while pgrep -x dockerd >/dev/null; do sleep 0.2; done; "
-                                            "setsid -f dockerd >>/var/log/dockerd.log 2>&1 </dev/null")
+    restart = node_exec(worker, "systemctl", "restart", "docker")
     assert restart.returncode == 0, restart.stderr
     wait_for(lambda: node_exec(worker, "docker", "version").returncode == 0, 60, 1, what="the worker's engine")
     assert node_exec(worker, "/usr/local/sbin/jhs-container-firewall", "--check").returncode == 0
