@@ -190,7 +190,7 @@ class Reconciler:
             "--label", f"{config.LABEL}=node", "--label", f"{config.LABEL}.instance-id={iid}",
             "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
             "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
-            "--tmpfs", "/run", "--tmpfs", "/run/lock",
+            "--tmpfs", "/run", "--tmpfs", "/run/lock", "--stop-signal", "SIGRTMIN+3",   # systemd's clean shutdown
             "--mount", (f"type=volume,src={disk},dst=/var/lib/docker" if disk else
                         f"type=volume,dst=/var/lib/docker,volume-label={config.LABEL}=node-docker"),
             "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
@@ -243,7 +243,7 @@ class Reconciler:
         subprocess.run(["docker", "run", "-i", "--name", helper, "--label", f"{config.LABEL}=copy",
                         *(["-v", f"{src[0]}:/from:ro"] if src else []), "--entrypoint", "sh", stage, "-c", script],
                        input=AMI_INIT, text=True, capture_output=True, check=True, timeout=600)
-        docker("commit", *labels, "--change", "ENTRYPOINT []", "--change", "STOPSIGNAL SIGRTMIN+3",
+        docker("commit", *labels, "--change", "ENTRYPOINT []",
                "--change", 'CMD ["/usr/local/sbin/lab-ami-init"]', helper, tag, timeout=600)
         docker("rm", "-f", helper, check=False)
         docker("rmi", stage, check=False)

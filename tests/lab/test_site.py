@@ -654,7 +654,8 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
     (the one exception the lab's docker_engine_egress_allowed lists) is open; the instance metadata, the
     manager's swarm port, the AWS endpoint, the ECR stand-in (private addresses) and the worker's own swarm port
     (INPUT, not FORWARD) are refused. The worker itself still reaches them; without the rules the container would
-    too; the rules stay when the worker's engine restarts.
+    too; the rules stay when the worker's engine restarts (and it stays in the swarm), and are back before the
+    engine when the worker reboots (and it joins again by itself).
 
     `docker exec` into a swarm task's container fails inside these Docker-in-Docker nodes (runc setns
     error), so the probe runs in a container of the user's image on the user's network, on the worker
@@ -719,6 +720,27 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
     assert node_exec(worker, "/usr/local/sbin/jhs-container-firewall", "--check").returncode == 0
     wait_for(lambda: node_exec(manager, "docker", "node", "inspect", "-f", "{{.Status.State}}", node_id).stdout.strip()
              == "ready", 120, 2, what="the worker Ready again after its engine restarted")
+    assert probe_container() == {"hub": "open", "registry": "open", **closed}
+    # the worker rebooted (its node restarts) with no site.yml run: it left the swarm at shutdown (the leave unit's
+    # ExecStop), its boot unit joined it again, and the rules were rebuilt by their unit before the engine started
+    t0 = time.monotonic()
+    assert subprocess.run(["docker", "restart", "-t", "60", worker], capture_output=True).returncode == 0
+
+    def rejoined() -> bool:
+        return any(n["ID"] != node_id and n["Status"]["State"] == "ready"
+                   and (n["Description"]["Engine"].get("Labels") or {}).get("jhs.instance-id") == worker
+                   for n in swarm_nodes(manager))
+    wait_for(rejoined, 300, 2, what="the rebooted worker back in the swarm",
+             detail=lambda: node_exec(worker, "tail", "-n", "30", "/var/log/jhs-boot.log").stdout)
+    print(f"worker reboot: a Ready node again after {time.monotonic() - t0:.1f} s")
+    assert node_exec(manager, "docker", "node", "inspect", "-f", "{{.Status.State}}", node_id).stdout.strip() == "down"
+    assert node_exec(manager, "docker", "node", "rm", node_id).returncode == 0
+
+    def show(unit: str, prop: str) -> int:
+        return int(node_exec(worker, "systemctl", "show", "-P", prop, unit).stdout.strip() or 0)
+    assert 0 < show("jhs-container-firewall.service", "ActiveEnterTimestampMonotonic") \
+        <= show("docker.service", "ExecMainStartTimestampMonotonic")
+    assert node_exec(worker, "/usr/local/sbin/jhs-container-firewall", "--check").returncode == 0
     assert probe_container() == {"hub": "open", "registry": "open", **closed}
 
 
