@@ -65,6 +65,9 @@ def test_fstab_line_is_awss_recommended_mount_of_the_az_mount_target(tmp_path):
     for path, mode in ((homes, 0o755), (homes / "alice", 0o700), (homes / "bob-2", 0o700)):
         st = path.stat()
         assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1000, 1000, mode), path   # jhs_names.home()
+    # the engine starts only once the file system is mounted (a drop-in of docker.service)
+    dropin = (tmp_path / "units" / "docker.service.d" / "jhs-efs.conf").read_text()
+    assert dropin.splitlines()[1:] == ["[Unit]", f"RequiresMountsFor={mnt}"], dropin
     # Second run changes nothing.
     again = run_role(tmp_path)
     assert again.returncode == 0, again.stdout
