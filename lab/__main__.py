@@ -24,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from . import config, images
+from . import config, images, sgfilter
 from .docker import DockerError, docker, ids, inspect
 
 BASE_AMI_NAME = "jhs-lab-debian-12"
@@ -154,7 +154,8 @@ def ensure_network() -> None:
     if inspect(config.NETWORK, "network"):
         return
     cidr = config.network_cidr()
-    docker("network", "create", "--driver", "bridge", "--subnet", str(cidr), "--gateway", config.gateway(),
+    docker("network", "create", "--driver", "bridge", "--opt", f"com.docker.network.bridge.name={config.BRIDGE}",
+           "--subnet", str(cidr), "--gateway", config.gateway(),
            "--ip-range", str(config.service_range()), "--label", f"{config.LABEL}=network", config.NETWORK)
     say(f"network {config.NETWORK} {cidr}")
 
@@ -365,6 +366,7 @@ def down(remove_images: bool = False) -> None:
     stop_process("reconciler")
     stop_process("moto")
     stop_process("git")
+    sgfilter.remove(config.BRIDGE)
     for cid in ids("container", config.LABEL):
         docker("rm", "-f", "-v", cid, check=False)
     for vol in ids("volume", config.LABEL):

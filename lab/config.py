@@ -9,6 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LABEL = "jhs-lab"                 # every container, network and volume the lab makes carries it
 IMAGE_PREFIX = "jhs-lab"
 NETWORK = "jhs-lab"
+BRIDGE = "jhs-lab-br"              # the network's Linux bridge: security groups are enforced on it (sgfilter)
 IMDS_CONTAINER = "jhs-lab-imds"
 
 

@@ -23,7 +23,7 @@ import uuid
 
 import boto3
 
-from . import config
+from . import config, sgfilter
 from .docker import DockerError, docker, ids, inspect
 
 AMI_IMAGE_TAG = "jhs-lab:image"   # an AMI tag naming the container image its instances boot from
@@ -71,6 +71,7 @@ class Reconciler:
         self.refills: dict[str, tuple[str, str, float]] = {}   # node -> (AMI, image, since): refill once it booted
         self.lock = threading.Lock()
         self.last_cleanup = 0.0
+        self.sg_applied: list[str] | None = None   # the security group rules last put in place (sgfilter)
         # a disk left by an earlier reconciler may be half restored: start over
         for vol in ids("volume", DISK_LABEL):
             docker("volume", "rm", vol, check=False)
@@ -273,10 +274,28 @@ class Reconciler:
         for name, node in nodes.items():
             if name not in instances:
                 self.remove(name, node, why="unknown to the endpoint")
+        self.enforce_security_groups(instances)
         self.replace_unhealthy()
         self.bake_amis()
         self.refill_booted()
         self.clean_disks()
+
+    def enforce_security_groups(self, instances: dict[str, dict]) -> None:
+        """The endpoint's security groups as packet filtering between the nodes (lab/sgfilter.py), refreshed when
+        the groups' rules or the instances change."""
+        if not sgfilter.enabled():
+            return
+        live = [i for i in instances.values() if i["State"]["Name"] in ("pending", "running")
+                and i.get("PrivateIpAddress")]
+        groups = [g for page in self.ec2.get_paginator("describe_security_groups").paginate()
+                  for g in page["SecurityGroups"]]
+        lines = sgfilter.rules(live, groups)
+        if lines == self.sg_applied:
+            return
+        sgfilter.apply(config.BRIDGE, lines)
+        if self.sg_applied is None or len(lines) != len(self.sg_applied):
+            log(f"security groups: {len(lines) - 1} rules for {len(live)} instance(s) in {sgfilter.CHAIN}")
+        self.sg_applied = lines
 
     def replace_unhealthy(self) -> None:
         """What a group does with an instance marked Unhealthy (SetInstanceHealth): terminate it and launch a

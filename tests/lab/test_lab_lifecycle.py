@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from labutil import ROOT, lab_cmd
+from labutil import ROOT, lab_cmd, wait_for
 
 pytestmark = pytest.mark.lab
 LAB_DIR = ROOT / ".lab"
@@ -43,6 +43,11 @@ def inventory() -> dict[str, int]:
     }
 
 
+def security_group_chain() -> bool:
+    """The host's chain filtering traffic between the lab's nodes by the endpoint's security groups (lab/sgfilter.py)."""
+    return subprocess.run(["iptables", "-S", "JHS-LAB-SG"], capture_output=True).returncode == 0
+
+
 def test_up_down_up_leaves_no_leftovers_and_no_duplicates():
     lab_cmd("down")
     assert inventory() == {"containers": 0, "networks": 0, "volumes": 0, "processes": 0, "lab_dir": 0}
@@ -56,8 +61,10 @@ def test_up_down_up_leaves_no_leftovers_and_no_duplicates():
 
     lab_cmd("down")
     assert inventory() == {"containers": 0, "networks": 0, "volumes": 0, "processes": 0, "lab_dir": 0}
+    assert not security_group_chain()
     lab_cmd("up")
     assert inventory() == first
+    wait_for(security_group_chain, 30, 1, what="the reconciler's security group chain")
 
 
 def test_port_already_taken_is_refused_before_any_change():

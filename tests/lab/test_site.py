@@ -143,6 +143,52 @@ def test_manager_and_workers_are_ready_swarm_nodes_with_labels(site, aws):
     assert not [n for n in nodes if n["Spec"]["Role"] == "manager" and n["Spec"]["Availability"] != "active"]
 
 
+PORT_PROBE = """
+import json, socket, sys
+out = {}
+for host, port in json.loads(sys.argv[1]):
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        out[f"{host}:{port}"] = "open"
+    except ConnectionRefusedError:
+        out[f"{host}:{port}"] = "refused"
+    except OSError as e:
+        out[f"{host}:{port}"] = type(e).__name__
+print(json.dumps(out))
+"""
+
+
+def test_security_groups_are_enforced_between_nodes(site, aws):
+    """The endpoint's security groups filter the traffic between the lab's nodes as AWS does (lab/sgfilter.py): a
+    worker reaches the manager's swarm port, which the nodes' group allows, but not a port no group allows (dropped:
+    a timeout, as on AWS), which the host (outside the groups) does reach. Without the filter the worker would get
+    through: the test can fail. The whole lab test suite runs with the filter on, so the swarm, the hub and the
+    workers' boot need no more than the groups allow."""
+    from lab import sgfilter
+    manager = manager_id(aws)
+    worker = worker_ids(aws)[0]
+    manager_ip = aws("ec2").describe_instances(InstanceIds=[manager])["Reservations"][0]["Instances"][0][
+        "PrivateIpAddress"]
+    rules = subprocess.run(["iptables", "-S", sgfilter.CHAIN], capture_output=True, text=True).stdout
+    assert f"-A {sgfilter.CHAIN} -d {manager_ip}/32 -m comment --comment {manager} -j DROP" in rules, rules
+    assert node_exec(manager, "sh", "-c", "setsid -f python3 -m http.server 18080 >/dev/null 2>&1").returncode == 0
+    jump = ["DOCKER-USER", "-i", config.BRIDGE, "-o", config.BRIDGE, "-j", sgfilter.CHAIN]
+    try:
+        wait_for(lambda: socket.create_connection((manager_ip, 18080), timeout=3), 30, 1,
+                 what="a listener on the manager that the host reaches")
+        targets = json.dumps([[manager_ip, 2377], [manager_ip, 18080]])
+        probe = json.loads(node_exec(worker, "python3", "-c", PORT_PROBE, targets).stdout)
+        assert probe == {f"{manager_ip}:2377": "open", f"{manager_ip}:18080": "TimeoutError"}, probe
+        assert subprocess.run(["iptables", "-D", *jump], capture_output=True).returncode == 0
+        try:
+            probe = json.loads(node_exec(worker, "python3", "-c", PORT_PROBE, targets).stdout)
+            assert probe == {f"{manager_ip}:2377": "open", f"{manager_ip}:18080": "open"}, probe
+        finally:
+            assert subprocess.run(["iptables", "-I", jump[0], "1", *jump[1:]], capture_output=True).returncode == 0
+    finally:
+        node_exec(manager, "pkill", "-f", "http.server 18080")
+
+
 def test_the_lab_says_how_to_sign_in_and_what_to_try(site, aws):
     """`make lab` ends with `python -m lab summary`: the hub's URL, how to sign in and open it, and three things
     to try, naming this lab's own group and manager."""
