@@ -174,8 +174,13 @@ def test_security_groups_are_enforced_between_nodes(site, aws):
     assert node_exec(manager, "sh", "-c", "setsid -f python3 -m http.server 18080 >/dev/null 2>&1").returncode == 0
     jump = ["DOCKER-USER", "-i", config.BRIDGE, "-o", config.BRIDGE, "-j", sgfilter.CHAIN]
     try:
-        wait_for(lambda: socket.create_connection((manager_ip, 18080), timeout=3), 30, 1,
-                 what="a listener on the manager that the host reaches")
+        def host_reaches() -> bool:
+            try:
+                socket.create_connection((manager_ip, 18080), timeout=3).close()
+                return True
+            except OSError:
+                return False
+        wait_for(host_reaches, 30, 1, what="a listener on the manager that the host reaches")
         targets = json.dumps([[manager_ip, 2377], [manager_ip, 18080]])
         probe = json.loads(node_exec(worker, "python3", "-c", PORT_PROBE, targets).stdout)
         assert probe == {f"{manager_ip}:2377": "open", f"{manager_ip}:18080": "TimeoutError"}, probe
