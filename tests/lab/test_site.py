@@ -222,12 +222,7 @@ def test_a_manager_reboot_brings_back_the_hub_its_rules_and_the_servers_without_
         t0 = time.monotonic()
         assert subprocess.run(["docker", "restart", "-t", "60", manager], capture_output=True).returncode == 0
 
-        def hub_answers() -> bool:
-            try:
-                return hub.call("GET", "/hub/health").status_code == 200
-            except requests.RequestException:
-                return False
-        wait_for(hub_answers, 300, 1, what="the hub to answer after the manager rebooted")
+        wait_for(lambda: hub_answers(hub), 300, 1, what="the hub to answer after the manager rebooted")
         back = time.monotonic() - t0
         assert node_exec(manager, "systemctl", "is-system-running", "--wait").stdout.strip() == "running", \
             node_exec(manager, "systemctl", "--failed", "--no-legend").stdout
@@ -281,6 +276,14 @@ def test_no_secret_in_the_runs_output(site, aws):
 @pytest.fixture(scope="module")
 def hub(site):
     return HubClient(site["LAB_HUB_URL"])
+
+
+def hub_answers(hub: HubClient) -> bool:
+    """The hub's health endpoint answers 200 through the proxy (False while the hub or its node restarts)."""
+    try:
+        return hub.call("GET", "/hub/health").status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def service_node(manager: str, user: str) -> str:
@@ -528,12 +531,7 @@ def test_a_hub_restart_leaves_a_users_server_answering_through_the_proxy(site, a
         time.sleep(1)
         restart_at = time.monotonic()
         assert node_exec(manager, "docker", "restart", "jupyterhub").returncode == 0
-        def hub_answers() -> bool:
-            try:
-                return hub.call("GET", "/hub/health").status_code == 200
-            except requests.RequestException:
-                return False
-        wait_for(hub_answers, 120, 1, what="the hub to answer again")
+        wait_for(lambda: hub_answers(hub), 120, 1, what="the hub to answer again")
         hub_back = time.monotonic() - restart_at
         time.sleep(1)
     finally:
