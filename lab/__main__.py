@@ -273,6 +273,30 @@ def ensure_base_ami(node_image: str) -> str:
     return ami
 
 
+def ensure_key_pair() -> Path:
+    """The operator's side of SSH, as on AWS: a key (.lab/ssh/id_ed25519) imported into the endpoint as the EC2 key
+    pair config.KEY_NAME, which provisioning puts on every instance, and an ssh config that Ansible uses
+    (LAB_SSH_CONFIG in .lab/env). It names the key and a known_hosts file of the lab's own: the lab's addresses are
+    reused by every lab, and each instance makes new host keys at its first boot, as on EC2."""
+    from .reconciler import aws_client
+    ssh_dir = config.lab_dir() / "ssh"
+    ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = ssh_dir / "id_ed25519"
+    if not key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", config.KEY_NAME, "-f", str(key)],
+                       check=True)
+    ec2 = aws_client()
+    if not ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [config.KEY_NAME]}])["KeyPairs"]:
+        ec2.import_key_pair(KeyName=config.KEY_NAME, PublicKeyMaterial=Path(f"{key}.pub").read_bytes())
+    ssh_config = ssh_dir / "config"
+    # ProxyJump's own ssh (to the manager) reads this file too (ssh passes -F on), not the command line's options.
+    ssh_config.write_text(
+        "# written by `python -m lab up`: how the control node reaches the lab's instances (Ansible: ansible_ssh_args)\n"
+        f"Host *\n  IdentityFile {key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {ssh_dir / 'known_hosts'}\n"
+        "  StrictHostKeyChecking accept-new\n  ConnectTimeout 10\n  ServerAliveInterval 15\n")
+    return ssh_config
+
+
 def ensure_imds(image: str) -> None:
     cur = inspect(config.IMDS_CONTAINER)
     if cur and cur["Config"]["Image"] == image and cur["State"]["Running"]:
@@ -309,8 +333,9 @@ def write_env(base_ami: str, extra: dict[str, str] | None = None) -> Path:
         "LAB_ECR_REGISTRY": config.ecr_addr(),
         "LAB_ECR_PORT": str(config.ecr_host_port()),
     }
-    if "LAB_HUB_URL" in old:
-        env["LAB_HUB_URL"] = old["LAB_HUB_URL"]
+    for key in ("LAB_HUB_URL", "LAB_SSH_CONFIG", "LAB_KEY_NAME", "LAB_ADMIN_CIDR"):   # written by later steps
+        if key in old:
+            env[key] = old[key]
     env.update(extra or {})
     path.write_text("# written by `python -m lab up`; source it to point the aws CLI or boto3 at the lab\n"
                     + "".join(f"{k}={v}\n" for k, v in env.items()))
@@ -349,6 +374,7 @@ def up() -> None:
         ensure_network()
         ensure_endpoint()
         base_ami = ensure_base_ami(tags["cloud"])
+        ssh_config = ensure_key_pair()
     with phase("metadata service, registry, ECR stand-in", started):
         ensure_imds(tags["imds"])
         ensure_registry(tags["registry"], tags["base"])
@@ -357,7 +383,8 @@ def up() -> None:
         snapshot_repo()
         ensure_git_daemon()
         ensure_reconciler()
-        path = write_env(base_ami)
+        path = write_env(base_ami, {"LAB_SSH_CONFIG": str(ssh_config), "LAB_KEY_NAME": config.KEY_NAME,
+                                    "LAB_ADMIN_CIDR": f"{config.gateway()}/32"})
     say(f"up in {time.monotonic() - started:.0f} s. Endpoint {config.endpoint_url()}, base AMI {base_ami}; "
         f"`. {path.relative_to(config.ROOT)}` to use it")
 

@@ -11,6 +11,7 @@ IMAGE_PREFIX = "jhs-lab"
 NETWORK = "jhs-lab"
 BRIDGE = "jhs-lab-br"              # the network's Linux bridge: security groups are enforced on it (sgfilter)
 IMDS_CONTAINER = "jhs-lab-imds"
+KEY_NAME = "jhs-lab"               # the EC2 key pair `lab up` imports (.lab/ssh/id_ed25519): Ansible's SSH key
 
 
 def setting(name: str, default: str) -> str:

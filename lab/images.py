@@ -7,7 +7,7 @@ it trusts), so an unchanged recipe is never rebuilt and a changed one always is.
 
 Images:
   base  Debian bookworm minbase + python3 and systemd, trusting the CA bundle given by LAB_CA_BUNDLE
-  cloud base + boot tooling, no Docker engine, like Debian's cloud image: the lab's base AMI
+  cloud base + sshd, sudo and boot tooling, no Docker engine, like Debian's cloud image: the lab's base AMI
   node  cloud's recipe + Docker engine and the modules' libraries: the molecule scenarios' nodes
   imds  base + the instance metadata stand-in server
   registry  base + Debian's docker-registry: the Docker Hub and ECR stand-ins
@@ -34,7 +34,10 @@ BASE_PACKAGES = ["python3", "python3-apt", "ca-certificates", "curl", "iproute2"
 
 
 # Images built from images/node with these packages (build argument PACKAGES).
-NODE_RECIPES = {"cloud": "", "node": "docker.io iptables git python3-docker python3-boto3 python3-yaml python3-jinja2"}
+# Both have sshd and sudo, as Debian's cloud image (Ansible reaches the lab's nodes over SSH, as on AWS).
+NODE_RECIPES = {"cloud": "openssh-server sudo",
+                "node": "openssh-server sudo docker.io iptables git python3-docker python3-boto3 python3-yaml "
+                        "python3-jinja2"}
 
 
 class BuildError(RuntimeError):

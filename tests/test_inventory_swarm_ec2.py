@@ -237,16 +237,33 @@ def test_graph_output(clusters, aws_env, tmp_path):
 
 
 def test_lab_config_reads_the_endpoint_from_the_environment(clusters, aws_env, tmp_path):
-    """The committed lab file, cluster name changed: endpoint from AWS_ENDPOINT_URL, docker connection."""
+    """The committed lab file, cluster name changed: endpoint from AWS_ENDPOINT_URL, SSH as on AWS (jump), with the
+    manager at its private address (the lab's traffic never targets a public one)."""
     a = clusters[CLUSTER_A]
+    manager = a["instances"][a["manager"]]
     lab = yaml.safe_load((ROOT / "inventories/lab/cluster.swarm_ec2.yml").read_text())
-    assert "endpoint_url" not in lab and lab["connection"] == "docker" and lab["cluster_name"] == "labhub"
+    assert "endpoint_url" not in lab and lab["connection"] == "jump" and lab["cluster_name"] == "labhub"
+    assert lab["manager_address"] == "private"
     lab["cluster_name"] = CLUSTER_A
     config = tmp_path / "cluster.swarm_ec2.yml"
     config.write_text(yaml.safe_dump(lab))
     groups, hostvars = inventory_list(aws_env, config)
     assert groups["swarm_managers"] == {a["manager"]}
     assert groups["pool_default"] == set(a["members"])
+    assert manager.get("PublicIpAddress") and manager["PublicIpAddress"] != manager["PrivateIpAddress"]
+    hv = plain(hostvars[a["manager"]])
+    assert hv["ansible_host"] == manager["PrivateIpAddress"] and "ansible_ssh_common_args" not in hv
+    assert hv["swarm_ec2_jump_host"] == manager["PrivateIpAddress"] and hv["swarm_ec2_jump_user"] == "admin"
+    for iid in a["members"]:
+        hv = plain(hostvars[iid])
+        assert "ansible_connection" not in hv   # ssh, Ansible's default
+        assert hv["ansible_host"] == a["instances"][iid]["PrivateIpAddress"]
+        assert hv["ansible_ssh_common_args"] == f"-o ProxyJump=admin@{manager['PrivateIpAddress']}"
+
+
+def test_connection_docker_remains_an_option(clusters, aws_env, tmp_path):
+    a = clusters[CLUSTER_A]
+    _, hostvars = inventory_list(aws_env, write_config(tmp_path, cluster_name=CLUSTER_A, connection="docker"))
     for iid in a["instances"]:
         hv = plain(hostvars[iid])
         assert hv["ansible_connection"] == "community.docker.docker"
@@ -285,6 +302,7 @@ def test_connection_jump_through_the_manager(clusters, aws_env, tmp_path):
         hv = plain(hostvars[iid])
         assert hv["ansible_host"] == a["instances"][iid]["PrivateIpAddress"]
         assert hv["ansible_ssh_common_args"] == f"-o ProxyJump=admin@{manager['PublicIpAddress']}"
+        assert hv["swarm_ec2_jump_host"] == manager["PublicIpAddress"] and hv["swarm_ec2_jump_user"] == "admin"
     _, hostvars = inventory_list(aws_env, write_config(tmp_path, cluster_name=CLUSTER_A, connection="jump",
                                                        jump_host="bastion.example.org"))
     assert {plain(hostvars[i])["ansible_ssh_common_args"] for i in a["instances"]} == {

@@ -20,8 +20,10 @@ description:
     C(swarm_launch_template_version), C(swarm_availability_zone), C(swarm_manager_addr) (the manager's private
     IP), the connection variables of O(connection), and every variable M(amazon.aws.aws_ec2) sets
     (C(instance_id), C(private_ip_address), C(instance_type), C(placement), C(tags), ...).
-  - The variable C(swarm_ec2_connection) (the value of O(connection)) on the group C(all), so plays on the
-    control node know how the instances will be reached (the aws_cluster role's preflight checks provisioning
+  - The variables C(swarm_ec2_connection) (the value of O(connection)) and, with O(connection=jump),
+    C(swarm_ec2_jump_host) and C(swarm_ec2_jump_user) (the jump host's address and O(jump_user)) on the group
+    C(all), so plays on the control node know how the instances will be reached (the worker_image role reaches
+    its builder the same way) (the aws_cluster role's preflight checks provisioning
     opens SSH with a key pair for V(direct) and V(jump)).
   - The configuration file name must end with C(.swarm_ec2.yml) or C(.swarm_ec2.yaml).
 extends_documentation_fragment:
@@ -63,7 +65,7 @@ options:
     description:
       - How Ansible reaches the hosts. V(direct) is SSH to the private IP.
       - V(jump) is SSH to the private IP through the manager (or O(jump_host)) as C(ProxyJump); the manager
-        itself is reached at its public IP.
+        itself is reached at the address O(manager_address) names.
       - V(ssm) is AWS Systems Manager Session Manager (C(amazon.aws.aws_ssm)); it needs O(ssm_bucket_name).
       - V(docker) is the local lab, where every instance is a container named after its instance id.
     type: str
@@ -71,8 +73,18 @@ options:
     choices: [direct, jump, ssm, docker]
   jump_host:
     description:
-      - The SSH jump host for O(connection=jump). Empty means the manager's public IP.
+      - The SSH jump host for O(connection=jump). Empty means the manager, at the address O(manager_address)
+        names.
     type: str
+  manager_address:
+    description:
+      - Which address of the manager O(connection=jump) connects to, directly and as the workers' jump host.
+      - V(public) (the default) is its public IP (the Elastic IP), for a control node on the internet.
+      - V(private) is its private IP, for a control node inside the VPC (a VPN, a bastion, or the local lab, whose
+        traffic never targets a public address).
+    type: str
+    default: public
+    choices: [public, private]
   jump_user:
     description:
       - The user on the jump host. Empty means the SSH default.
@@ -447,13 +459,21 @@ class InventoryModule(AwsEc2InventoryModule):
                         ansible_aws_ssm_region=inst["Placement"]["AvailabilityZone"][:-1],
                         ansible_aws_ssm_bucket_name=self.get_option("ssm_bucket_name"))
         elif style == "jump":
-            jump_host = self.get_option("jump_host") or (manager or {}).get("PublicIpAddress")
+            jump_host = self._jump_host(manager)
             if fact["swarm_role"] == "manager" and not self.get_option("jump_host"):
-                conn["ansible_host"] = inst.get("PublicIpAddress") or private_ip
+                if self.get_option("manager_address") == "public":
+                    conn["ansible_host"] = inst.get("PublicIpAddress") or private_ip
             elif jump_host:
                 user = self.get_option("jump_user")
                 conn["ansible_ssh_common_args"] = f"-o ProxyJump={user + '@' if user else ''}{jump_host}"
         return conn
+
+    def _jump_host(self, manager):
+        """The address of connection: jump's jump host: O(jump_host), else the manager's public or private IP."""
+        manager = manager or {}
+        return self.get_option("jump_host") or (
+            manager.get("PrivateIpAddress") if self.get_option("manager_address") == "private"
+            else manager.get("PublicIpAddress")) or ""
 
     # ---- inventory -------------------------------------------------------------------------------------
 
@@ -468,6 +488,9 @@ class InventoryModule(AwsEc2InventoryModule):
             return
         manager = self._primary_manager(instances, facts)
         manager_addr = manager.get("PrivateIpAddress") if manager else None
+        if settings["connection"] == "jump":
+            self.inventory.set_variable("all", "swarm_ec2_jump_host", self._jump_host(manager))
+            self.inventory.set_variable("all", "swarm_ec2_jump_user", self.get_option("jump_user") or "")
         if manager is None:
             self.warn(f"swarm_ec2: cluster {settings['cluster']!r} has no manager (tag {ROLE_TAG}=manager): "
                       "swarm_manager_addr is not set")

@@ -5,8 +5,9 @@ It owns 169.254.169.254 in its own container; nodes route that address to it, so
 container inside a node is forwarded (and can be blocked by DOCKER-USER) exactly as on EC2. A caller
 is identified by its source address, looked up among the local AWS endpoint's running instances,
 the way AWS identifies it by network interface. Answers what boot code reads: instance id, region,
-availability zone, private IP, instance type, AMI, user-data, the identity document and the
-instance profile's credentials (the lab endpoint accepts any).
+availability zone, private IP, instance type, AMI, user-data, the identity document, the public key
+of the instance's key pair (public-keys/0/openssh-key, which the cloud-init stand-in installs for
+SSH) and the instance profile's credentials (the lab endpoint accepts any).
 """
 import base64
 import json
@@ -38,19 +39,40 @@ def instance_for(addr):
     return None
 
 
+def template_data(inst):
+    """The launch template data an instance was launched from ({} if none)."""
+    tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+    lt_id = tags.get("aws:ec2launchtemplate:id")
+    if not lt_id:
+        return {}
+    vers = ec2().describe_launch_template_versions(
+        LaunchTemplateId=lt_id, Versions=[tags.get("aws:ec2launchtemplate:version", "$Latest")])
+    for v in vers["LaunchTemplateVersions"]:
+        return v["LaunchTemplateData"]
+    return {}
+
+
 def role_name(inst):
     arn = (inst.get("IamInstanceProfile") or {}).get("Arn", "")
     if not arn:
         # moto does not copy a launch template's instance profile onto ASG instances: read it there.
-        tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
-        lt_id = tags.get("aws:ec2launchtemplate:id")
-        if lt_id:
-            vers = ec2().describe_launch_template_versions(
-                LaunchTemplateId=lt_id, Versions=[tags.get("aws:ec2launchtemplate:version", "$Latest")])
-            for v in vers["LaunchTemplateVersions"]:
-                prof = v["LaunchTemplateData"].get("IamInstanceProfile", {})
-                arn = prof.get("Arn") or prof.get("Name", "")
+        prof = template_data(inst).get("IamInstanceProfile", {})
+        arn = prof.get("Arn") or prof.get("Name", "")
     return arn.rsplit("/", 1)[-1] if arn else ""
+
+
+def public_key(inst):
+    """The OpenSSH public key of the instance's key pair (its own KeyName, else its launch template's), or None."""
+    name = inst.get("KeyName") or template_data(inst).get("KeyName")
+    if not name:
+        return None
+    try:
+        pairs = ec2().describe_key_pairs(KeyNames=[name], IncludePublicKey=True)["KeyPairs"]
+    except Exception as exc:  # a key pair deleted since the launch: no key, as on EC2
+        print(f"key pair {name}: {exc}", flush=True)
+        return None
+    key = pairs[0].get("PublicKey") if pairs else None
+    return f"{key.strip()} {name}\n" if key else None
 
 
 def meta(inst, path):
@@ -72,9 +94,16 @@ def meta(inst, path):
         return "availability-zone\nregion"
     if path in ("iam", "iam/"):
         return "info\nsecurity-credentials/"
+    if path in ("public-keys", "public-keys/", "public-keys/0", "public-keys/0/", "public-keys/0/openssh-key"):
+        key = public_key(inst)
+        if key is None:
+            return None
+        name = key.split()[-1]
+        return {"public-keys/0/openssh-key": key, "public-keys/0": "openssh-key", "public-keys/0/": "openssh-key"}.get(
+            path, f"0={name}")
     if path == "":
         return "\n".join(["ami-id", "hostname", "iam/", "instance-id", "instance-type", "local-hostname",
-                          "local-ipv4", "mac", "placement/"])
+                          "local-ipv4", "mac", "placement/", "public-keys/"])
     role = role_name(inst)
     if path == "iam/security-credentials/" or path == "iam/security-credentials":
         return role or None
