@@ -509,10 +509,10 @@ def next_steps(hub: str) -> str:
     groups = [g["AutoScalingGroupName"] for g in
               aws_client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]]
     group = groups[0] if groups else "<the workers' Auto Scaling group>"
-    managers = [i["InstanceId"] for r in aws_client().describe_instances(Filters=[
+    managers = [i["PrivateIpAddress"] for r in aws_client().describe_instances(Filters=[
         {"Name": "tag:jhs:role", "Values": ["manager"]}, {"Name": "instance-state-name", "Values": ["running"]}])
         ["Reservations"] for i in r["Instances"]]
-    manager = managers[0] if managers else "<manager instance id>"
+    manager = managers[0] if managers else "<manager address>"
     return f"""
 sign in    open {hub} in a browser on this machine (the lab's network is local to it) and accept the
            self-signed certificate; any user name signs in, with any password (jupyterhub_local_password in
@@ -521,7 +521,8 @@ try        1. start a server: sign in, Start My Server, open a notebook and run 
            2. scale the workers to 3; a new node joins by itself (make lab-status lists it), and the scaler
               removes it again once it has been empty for the cool-down (60 s here; docs/autoscaling.md):
               (set -a; . .lab/env; .venv/bin/python -c "import boto3; boto3.client('autoscaling').set_desired_capacity(AutoScalingGroupName='{group}', DesiredCapacity=3)")
-           3. read the hub's log, every spawn in it: docker exec {manager} docker logs jupyterhub
+           3. read the hub's log, every spawn in it, over SSH as on AWS (the lab's key pair):
+              ssh -F .lab/ssh/config admin@{manager} sudo docker logs jupyterhub
            make lab-down removes everything the lab made."""
 
 

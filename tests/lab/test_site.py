@@ -194,6 +194,49 @@ def test_security_groups_are_enforced_between_nodes(site, aws):
         node_exec(manager, "pkill", "-f", "http.server 18080")
 
 
+def private_ips(aws, iids: list[str]) -> dict[str, str]:
+    resp = aws("ec2").describe_instances(InstanceIds=iids)
+    return {i["InstanceId"]: i["PrivateIpAddress"] for r in resp["Reservations"] for i in r["Instances"]}
+
+
+def test_nodes_are_reached_over_ssh_as_on_aws(site, aws):
+    """Ansible reaches the lab's nodes as inventories/aws reaches instances: SSH as admin, root through sudo, the
+    manager directly at its private address and the workers through it (their sshd sees the manager as the client),
+    with the key of the instance's key pair, which the cloud-init stand-in installed from the metadata service.
+    Each instance has host keys of its own (a worker from the baked image too), and sshd takes no password. The
+    nodes' group lets SSH in from the manager only: a worker's connection to another worker's sshd is dropped."""
+    manager = manager_id(aws)
+    workers = worker_ids(aws)
+    assert len(workers) >= 2, workers
+    ips = private_ips(aws, [manager, *workers])
+    env = {**os.environ, **site, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
+    proc = subprocess.run(
+        [str(ROOT / ".venv/bin/ansible"), "swarm_managers:swarm_workers", "-i", "inventories/lab", "-o",
+         "-m", "ansible.builtin.shell", "-a", 'echo "$(id -un) $SSH_CONNECTION"; sudo -n id -u',
+         "-e", "ansible_become=false"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    seen = {}
+    for line in proc.stdout.splitlines():
+        m = re.match(r"^(i-\w+) \| CHANGED \| rc=0 \| \(stdout\) (\S+) (\S+) \d+ (\S+) 22\\n0$", line)
+        if m:
+            seen[m.group(1)] = m.groups()[1:]
+    assert seen.get(manager) == ("admin", site["LAB_ADMIN_CIDR"].split("/")[0], ips[manager]), proc.stdout
+    for iid in workers:
+        assert seen.get(iid) == ("admin", ips[manager], ips[iid]), proc.stdout
+    pub = (ROOT / ".lab/ssh/id_ed25519.pub").read_text().split()[1]
+    fingerprints = {}
+    for iid in [manager, *workers]:
+        assert pub in node_exec(iid, "cat", "/home/admin/.ssh/authorized_keys").stdout, iid
+        assert "passwordauthentication no" in node_exec(iid, "sshd", "-T").stdout, iid
+        fingerprints[iid] = node_exec(iid, "ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[1]
+    assert len(set(fingerprints.values())) == len(fingerprints), fingerprints
+    targets = json.dumps([[ips[workers[1]], 22]])
+    assert json.loads(node_exec(manager, "python3", "-c", PORT_PROBE, targets).stdout) == {f"{ips[workers[1]]}:22": "open"}
+    assert json.loads(node_exec(workers[0], "python3", "-c", PORT_PROBE, targets).stdout) == {
+        f"{ips[workers[1]]}:22": "TimeoutError"}
+
+
 def test_the_lab_says_how_to_sign_in_and_what_to_try(site, aws):
     """`make lab` ends with `python -m lab summary`: the hub's URL, how to sign in and open it, and three things
     to try, naming this lab's own group and manager."""
@@ -202,7 +245,11 @@ def test_the_lab_says_how_to_sign_in_and_what_to_try(site, aws):
     assert f"open {site['LAB_HUB_URL']} in a browser on this machine" in out, out
     assert "any user name signs in, with any password" in out and "the user admin is an admin" in out, out
     assert f"AutoScalingGroupName='{CLUSTER}-workers', DesiredCapacity=3" in out, out
-    assert f"docker exec {manager_id(aws)} docker logs jupyterhub" in out, out
+    manager_ip = private_ips(aws, [manager_id(aws)])[manager_id(aws)]
+    command = f"ssh -F .lab/ssh/config admin@{manager_ip} sudo docker logs jupyterhub"
+    assert command in out, out
+    proc = subprocess.run(command.split(), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "JupyterHub" in proc.stdout + proc.stderr, proc.stderr[-2000:]
 
 
 def test_a_manager_reboot_brings_back_the_hub_its_rules_and_the_servers_without_site_yml(site, aws, hub):
@@ -1254,6 +1301,19 @@ def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site,
         for ref in notebook["images"]:
             assert node_exec(iid, "docker", "image", "inspect", ref).returncode == 0, ref
         assert node_exec(iid, "test", "-x", "/usr/local/sbin/jhs-swarm-leave").returncode == 0
+        # an instance of its own, as on EC2: the image holds no machine id (the bake empties it, as `cloud-init
+        # clean` does), so systemd makes one at the first boot; the builder's SSH host keys are replaced at the first
+        # boot (the cloud-init stand-in, as cloud-init's ssh module); the key pair's key lets Ansible in
+        def in_image(*cmd: str) -> str:
+            return subprocess.run(["docker", "run", "--rm", "--entrypoint", cmd[0], tags["jhs-lab:image"], *cmd[1:]],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+        assert in_image("cat", "/etc/machine-id") == ""
+        machine_ids = {n: node_exec(n, "cat", "/etc/machine-id").stdout.strip() for n in [iid, manager, *before]}
+        assert machine_ids[iid] and list(machine_ids.values()).count(machine_ids[iid]) == 1, machine_ids
+        host_key = node_exec(iid, "cat", "/etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[1]
+        assert host_key != in_image("cat", "/etc/ssh/ssh_host_ed25519_key.pub").split()[1]
+        pub = (ROOT / ".lab/ssh/id_ed25519.pub").read_text().split()[1]
+        assert pub in node_exec(iid, "cat", "/home/admin/.ssh/authorized_keys").stdout
         # the lab restored the AMI's disk ahead of this node (as AWS hands over a volume made from the snapshot)
         started = [line for line in (ROOT / ".lab/logs/reconciler.log").read_text().splitlines()
                    if f"{iid}: running at" in line]

@@ -26,14 +26,17 @@ def run_bake(lab, name: str, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(ROOT / "inventories" / "lab"),
          str(ROOT / "playbooks" / "worker_image.yml"), "-e", f"cluster_name={name}",
-         "-e", json.dumps({"worker_image_prepull_images": [PREPULL]}), *extra],
+         "-e", json.dumps({"worker_image_prepull_images": [PREPULL]}),
+         # this cluster has no manager to jump through: SSH to the builder's private address, as from inside the VPC
+         "-e", "worker_image_connection=direct", *extra],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")
 def cluster(lab):
     """The parts of a provisioned cluster the bake uses: a private subnet, the nodes' group, the worker
-    profile and the workers' launch template (roles/aws_cluster names), made directly, quickly."""
+    profile and the workers' launch template with the lab's key pair (roles/aws_cluster names), made directly,
+    quickly."""
     import boto3
     kw = dict(endpoint_url=lab["AWS_ENDPOINT_URL"], region_name=lab["AWS_DEFAULT_REGION"],
               aws_access_key_id=lab["AWS_ACCESS_KEY_ID"], aws_secret_access_key=lab["AWS_SECRET_ACCESS_KEY"])
@@ -51,7 +54,7 @@ def cluster(lab):
     iam.add_role_to_instance_profile(InstanceProfileName=f"{name}-worker", RoleName=f"{name}-worker")
     ec2.create_launch_template(LaunchTemplateName=f"{name}-worker", LaunchTemplateData={
         "ImageId": lab["LAB_BASE_AMI"], "InstanceType": "t3.large", "IamInstanceProfile": {"Name": f"{name}-worker"},
-        "SecurityGroupIds": [group], "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 1},
+        "KeyName": lab["LAB_KEY_NAME"], "SecurityGroupIds": [group], "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 1},
         "UserData": USER_DATA, "TagSpecifications": [{"ResourceType": "volume", "Tags": tags}]})
     made: list[str] = []
     yield {"name": name, "ec2": ec2, "subnet": subnet, "group": group, "instances": made}
