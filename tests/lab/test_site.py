@@ -203,7 +203,8 @@ def test_nodes_are_reached_over_ssh_as_on_aws(site, aws):
     """Ansible reaches the lab's nodes as inventories/aws reaches instances: SSH as admin, root through sudo, the
     manager directly at its private address and the workers through it (their sshd sees the manager as the client),
     with the key of the instance's key pair, which the cloud-init stand-in installed from the metadata service.
-    Each instance has host keys of its own (a worker from the baked image too), and sshd takes no password. The
+    Each instance has host keys and a machine id of its own (a worker from the baked image too), and sshd takes no
+    password. The
     nodes' group lets SSH in from the manager only: a worker's connection to another worker's sshd is dropped."""
     manager = manager_id(aws)
     workers = worker_ids(aws)
@@ -225,12 +226,14 @@ def test_nodes_are_reached_over_ssh_as_on_aws(site, aws):
     for iid in workers:
         assert seen.get(iid) == ("admin", ips[manager], ips[iid]), proc.stdout
     pub = (ROOT / ".lab/ssh/id_ed25519.pub").read_text().split()[1]
-    fingerprints = {}
+    fingerprints, machine_ids = {}, {}
     for iid in [manager, *workers]:
         assert pub in node_exec(iid, "cat", "/home/admin/.ssh/authorized_keys").stdout, iid
         assert "passwordauthentication no" in node_exec(iid, "sshd", "-T").stdout, iid
         fingerprints[iid] = node_exec(iid, "ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[1]
+        machine_ids[iid] = node_exec(iid, "cat", "/etc/machine-id").stdout.strip()
     assert len(set(fingerprints.values())) == len(fingerprints), fingerprints
+    assert len(set(machine_ids.values())) == len(machine_ids) and all(machine_ids.values()), machine_ids
     targets = json.dumps([[ips[workers[1]], 22]])
     assert json.loads(node_exec(manager, "python3", "-c", PORT_PROBE, targets).stdout) == {f"{ips[workers[1]]}:22": "open"}
     assert json.loads(node_exec(workers[0], "python3", "-c", PORT_PROBE, targets).stdout) == {
