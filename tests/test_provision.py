@@ -24,6 +24,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+import yaml
 from conftest import REGION, ROOT, VENV_BIN, git_repo
 
 pytestmark = pytest.mark.slow   # several full provision runs against the local endpoint
@@ -327,6 +328,45 @@ def test_security_groups_least_exposure(provisioned, client):
     (nfs,) = efs["IpPermissions"]
     assert (nfs["IpProtocol"], nfs["FromPort"], nfs["ToPort"]) == ("tcp", 2049, 2049)
     assert nfs["IpRanges"] == [] and [g["GroupId"] for g in nfs["UserIdGroupPairs"]] == [nodes["GroupId"]]
+
+
+# Docker's documented traffic between swarm nodes ("Open protocols and ports between the hosts" in the swarm
+# tutorial, and the overlay network driver's page, docs.docker.com): the contract the nodes' group must meet.
+SWARM_FLOWS = {("tcp", 2377): "cluster management", ("tcp", 7946): "node communication",
+               ("udp", 7946): "node communication", ("udp", 4789): "overlay network traffic (VXLAN)"}
+ENCRYPTED_OVERLAY_FLOWS = {("50", None): "ESP (IP protocol 50): the encrypted overlay's IPsec"}
+
+
+def test_the_nodes_group_lets_through_what_dockers_swarm_needs_between_nodes(provisioned, client):
+    """A contract test, since the lab cannot run the encrypted overlay (its kernel has no ESP transform,
+    CONFIG_INET_ESP: docs/lab.md, "Security groups"): the flows Docker documents for swarm nodes, and ESP when the
+    overlay is encrypted (swarm_manager's default), are each allowed between members of the nodes' group; and the
+    lab's filter, which enforces the groups between the lab's nodes, lets each one pass from one member to another."""
+    from lab import sgfilter
+    encrypted = yaml.safe_load((ROOT / "roles/swarm_manager/defaults/main.yml").read_text())[
+        "swarm_manager_network_encrypted"]
+    assert encrypted is True
+    required = {**SWARM_FLOWS, **(ENCRYPTED_OVERLAY_FLOWS if encrypted else {})}
+    nodes = groups(client)[f"{CLUSTER}-nodes"]
+
+    def allowed(proto: str, port: int | None) -> bool:
+        for perm in nodes["IpPermissions"]:
+            if perm["IpProtocol"] not in (proto, "-1"):
+                continue
+            if port is not None and perm["IpProtocol"] != "-1" and not perm["FromPort"] <= port <= perm["ToPort"]:
+                continue
+            if nodes["GroupId"] in [g["GroupId"] for g in perm["UserIdGroupPairs"]]:
+                return True
+        return False
+
+    assert {flow: why for flow, why in required.items() if not allowed(*flow)} == {}
+    members = [{"InstanceId": iid, "PrivateIpAddress": ip, "SecurityGroups": [{"GroupId": nodes["GroupId"]}]}
+               for iid, ip in (("i-a", "10.10.128.4"), ("i-b", "10.10.144.5"))]
+    lines = sgfilter.rules(members, [nodes])
+    for proto, port in required:
+        match = f"-d 10.10.144.5/32 -s 10.10.128.4/32 -p {proto}" + (f" --dport {port} " if port else " ")
+        assert any(line.startswith(f"-A {sgfilter.CHAIN} {match}") and line.endswith("-j RETURN") for line in lines), \
+            (proto, port, lines)
 
 
 def test_efs_encrypted_with_backups_lifecycle_and_mount_targets(provisioned, client):
