@@ -306,6 +306,8 @@ def ensure_imds(image: str) -> None:
     docker("run", "-d", "--name", config.IMDS_CONTAINER, "--label", f"{config.LABEL}=imds",
            "--cap-add", "NET_ADMIN", "--network", config.NETWORK, "--ip", config.imds_addr(),
            "-e", f"LAB_AWS_ENDPOINT_URL={config.endpoint_url()}", "-e", f"LAB_REGION={config.region()}",
+           "-e", f"LAB_AWS_ACCESS_KEY_ID={config.AWS_CREDENTIALS['AWS_ACCESS_KEY_ID']}",
+           "-e", f"LAB_AWS_SECRET_ACCESS_KEY={config.AWS_CREDENTIALS['AWS_SECRET_ACCESS_KEY']}",
            "--restart", "unless-stopped", image)
     say(f"metadata stand-in at {config.imds_addr()} (nodes route 169.254.169.254 to it)")
 

@@ -240,6 +240,33 @@ def test_nodes_are_reached_over_ssh_as_on_aws(site, aws):
         f"{ips[workers[1]]}:22": "TimeoutError"}
 
 
+CALLER = """
+import json, sys, boto3
+sts = boto3.client("sts", endpoint_url=sys.argv[1], region_name=sys.argv[2])
+creds = boto3.Session().get_credentials().get_frozen_credentials()
+print(json.dumps({"arn": sts.get_caller_identity()["Arn"], "key": creds.access_key}))
+"""
+
+
+def test_each_node_calls_aws_as_its_instance_profiles_role(site, aws):
+    """The metadata stand-in hands each instance the temporary credentials of its instance profile's role, from the
+    endpoint's STS (one session per instance, named after it), as EC2 does; so each node's calls are made as its
+    role, and the endpoint names the assumed role as the caller. (The endpoint does not judge the calls against the
+    role's policy yet: #13 item 4.)"""
+    manager = manager_id(aws)
+    workers = worker_ids(aws)
+    keys = set()
+    for iid, role, python in [(manager, f"{CLUSTER}-manager", "python3")] + [
+            (w, f"{CLUSTER}-worker", "/opt/jhs/venv/bin/python") for w in workers]:
+        proc = node_exec(iid, python, "-c", CALLER, site["AWS_ENDPOINT_URL"], site["AWS_DEFAULT_REGION"])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        seen = json.loads(proc.stdout)
+        assert seen["arn"].endswith(f":assumed-role/{role}/{iid}"), (iid, seen)
+        assert seen["key"].startswith("ASIA") and seen["key"] != site["AWS_ACCESS_KEY_ID"], (iid, seen)
+        keys.add(seen["key"])
+    assert len(keys) == 1 + len(workers)   # a session of its own for each instance
+
+
 def test_the_lab_says_how_to_sign_in_and_what_to_try(site, aws):
     """`make lab` ends with `python -m lab summary`: the hub's URL, how to sign in and open it, and three things
     to try, naming this lab's own group and manager."""

@@ -7,7 +7,9 @@ is identified by its source address, looked up among the local AWS endpoint's ru
 the way AWS identifies it by network interface. Answers what boot code reads: instance id, region,
 availability zone, private IP, instance type, AMI, user-data, the identity document, the public key
 of the instance's key pair (public-keys/0/openssh-key, which the cloud-init stand-in installs for
-SSH) and the instance profile's credentials (the lab endpoint accepts any).
+SSH) and the temporary credentials of the instance profile's role, which it gets from the endpoint's STS
+(AssumeRole, one session per instance named after it, renewed well before it expires), as EC2 does: a
+node's calls are made as its role (sts get-caller-identity names the assumed role).
 """
 import base64
 import json
@@ -22,11 +24,20 @@ import boto3
 ENDPOINT = os.environ["LAB_AWS_ENDPOINT_URL"]
 REGION = os.environ.get("LAB_REGION", "eu-west-1")
 TOKENS = {}  # token -> (client address, expiry)
+SESSIONS = {}  # (role ARN, instance id) -> the credentials AssumeRole gave
+SESSION_SECONDS = 3600
+RENEW_BEFORE = timedelta(minutes=15)   # EC2 renews at least 5 minutes before; clients refresh from 15 minutes
+
+
+def client(service):
+    # The stand-in's own calls (what EC2's control plane knows): the lab endpoint's root credentials.
+    return boto3.client(service, endpoint_url=ENDPOINT, region_name=REGION,
+                        aws_access_key_id=os.environ.get("LAB_AWS_ACCESS_KEY_ID", "lab"),
+                        aws_secret_access_key=os.environ.get("LAB_AWS_SECRET_ACCESS_KEY", "lab"))
 
 
 def ec2():
-    return boto3.client("ec2", endpoint_url=ENDPOINT, region_name=REGION,
-                        aws_access_key_id="lab", aws_secret_access_key="lab")
+    return client("ec2")
 
 
 def instance_for(addr):
@@ -52,13 +63,43 @@ def template_data(inst):
     return {}
 
 
-def role_name(inst):
+def profile_name(inst):
     arn = (inst.get("IamInstanceProfile") or {}).get("Arn", "")
     if not arn:
         # moto does not copy a launch template's instance profile onto ASG instances: read it there.
         prof = template_data(inst).get("IamInstanceProfile", {})
         arn = prof.get("Arn") or prof.get("Name", "")
     return arn.rsplit("/", 1)[-1] if arn else ""
+
+
+def profile_role(inst):
+    """(instance profile ARN and id, role name, role ARN) of the instance's profile, or None without a profile or
+    role."""
+    name = profile_name(inst)
+    if not name:
+        return None
+    try:
+        prof = client("iam").get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+    except Exception as exc:  # a profile deleted since the launch: no credentials, as on EC2
+        print(f"instance profile {name}: {exc}", flush=True)
+        return None
+    roles = prof.get("Roles") or []
+    return (prof["Arn"], prof["InstanceProfileId"], roles[0]["RoleName"], roles[0]["Arn"]) if roles else None
+
+
+def role_credentials(inst, role_arn):
+    key = (role_arn, inst["InstanceId"])
+    creds = SESSIONS.get(key)
+    if creds is None or creds["Expiration"] - datetime.now(timezone.utc) < RENEW_BEFORE:
+        creds = client("sts").assume_role(RoleArn=role_arn, RoleSessionName=inst["InstanceId"],
+                                          DurationSeconds=SESSION_SECONDS)["Credentials"]
+        creds["LastUpdated"] = datetime.now(timezone.utc)
+        SESSIONS[key] = creds
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    return json.dumps({"Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": creds["AccessKeyId"],
+                       "SecretAccessKey": creds["SecretAccessKey"], "Token": creds["SessionToken"],
+                       "Expiration": creds["Expiration"].astimezone(timezone.utc).strftime(stamp),
+                       "LastUpdated": creds["LastUpdated"].strftime(stamp)})
 
 
 def public_key(inst):
@@ -104,17 +145,19 @@ def meta(inst, path):
     if path == "":
         return "\n".join(["ami-id", "hostname", "iam/", "instance-id", "instance-type", "local-hostname",
                           "local-ipv4", "mac", "placement/", "public-keys/"])
-    role = role_name(inst)
-    if path == "iam/security-credentials/" or path == "iam/security-credentials":
-        return role or None
-    if role and path == f"iam/security-credentials/{role}":
-        exp = (datetime.now(timezone.utc) + timedelta(hours=6)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return json.dumps({"Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": "lab",
-                           "SecretAccessKey": "lab", "Token": "lab", "Expiration": exp,
-                           "LastUpdated": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
-    if path == "iam/info" and role:
-        return json.dumps({"Code": "Success", "InstanceProfileArn":
-                           f"arn:aws:iam::123456789012:instance-profile/{role}"})
+    if not path.startswith("iam/"):
+        return None
+    found = profile_role(inst)
+    if found is None:
+        return None
+    profile_arn, profile_id, role, role_arn = found
+    if path in ("iam/security-credentials/", "iam/security-credentials"):
+        return role
+    if path == f"iam/security-credentials/{role}":
+        return role_credentials(inst, role_arn)
+    if path == "iam/info":
+        return json.dumps({"Code": "Success", "LastUpdated": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                           "InstanceProfileArn": profile_arn, "InstanceProfileId": profile_id})
     return None
 
 
