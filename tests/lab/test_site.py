@@ -143,6 +143,11 @@ def test_manager_and_workers_are_ready_swarm_nodes_with_labels(site, aws):
     assert not [n for n in nodes if n["Spec"]["Role"] == "manager" and n["Spec"]["Availability"] != "active"]
 
 
+def private_ips(aws, iids: list[str]) -> dict[str, str]:
+    resp = aws("ec2").describe_instances(InstanceIds=iids)
+    return {i["InstanceId"]: i["PrivateIpAddress"] for r in resp["Reservations"] for i in r["Instances"]}
+
+
 PORT_PROBE = """
 import json, socket, sys
 out = {}
@@ -167,8 +172,7 @@ def test_security_groups_are_enforced_between_nodes(site, aws):
     from lab import sgfilter
     manager = manager_id(aws)
     worker = worker_ids(aws)[0]
-    manager_ip = aws("ec2").describe_instances(InstanceIds=[manager])["Reservations"][0]["Instances"][0][
-        "PrivateIpAddress"]
+    manager_ip = private_ips(aws, [manager])[manager]
     rules = subprocess.run(["iptables", "-S", sgfilter.CHAIN], capture_output=True, text=True).stdout
     assert f"-A {sgfilter.CHAIN} -d {manager_ip}/32 -m comment --comment {manager} -j DROP" in rules, rules
     assert node_exec(manager, "sh", "-c", "setsid -f python3 -m http.server 18080 >/dev/null 2>&1").returncode == 0
@@ -192,11 +196,6 @@ def test_security_groups_are_enforced_between_nodes(site, aws):
             assert subprocess.run(["iptables", "-I", jump[0], "1", *jump[1:]], capture_output=True).returncode == 0
     finally:
         node_exec(manager, "pkill", "-f", "http.server 18080")
-
-
-def private_ips(aws, iids: list[str]) -> dict[str, str]:
-    resp = aws("ec2").describe_instances(InstanceIds=iids)
-    return {i["InstanceId"]: i["PrivateIpAddress"] for r in resp["Reservations"] for i in r["Instances"]}
 
 
 def test_nodes_are_reached_over_ssh_as_on_aws(site, aws):
@@ -275,7 +274,8 @@ def test_the_lab_says_how_to_sign_in_and_what_to_try(site, aws):
     assert f"open {site['LAB_HUB_URL']} in a browser on this machine" in out, out
     assert "any user name signs in, with any password" in out and "the user admin is an admin" in out, out
     assert f"AutoScalingGroupName='{CLUSTER}-workers', DesiredCapacity=3" in out, out
-    manager_ip = private_ips(aws, [manager_id(aws)])[manager_id(aws)]
+    manager = manager_id(aws)
+    manager_ip = private_ips(aws, [manager])[manager]
     command = f"ssh -F .lab/ssh/config admin@{manager_ip} sudo docker logs jupyterhub"
     assert command in out, out
     proc = subprocess.run(command.split(), cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -796,9 +796,8 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
     image = spec["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]
     network = node_exec(manager, "docker", "network", "inspect", "-f", "{{.Name}}",
                         spec["TaskTemplate"]["Networks"][0]["Target"]).stdout.strip()
-    def private_ip(instance):
-        return aws("ec2").describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["PrivateIpAddress"]
-    manager_ip, worker_ip = private_ip(manager), private_ip(worker)
+    ips = private_ips(aws, [manager, worker])
+    manager_ip, worker_ip = ips[manager], ips[worker]
     endpoint = site["AWS_ENDPOINT_URL"].split("//")[1]
     registry, ecr = config.registry_addr(), config.ecr_addr()
     targets = [("hub", "jupyterhub", 8081), ("registry", registry.split(":")[0], int(registry.split(":")[1])),

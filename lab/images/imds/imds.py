@@ -135,13 +135,11 @@ def meta(inst, path):
         return "availability-zone\nregion"
     if path in ("iam", "iam/"):
         return "info\nsecurity-credentials/"
-    if path in ("public-keys", "public-keys/", "public-keys/0", "public-keys/0/", "public-keys/0/openssh-key"):
+    if path.startswith("public-keys"):   # public-keys/ lists "0=<key name>", public-keys/0/ lists "openssh-key"
         key = public_key(inst)
-        if key is None:
-            return None
-        name = key.split()[-1]
-        return {"public-keys/0/openssh-key": key, "public-keys/0": "openssh-key", "public-keys/0/": "openssh-key"}.get(
-            path, f"0={name}")
+        listing = {"public-keys": f"0={key.split()[-1]}" if key else None, "public-keys/0": "openssh-key",
+                   "public-keys/0/openssh-key": key}
+        return listing.get(path.rstrip("/")) if key else None
     if path == "":
         return "\n".join(["ami-id", "hostname", "iam/", "instance-id", "instance-type", "local-hostname",
                           "local-ipv4", "mac", "placement/", "public-keys/"])
