@@ -411,7 +411,7 @@ def down(remove_images: bool = False) -> None:
         + ("" if remove_images else " (images kept as build cache; `python -m lab down --images` removes them)"))
 
 
-def status() -> int:
+def status(logs: int = 0) -> int:
     env = read_env()
     print(f"endpoint   {env.get('AWS_ENDPOINT_URL', '-')}  moto pid {running_pid('moto') or 'not running'}")
     print(f"reconciler pid {running_pid('reconciler') or 'not running'}")
@@ -427,7 +427,39 @@ def status() -> int:
               f"{'user-data done ' + booted if booted else 'booting'}")
     for line in user_servers():
         print(line)
+    if logs:
+        status_logs(logs)
     return 0
+
+
+def status_logs(lines: int) -> None:
+    """Why a worker has not joined (status --logs N): the Auto Scaling groups' instances and their lifecycle states,
+    the last N lines of the reconciler's log, of each node's boot log and of the boot logs kept from removed
+    instances (newest first)."""
+    from .reconciler import BOOT_LOG, aws_client
+    try:
+        for page in aws_client("autoscaling").get_paginator("describe_auto_scaling_instances").paginate():
+            for inst in page["AutoScalingInstances"]:
+                print(f"group      {inst['AutoScalingGroupName']}  {inst['InstanceId']}  {inst['LifecycleState']}  "
+                      f"{inst['HealthStatus']}")
+    except Exception as exc:  # noqa: BLE001 (a report: the endpoint may be the problem)
+        print(f"group      the endpoint did not answer: {exc}")
+
+    def tail(title: str, text: str) -> None:
+        print(f"--- {title} (last {lines} lines)")
+        print("\n".join(text.splitlines()[-lines:]))
+    logs = config.lab_dir() / "logs"
+    reconciler_log = logs / "reconciler.log"
+    tail("reconciler", reconciler_log.read_text(errors="replace") if reconciler_log.exists() else "")
+    for cid in ids("container", f"{config.LABEL}=node"):
+        info = inspect(cid)
+        if info and info["State"]["Running"]:
+            name = info["Name"].lstrip("/")
+            tail(f"{name} {BOOT_LOG}", subprocess.run(["docker", "exec", name, "tail", "-n", str(lines), BOOT_LOG],
+                                                      capture_output=True, text=True).stdout)
+    kept = sorted((logs / "instances").glob("*.boot.log"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in kept[:4]:
+        tail(f"{path.stem} (removed) {BOOT_LOG}", path.read_text(errors="replace"))
 
 
 USER_SERVERS = r"""
@@ -535,7 +567,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up")
     d = sub.add_parser("down")
     d.add_argument("--images", action="store_true", help="also remove the lab's images")
-    sub.add_parser("status")
+    st = sub.add_parser("status")
+    st.add_argument("--logs", type=int, default=0, metavar="N",
+                    help="also the Auto Scaling instances and the last N lines of the reconciler's and the boot logs")
     sub.add_parser("summary")
     sub.add_parser("images")
     r = sub.add_parser("reconcile")
@@ -554,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "down":
             down(args.images)
         elif args.cmd == "status":
-            return status()
+            return status(args.logs)
         elif args.cmd == "summary":
             return summary()
         elif args.cmd == "images":

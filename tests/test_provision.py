@@ -731,6 +731,38 @@ def test_jhs_asg_heartbeats_keep_the_launch_until_no_action_waits_or_their_limit
     assert {c["Action"] for c in WorkerAwsStandIn.calls} == {"RecordLifecycleActionHeartbeat"}
 
 
+def test_the_boots_aws_calls_survive_credentials_that_come_late(provisioned, client, worker_aws, tmp_path):
+    """Just after launch the metadata service can be slow to hand out the role's credentials. The boot gives the SDK
+    a longer metadata wait and retries (boot.env), and the heartbeats look credentials up again after finding none
+    (a client keeps what it found when made), so beats start once credentials are there."""
+    user_data = worker_user_data(client)
+    boot_env = heredoc(user_data, "JHS_ENV").splitlines()
+    assert "AWS_METADATA_SERVICE_TIMEOUT=5" in boot_env and "AWS_METADATA_SERVICE_NUM_ATTEMPTS=3" in boot_env
+    path = tmp_path / "jhs-asg"
+    path.write_text(jhs_asg_script(user_data))
+    creds = tmp_path / "credentials"   # absent at first: no credentials anywhere
+    env = {k: v for k, v in jhs_asg_env(worker_aws).items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(creds), AWS_CONFIG_FILE=str(tmp_path / "config"),
+               AWS_EC2_METADATA_DISABLED="true")
+    WorkerAwsStandIn.calls, WorkerAwsStandIn.error = [], None
+    beats = subprocess.Popen([str(VENV_BIN / "python"), str(path), "heartbeat", "0.2", "600"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(3)   # beats without credentials: none reaches the endpoint
+        assert WorkerAwsStandIn.calls == [] and beats.poll() is None
+        creds.write_text("[default]\naws_access_key_id = worker\naws_secret_access_key = worker\n")
+        deadline = time.monotonic() + 30
+        while not WorkerAwsStandIn.calls and time.monotonic() < deadline:
+            time.sleep(0.1)
+        WorkerAwsStandIn.error = ("ValidationError", 400)   # the boot completed the action: the beats end
+        out, _ = beats.communicate(timeout=30)
+    finally:
+        beats.kill()
+    assert beats.returncode == 0, out
+    assert "Unable to locate credentials" in out and "no more heartbeats" in out, out
+    assert WorkerAwsStandIn.calls and {c["Action"] for c in WorkerAwsStandIn.calls} == {"RecordLifecycleActionHeartbeat"}
+
+
 def run_jhs_boot(user_data: str, tmp_path: Path, pull_rc: int, asg_rc: int = 0) -> tuple[subprocess.CompletedProcess, list[str]]:
     """Run the user-data's /usr/local/sbin/jhs-boot with ansible-pull and jhs-asg replaced by stubs that log their
     call and exit with the given status; no retry delay, no metadata service, no console."""

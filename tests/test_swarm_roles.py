@@ -77,6 +77,37 @@ def test_worker_waits_until_the_manager_publishes_then_reads_both(tmp_path, aws_
     assert token not in out, "the join token must never appear in the output"
 
 
+def test_worker_whose_credentials_come_late_reads_them_once_they_are_there(tmp_path, aws_env, boto, moto_endpoint):
+    """Just after launch an instance's metadata service can be slow to hand out the role's credentials (botocore
+    asks once, with a 1 s timeout, and a client keeps what it found). The wait looks them up again, so a worker
+    whose first lookup found none joins once they are there, not after the whole wait (a CI run waited 15 min)."""
+    ssm = boto("ssm")
+    ssm.put_parameter(Name="/late-creds/swarm/worker-join-token", Value="SWMTKN-1-" + "c" * 50, Type="SecureString")
+    ssm.put_parameter(Name="/late-creds/swarm/manager-addr", Value="10.10.1.6:2377", Type="SecureString")
+    creds = tmp_path / "credentials"   # absent when the wait begins: no credentials anywhere
+    env = {k: v for k, v in aws_env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(creds), AWS_CONFIG_FILE=str(tmp_path / "config"),
+               AWS_EC2_METADATA_DISABLED="true", PYTHONUNBUFFERED="1")
+    proc = ansible(tmp_path, env, playbook(tmp_path, JOIN_PARAMS),
+                   join_vars("late-creds", moto_endpoint, swarm_worker_join_wait_timeout=60))
+    header, seen = "TASK [swarm_worker : Wait for the manager to publish the join token and address]", []
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(header in line for line in seen):
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+    assert any(header in line for line in seen), "".join(seen)
+    time.sleep(5)
+    assert proc.poll() is None, "".join(seen) + proc.communicate()[0]
+    creds.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    out, _ = proc.communicate(timeout=150)
+    # without a new lookup every attempt fails until the 60 s wait ends ("SSM parameters not available")
+    assert proc.returncode == 0, "".join(seen) + out
+    read = json.loads((tmp_path / "read.json").read_text())
+    assert read["addr"] == "10.10.1.6:2377" and read["attempts"] >= 2
+
+
 def test_worker_gives_up_after_the_configured_wait_with_a_clear_message(tmp_path, aws_env, moto_endpoint):
     start = time.monotonic()
     proc = ansible(tmp_path, aws_env, playbook(tmp_path, JOIN_PARAMS),

@@ -57,6 +57,10 @@ def site(lab):
     # kept for the run's summary (tests/conftest.py): where the longest step of a test run spent its time
     FIRST_SITE_LOG.parent.mkdir(parents=True, exist_ok=True)
     FIRST_SITE_LOG.write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:   # why, for the run's summary too: the groups' instances, the reconciler, the boot logs
+        status = lab_cmd("status", "--logs", "40", check=False)
+        with FIRST_SITE_LOG.open("a") as log:
+            log.write("\n=== python -m lab status --logs 40 ===\n" + status.stdout + status.stderr)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     lab_cmd("summary")
     env = read_env()
@@ -384,6 +388,11 @@ def test_user_server_runs_on_a_worker_and_answers_through_the_hub(site, aws, hub
     # `make lab-status` lists the user's server with the worker it runs on
     status = lab_cmd("status").stdout
     assert re.search(rf"^server +{user} +on {service_node(manager, user)} +Running", status, re.M), status
+    # --logs: what says why a worker has not joined (each worker InService in its group, the tail of its boot log)
+    status = lab_cmd("status", "--logs", "5").stdout
+    for worker in worker_ids(aws):
+        assert re.search(rf"^group +{CLUSTER}-workers +{worker} +InService", status, re.M), status
+        assert f"--- {worker} /var/log/jhs-boot.log (last 5 lines)\n" in status and "user-data done" in status, status
     # the user's home is on the shared file system, owned by the notebook user
     home = ROOT / ".lab" / "efs" / "home" / user
     assert home.is_dir() and home.stat().st_uid == 1000

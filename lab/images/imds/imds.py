@@ -15,6 +15,7 @@ import base64
 import json
 import os
 import secrets
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,11 +30,21 @@ SESSION_SECONDS = 3600
 RENEW_BEFORE = timedelta(minutes=15)   # EC2 renews at least 5 minutes before; clients refresh from 15 minutes
 
 
+CLIENTS = {}
+CLIENTS_LOCK = threading.Lock()
+
+
 def client(service):
-    # The stand-in's own calls (what EC2's control plane knows): the lab endpoint's root credentials.
-    return boto3.client(service, endpoint_url=ENDPOINT, region_name=REGION,
-                        aws_access_key_id=os.environ.get("LAB_AWS_ACCESS_KEY_ID", "lab"),
-                        aws_secret_access_key=os.environ.get("LAB_AWS_SECRET_ACCESS_KEY", "lab"))
+    """The stand-in's own calls (what EC2's control plane knows), with the lab endpoint's root credentials: one
+    client per service, made once (making one is slow, and not thread-safe; using one is). A slow answer here is a
+    node's SDK finding no credentials (botocore waits 1 s for the metadata service by default)."""
+    with CLIENTS_LOCK:
+        if service not in CLIENTS:
+            CLIENTS[service] = boto3.session.Session().client(
+                service, endpoint_url=ENDPOINT, region_name=REGION,
+                aws_access_key_id=os.environ.get("LAB_AWS_ACCESS_KEY_ID", "lab"),
+                aws_secret_access_key=os.environ.get("LAB_AWS_SECRET_ACCESS_KEY", "lab"))
+        return CLIENTS[service]
 
 
 def ec2():

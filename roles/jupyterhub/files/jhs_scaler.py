@@ -595,8 +595,8 @@ class Scaler:
 
     def read(self):
         now = self.clock()
-        swarm_nodes, pending, _ = swarm_state(self.docker, self.reserve)
         group = group_state(self.autoscaling, self.args.group)
+        swarm_nodes, pending, _ = swarm_state(self.docker, self.reserve)
         nodes = merge(group, swarm_nodes)
         for n in nodes:
             # launched: when the node joined (swarm); an instance with no node yet is not a candidate anyway
@@ -739,6 +739,7 @@ def run(args):
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="[%(levelname).1s %(asctime)s %(name)s] %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    from botocore.exceptions import NoCredentialsError
     kw = {"region_name": args.region} | ({"endpoint_url": args.endpoint_url} if args.endpoint_url else {})
     client = docker.APIClient(base_url=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"))
     scaler = Scaler(args, client, boto3.client("autoscaling", **kw), boto3.client("cloudwatch", **kw))
@@ -747,6 +748,9 @@ def run(args):
     while True:
         try:
             scaler.step()
+        except NoCredentialsError as e:   # none found when the clients were made (the metadata service slow to
+            log.error("pass failed: %s", e)   # answer at boot); a client never looks again, so new ones do
+            scaler.autoscaling, scaler.cloudwatch = boto3.client("autoscaling", **kw), boto3.client("cloudwatch", **kw)
         except Exception as e:            # AWS or Docker unavailable for a moment: the next pass reads afresh
             log.error("pass failed: %s: %s", type(e).__name__, e)
         if args.once:

@@ -13,6 +13,9 @@ description:
   - A worker that boots before the manager has published the swarm join token waits here instead of
     failing, which is why this is not the amazon.aws.ssm_parameter lookup (read once, on the controller).
   - Permission errors fail at once; waiting would not fix them.
+  - Credentials not found (the instance metadata service slow to answer just after launch; botocore asks it
+    once, with a 1 s timeout, and a client keeps what it found) are looked up again with a new client at the
+    next attempt, rather than failing every attempt until O(timeout).
 options:
   names:
     description: Names of the parameters.
@@ -97,7 +100,7 @@ def main():
     if module.params["timeout"] < 0 or module.params["initial_delay"] <= 0 or module.params["max_delay"] <= 0:
         module.fail_json(msg="timeout must be >= 0, initial_delay and max_delay > 0")
 
-    client = module.client("ssm")
+    client = None
     start = time.monotonic()
     deadline = start + module.params["timeout"]
     delay = module.params["initial_delay"]
@@ -106,6 +109,8 @@ def main():
     while True:
         attempts += 1
         try:
+            if client is None:   # credentials are resolved when a client is made
+                client = module.client("ssm")
             response = client.get_parameters(Names=names, WithDecryption=True)
             missing = sorted(set(response.get("InvalidParameters", [])))
             if not missing:
@@ -118,8 +123,11 @@ def main():
             if code not in TRANSIENT_CODES:
                 module.fail_json_aws(e, msg="Reading SSM parameters " + ", ".join(names))
             last_problem = code
-        except (botocore.exceptions.NoCredentialsError, botocore.exceptions.EndpointConnectionError,
-                botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError) as e:
+        except botocore.exceptions.NoCredentialsError as e:
+            client = None   # look the credentials up again: a client never does it by itself
+            last_problem = str(e)
+        except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
+                botocore.exceptions.ReadTimeoutError) as e:
             last_problem = str(e)
         now = time.monotonic()
         if now >= deadline:
