@@ -483,6 +483,8 @@ def test_no_instance_found_is_an_empty_inventory_with_a_warning(clusters, aws_en
     ({"cluster_name": "not a name"}, "swarm_ec2: cluster_name=not a name: use 3-28 characters of a-z, 0-9 and '-'"),
     ({"cluster_name": "Invt-Alpha"}, "swarm_ec2: cluster_name=Invt-Alpha: use 3-28 characters"),   # jhs_names.py's rule
     ({"cluster_name": CLUSTER_A, "connection": "ssm"}, "swarm_ec2: connection: ssm needs ssm_bucket_name"),
+    ({"cluster_name": CLUSTER_A, "connection": "jump", "manager_address": "elastic"},
+     "Invalid value 'elastic' for config 'manager_address'"),
 ])
 def test_error_malformed_config(aws_env, tmp_path, options, message):
     assert message in failing(aws_env, write_config(tmp_path, **options))
