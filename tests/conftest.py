@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,20 @@ def aws_env(moto_endpoint):
                AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), PATH=f"{VENV_BIN}:{os.environ['PATH']}")
     return env
+
+
+def credentials_later(env: dict, directory: Path) -> tuple[dict, Callable[..., None]]:
+    """`env` with no AWS credentials anywhere (none in the environment, a shared credentials file not written yet, no
+    instance metadata), as a process on a just-booted instance can find them; and the function that writes them,
+    for a test to call once the process has looked and found none."""
+    creds = directory / "credentials"
+    env = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(creds), AWS_CONFIG_FILE=str(directory / "config"),
+               AWS_EC2_METADATA_DISABLED="true", PYTHONUNBUFFERED="1")
+
+    def write(key: str = "testing") -> None:
+        creds.write_text(f"[default]\naws_access_key_id = {key}\naws_secret_access_key = {key}\n")
+    return env, write
 
 
 @pytest.fixture

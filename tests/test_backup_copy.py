@@ -11,7 +11,7 @@ import time
 import uuid
 
 import pytest
-from conftest import REGION, ROOT
+from conftest import REGION, ROOT, credentials_later
 
 SCRIPT = ROOT / "roles" / "jupyterhub" / "files" / "jhs-backup-copy"
 
@@ -91,19 +91,17 @@ def test_a_missing_bucket_fails_with_its_name_and_the_loop_keeps_going(aws_env, 
 def test_credentials_that_come_late_are_used_once_they_are_there(aws_env, boto, bucket, tmp_path):
     """On a manager that has just booted, the metadata service can be slow to hand out the role's credentials and the
     first client finds none (a client never looks again): the loop makes a new one, and copies once they are there."""
-    backups, creds = tmp_path / "backups", tmp_path / "credentials"
+    backups = tmp_path / "backups"
     backups.mkdir()
     backup(backups, "20261201T030000Z")
-    env = {k: v for k, v in aws_env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    env.update(AWS_SHARED_CREDENTIALS_FILE=str(creds), AWS_CONFIG_FILE=str(tmp_path / "config"),
-               AWS_EC2_METADATA_DISABLED="true", PYTHONUNBUFFERED="1")
+    env, write_credentials = credentials_later(aws_env, tmp_path)
     loop = subprocess.Popen([sys.executable, str(SCRIPT), "--dir", str(backups), "--bucket", bucket,
                              "--region", REGION, "--endpoint-url", aws_env["AWS_ENDPOINT_URL"], "--every", "1"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(3)
         assert keys(boto, bucket) == [] and loop.poll() is None
-        creds.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+        write_credentials()
         deadline = time.monotonic() + 30
         while not keys(boto, bucket) and time.monotonic() < deadline:
             time.sleep(0.5)

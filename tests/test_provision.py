@@ -25,7 +25,7 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
-from conftest import REGION, ROOT, VENV_BIN, git_repo
+from conftest import REGION, ROOT, VENV_BIN, credentials_later, git_repo
 
 pytestmark = pytest.mark.slow   # several full provision runs against the local endpoint
 
@@ -740,17 +740,14 @@ def test_the_boots_aws_calls_survive_credentials_that_come_late(provisioned, cli
     assert "AWS_METADATA_SERVICE_TIMEOUT=5" in boot_env and "AWS_METADATA_SERVICE_NUM_ATTEMPTS=3" in boot_env
     path = tmp_path / "jhs-asg"
     path.write_text(jhs_asg_script(user_data))
-    creds = tmp_path / "credentials"   # absent at first: no credentials anywhere
-    env = {k: v for k, v in jhs_asg_env(worker_aws).items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    env.update(AWS_SHARED_CREDENTIALS_FILE=str(creds), AWS_CONFIG_FILE=str(tmp_path / "config"),
-               AWS_EC2_METADATA_DISABLED="true")
+    env, write_credentials = credentials_later(jhs_asg_env(worker_aws), tmp_path)
     WorkerAwsStandIn.calls, WorkerAwsStandIn.error = [], None
     beats = subprocess.Popen([str(VENV_BIN / "python"), str(path), "heartbeat", "0.2", "600"], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(3)   # beats without credentials: none reaches the endpoint
         assert WorkerAwsStandIn.calls == [] and beats.poll() is None
-        creds.write_text("[default]\naws_access_key_id = worker\naws_secret_access_key = worker\n")
+        write_credentials("worker")
         deadline = time.monotonic() + 30
         while not WorkerAwsStandIn.calls and time.monotonic() < deadline:
             time.sleep(0.1)

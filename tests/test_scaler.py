@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import credentials_later
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ROOT / "roles" / "jupyterhub" / "files"
@@ -310,11 +312,7 @@ def test_the_running_scaler_uses_credentials_that_come_late(aws_env, tmp_path):
     """On a manager that has just booted, the metadata service can be slow to hand out the role's credentials and the
     first clients find none (a client never looks again): the scaler makes new ones and goes on once they are there
     (here its next AWS answer is that the group does not exist)."""
-    import time
-    creds = tmp_path / "credentials"
-    env = {k: v for k, v in aws_env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    env.update(AWS_SHARED_CREDENTIALS_FILE=str(creds), AWS_CONFIG_FILE=str(tmp_path / "config"),
-               AWS_EC2_METADATA_DISABLED="true", PYTHONUNBUFFERED="1")   # the test run's Docker engine
+    env, write_credentials = credentials_later(aws_env, tmp_path)   # Docker: the test run's engine
     proc = subprocess.Popen([sys.executable, str(FILES / "jhs_scaler.py"), "run", "--group", "late-creds-workers",
                              "--cluster", "late-creds", "--drain-hook", "late-creds-drain", "--region", "eu-west-1",
                              "--endpoint-url", aws_env["AWS_ENDPOINT_URL"], "--every", "0.5", "--dry-run"],
@@ -322,7 +320,7 @@ def test_the_running_scaler_uses_credentials_that_come_late(aws_env, tmp_path):
     try:
         time.sleep(3)
         assert proc.poll() is None
-        creds.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+        write_credentials()
         time.sleep(5)
     finally:
         proc.kill()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, VENV_BIN
+from conftest import ROOT, VENV_BIN, credentials_later
 
 
 def playbook(tmp_path: Path, tasks: str) -> Path:
@@ -43,17 +43,9 @@ JOIN_PARAMS = """\
 """
 
 
-def join_vars(cluster: str, endpoint: str, **extra) -> dict:
-    return {"cluster_name": cluster, "aws_region": "eu-west-1", "aws_endpoint_url": endpoint,
-            "swarm_worker_join_wait_initial_delay": 0.5, "swarm_worker_join_wait_max_delay": 2, **extra}
-
-
-def test_worker_waits_until_the_manager_publishes_then_reads_both(tmp_path, aws_env, boto, moto_endpoint):
-    ssm = boto("ssm")
-    proc = ansible(tmp_path, {**aws_env, "PYTHONUNBUFFERED": "1"}, playbook(tmp_path, JOIN_PARAMS),
-                   join_vars("waiter", moto_endpoint, swarm_worker_join_wait_timeout=120))
-    # Publish only once the wait has begun and missed: its task has started (a loaded machine can take many
-    # seconds to get there), and a few of its reads (0.5 s, then up to 2 s apart) have found nothing.
+def waiting(proc: subprocess.Popen) -> list[str]:
+    """The output of a play running join_params until its wait has begun and missed: its task has started (a loaded
+    machine can take many seconds to get there), and a few of its reads (0.5 s, then up to 2 s apart) found nothing."""
     header, seen = "TASK [swarm_worker : Wait for the manager to publish the join token and address]", []
     deadline = time.time() + 120
     while time.time() < deadline and not any(header in line for line in seen):
@@ -64,6 +56,20 @@ def test_worker_waits_until_the_manager_publishes_then_reads_both(tmp_path, aws_
     assert any(header in line for line in seen), "".join(seen)
     time.sleep(5)
     assert proc.poll() is None, "".join(seen) + proc.communicate()[0]
+    return seen
+
+
+def join_vars(cluster: str, endpoint: str, **extra) -> dict:
+    return {"cluster_name": cluster, "aws_region": "eu-west-1", "aws_endpoint_url": endpoint,
+            "swarm_worker_join_wait_initial_delay": 0.5, "swarm_worker_join_wait_max_delay": 2, **extra}
+
+
+def test_worker_waits_until_the_manager_publishes_then_reads_both(tmp_path, aws_env, boto, moto_endpoint):
+    ssm = boto("ssm")
+    proc = ansible(tmp_path, {**aws_env, "PYTHONUNBUFFERED": "1"}, playbook(tmp_path, JOIN_PARAMS),
+                   join_vars("waiter", moto_endpoint, swarm_worker_join_wait_timeout=120))
+    # Publish only once the wait has begun and missed.
+    seen = waiting(proc)
     token = "SWMTKN-1-" + "a" * 50 + "-" + "b" * 25
     ssm.put_parameter(Name="/waiter/swarm/worker-join-token", Value=token, Type="SecureString")
     ssm.put_parameter(Name="/waiter/swarm/manager-addr", Value="10.10.1.5", Type="SecureString")
@@ -84,23 +90,11 @@ def test_worker_whose_credentials_come_late_reads_them_once_they_are_there(tmp_p
     ssm = boto("ssm")
     ssm.put_parameter(Name="/late-creds/swarm/worker-join-token", Value="SWMTKN-1-" + "c" * 50, Type="SecureString")
     ssm.put_parameter(Name="/late-creds/swarm/manager-addr", Value="10.10.1.6:2377", Type="SecureString")
-    creds = tmp_path / "credentials"   # absent when the wait begins: no credentials anywhere
-    env = {k: v for k, v in aws_env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    env.update(AWS_SHARED_CREDENTIALS_FILE=str(creds), AWS_CONFIG_FILE=str(tmp_path / "config"),
-               AWS_EC2_METADATA_DISABLED="true", PYTHONUNBUFFERED="1")
+    env, write_credentials = credentials_later(aws_env, tmp_path)
     proc = ansible(tmp_path, env, playbook(tmp_path, JOIN_PARAMS),
                    join_vars("late-creds", moto_endpoint, swarm_worker_join_wait_timeout=60))
-    header, seen = "TASK [swarm_worker : Wait for the manager to publish the join token and address]", []
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(header in line for line in seen):
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-    assert any(header in line for line in seen), "".join(seen)
-    time.sleep(5)
-    assert proc.poll() is None, "".join(seen) + proc.communicate()[0]
-    creds.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    seen = waiting(proc)
+    write_credentials()
     out, _ = proc.communicate(timeout=150)
     # without a new lookup every attempt fails until the 60 s wait ends ("SSM parameters not available")
     assert proc.returncode == 0, "".join(seen) + out

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -11,6 +13,32 @@ ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 # the lab's first site.yml run of a test session (test_site.py's site fixture), summarised at its end (conftest.py)
 FIRST_SITE_LOG = ROOT / ".lab" / "logs" / "site-first.log"
+
+
+DEPLOY_GUIDE = ROOT / "docs" / "deploy-aws.md"
+DOC_BLOCK = re.compile(r"^ *```bash lab-test=([a-z-]+)\n(.*?)^ *```", re.M | re.S)
+
+
+def doc_commands(path: Path = DEPLOY_GUIDE) -> dict[str, list[str]]:
+    """The commands of the deploy guide's fenced blocks marked `lab-test=<name>`, by name, as a lab test runs them:
+    the lab's inventory for the operator's copy (inventories/mine), no vault (the lab keeps no secret in one), and
+    the project's virtual environment's ansible-playbook."""
+    commands = {}
+    for name, body in DOC_BLOCK.findall(path.read_text()):
+        lines = [line.strip() for line in body.replace("\\\n", " ").splitlines() if line.strip()]
+        assert len(lines) == 1, f"{path.name}: the block lab-test={name} must hold one command, not {lines}"
+        argv = [("inventories/lab" if arg == "inventories/mine" else arg) for arg in shlex.split(lines[0])
+                if arg != "--ask-vault-pass"]
+        assert argv[0] == "ansible-playbook" and "inventories/lab" in argv, f"lab-test={name}: {lines[0]}"
+        commands[name] = [str(ROOT / ".venv" / "bin" / "ansible-playbook"), *argv[1:]]
+    return commands
+
+
+def doc_command(name: str) -> list[str]:
+    """One command of the deploy guide (see doc_commands), for a lab test to run as an operator would."""
+    commands = doc_commands()
+    assert name in commands, f"{DEPLOY_GUIDE.name} has no block marked lab-test={name} (it has {sorted(commands)})"
+    return commands[name]
 
 
 def lab_cmd(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:

@@ -24,7 +24,7 @@ import warnings
 
 import pytest
 import requests
-from labutil import FIRST_SITE_LOG, ROOT, lab_cmd, node_containers, node_exec, read_env, wait_for
+from labutil import FIRST_SITE_LOG, ROOT, doc_command, lab_cmd, node_containers, node_exec, read_env, wait_for
 
 from lab import config
 from lab.hubclient import HubClient
@@ -35,7 +35,7 @@ CLUSTER = "labhub"
 
 def run_site(lab_env: dict, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **lab_env, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
-    return subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "site.yml", "-i", "inventories/lab", *extra],
+    return subprocess.run([*doc_command("run"), *extra],   # docs/deploy-aws.md's command, as an operator runs it
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=3000)
 
 
@@ -329,8 +329,35 @@ def test_a_manager_reboot_brings_back_the_hub_its_rules_and_the_servers_without_
         hub.stop(user)
 
 
+def test_the_guides_token_rotation_publishes_the_new_token_and_leaves_the_workers(site, aws):
+    """docs/deploy-aws.md's "rotate the join token": the swarm's worker token changes, SSM holds the new one (what a
+    booting worker reads), the workers in the swarm stay Ready, and site.yml afterwards changes nothing (next test)."""
+    import hashlib
+    manager, name = manager_id(aws), f"/{CLUSTER}/swarm/worker-join-token"
+
+    def digest(text: str) -> str:   # compared by digest: a token never goes into an assertion's message
+        return hashlib.sha256(text.strip().encode()).hexdigest()[:12]
+
+    def swarm_token() -> str:
+        return digest(node_exec(manager, "docker", "swarm", "join-token", "-q", "worker").stdout)
+
+    def published() -> str:
+        return digest(aws("ssm").get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+    before = swarm_token()
+    assert published() == before
+    workers = sorted(worker_ids(aws))
+    env = {**os.environ, **site, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
+    proc = subprocess.run(doc_command("rotate-token"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    RUN_OUTPUTS.append(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    after = swarm_token()
+    assert after != before and published() == after
+    assert set(workers) <= set(ready_workers(manager))
+
+
 def test_second_run_changes_nothing(site):
-    """A second site.yml run, after the manager's reboot (the test before), changes nothing."""
+    """A second site.yml run, after the manager's reboot and a join token rotation (the tests before), changes
+    nothing."""
     proc = run_site(site)
     RUN_OUTPUTS.append(proc.stdout + proc.stderr)
     assert proc.returncode == 0, proc.stdout[-4000:]
@@ -878,13 +905,11 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
     assert probe_container() == {"hub": "open", "registry": "open", **closed}
 
 
-HUB_SETTINGS_TAGS = "jupyterhub_configure,jupyterhub_run"
-
-
-def run_manager(lab_env: dict, *extra: str) -> subprocess.CompletedProcess:
+def run_hub_settings(lab_env: dict, *extra: str) -> subprocess.CompletedProcess:
+    """docs/deploy-aws.md's "change a hub setting only": playbooks/manager.yml limited to the hub's config and run."""
     env = {**os.environ, **lab_env, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
-    return subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/manager.yml", "-i", "inventories/lab",
-                           *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    return subprocess.run([*doc_command("hub-settings"), *extra], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=1200)
 
 
 def hub_logs(manager: str, since: str) -> str:
@@ -897,7 +922,7 @@ def test_idle_culler_stops_a_server_left_idle(site, aws, hub):
     server nobody uses, and leaves alone one that is used; the default settings are put back afterwards."""
     manager = manager_id(aws)
     # as an operator changes a hub setting: only the hub's configure and run steps (docs/deploy-aws.md, day two)
-    proc = run_manager(site, "--tags", HUB_SETTINGS_TAGS, "-e", "jupyterhub_idle_timeout=40",
+    proc = run_hub_settings(site, "-e", "jupyterhub_idle_timeout=40",
                        "-e", "jupyterhub_idle_cull_every=10", "-e", "jupyterhub_activity_interval=5")
     assert proc.returncode == 0, proc.stdout[-4000:]
     try:
@@ -930,7 +955,7 @@ def test_idle_culler_stops_a_server_left_idle(site, aws, hub):
         print(f"idle server culled {culled_after:.0f} s after it was ready (timeout 40 s, a pass every 10 s)")
         hub.stop(busy)
     finally:
-        proc = run_manager(site, "--tags", HUB_SETTINGS_TAGS)
+        proc = run_hub_settings(site)
         assert proc.returncode == 0, proc.stdout[-4000:]
     config = node_exec(manager, "sh", "-c", "cat /etc/jupyterhub/jupyterhub_config.py").stdout
     assert "--timeout=3600" in config, "the default idle timeout was not put back"
@@ -1077,8 +1102,7 @@ def lose_the_database(site: dict, manager: str, lose: str, user: str) -> None:
 
 def run_restore(site: dict) -> subprocess.CompletedProcess:
     env = {**os.environ, **site, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-    proc = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/restore_hub_db.yml", "-i",
-                           "inventories/lab"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(doc_command("restore"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:]
     return proc
 
@@ -1283,8 +1307,7 @@ def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site,
     with its labels and the notebook image in place. The branch it was provisioned
     from moves before the worker boots: the worker runs the commit provisioning pinned, not the branch's new one."""
     env = {**os.environ, **site, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-    bake = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/worker_image.yml", "-i", "inventories/lab"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    bake = subprocess.run(doc_command("bake"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert bake.returncode == 0, bake.stdout[-5000:]
     ec2, asg, manager = aws("ec2"), aws("autoscaling"), manager_id(aws)
     template = f"{CLUSTER}-worker"
@@ -1377,8 +1400,8 @@ def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site,
             wait_for(lambda: len(worker_ids(aws)) == 2, 60, what="the group to scale in")
             gone = (before | {iid}) - set(worker_ids(aws))
             wait_for(lambda: not (gone & set(ready_workers(manager))), 120, 2, what="the removed worker to leave")
-            proc = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/workers.yml", "-i",
-                                   "inventories/lab"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+            proc = subprocess.run(doc_command("workers"), cwd=ROOT, env=env, capture_output=True, text=True,
+                                  timeout=900)
             assert proc.returncode == 0, proc.stdout[-4000:]
         finally:
             again_out, _ = again.communicate(timeout=1800)
@@ -1453,8 +1476,7 @@ def test_a_failed_boot_is_replaced_the_replacement_joins_and_scale_in_leaves_no_
     gone = (before | new) - set(worker_ids(aws))
     wait_for(lambda: not (gone & set(ready_workers(manager))), 120, 2, what="the removed worker to leave")
     env = {**os.environ, **site, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-    proc = subprocess.run([str(ROOT / ".venv/bin/ansible-playbook"), "playbooks/workers.yml", "-i", "inventories/lab"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(doc_command("workers"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:]
     states = [(n["Description"]["Hostname"], n["Status"]["State"]) for n in swarm_nodes(manager)]
     assert all(state == "ready" for _, state in states), states
