@@ -212,7 +212,7 @@ def test_rendered_config_loads_in_jupyterhub_without_unrecognized_options(auth, 
     assert result["headers"] == {"X-Content-Type-Options": "nosniff", "Strict-Transport-Security": "max-age=31536000"}
     # TLS ends at the proxy, in a container of its own: the hub neither starts it nor holds the certificate
     assert result["ssl_cert"] == ""
-    assert result["proxy_should_start"] is False and result["proxy_api_url"] == "http://jupyterhub-proxy:8001"
+    assert result["proxy_should_start"] is False and result["proxy_api_url"] == "http://jupyterhub-proxy-api:8001"
     assert result["db_url"] == "sqlite:////srv/jupyterhub/state/jupyterhub.sqlite"
     assert result["cleanup_servers"] is False
     assert result["concurrent_spawn_limit"] == 40
@@ -271,7 +271,7 @@ BAD_CASES = {
                                 "jupyterhub_tls_mode": "selfsigned"},
                                "jupyterhub_tls_mode=selfsigned is refused outside the lab (lab_mode)"),
     "proxy_named_like_the_hub": ({"jupyterhub_proxy_container_name": "jupyterhub"},
-                                 "jupyterhub_proxy_container_name (jupyterhub) a lowercase DNS label"),
+                                 "jupyterhub_proxy_container_name (jupyterhub) a lowercase DNS label of at most 59"),
     "letsencrypt_without_email": ({"jupyterhub_tls_mode": "letsencrypt", "jupyterhub_domain": "hub.example.test"},
                                   "letsencrypt (needs jupyterhub_domain and jupyterhub_letsencrypt_email)"),
     "oidc_without_endpoints": ({"jupyterhub_authenticator": "oidc", "jupyterhub_oauth_client_id": "x",

@@ -122,7 +122,7 @@ def hub(tmp_path_factory, jh_images, moto_endpoint):  # noqa: F811
                "values": values, "runs": [first, second, check], "host": host}
     finally:
         docker("rm", "-f", container, proxy, check=False)
-        docker("network", "rm", network, check=False)
+        docker("network", "rm", network, f"{proxy}-api", check=False)   # the test's, and the hub and proxy's own
 
 
 def test_second_run_changes_nothing(hub):

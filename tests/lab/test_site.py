@@ -813,7 +813,8 @@ print(json.dumps(out))
 
 def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
     """From a container on a worker, like a user's server: the hub over the overlay answers, the lab registry
-    (the one exception the lab's docker_engine_egress_allowed lists) is open; the instance metadata, the
+    (the one exception the lab's docker_engine_egress_allowed lists) is open; nothing listens at the proxy's API
+    port on the overlay (the API is on the hub and proxy's own network); the instance metadata, the
     manager's swarm port, the AWS endpoint, the ECR stand-in (private addresses) and the worker's own swarm port
     (INPUT, not FORWARD) are refused. The worker itself still reaches them; without the rules the container would
     too; the rules stay when the worker's engine restarts (and it stays in the swarm), and are back before the
@@ -836,7 +837,8 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
     manager_ip, worker_ip = ips[manager], ips[worker]
     endpoint = site["AWS_ENDPOINT_URL"].split("//")[1]
     registry, ecr = config.registry_addr(), config.ecr_addr()
-    targets = [("hub", "jupyterhub", 8081), ("registry", registry.split(":")[0], int(registry.split(":")[1])),
+    targets = [("hub", "jupyterhub", 8081), ("proxy_api", "jupyterhub-proxy", 8001),
+               ("registry", registry.split(":")[0], int(registry.split(":")[1])),
                ("metadata", "169.254.169.254", 80), ("manager_swarm", manager_ip, 2377),
                ("endpoint", endpoint.split(":")[0], int(endpoint.split(":")[1])),
                ("ecr", ecr.split(":")[0], int(ecr.split(":")[1])),
@@ -855,11 +857,11 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
         out = wait_for(run, 90, 2, what=f"the network {network} usable on {worker}")
         assert out.returncode == 0, out.stdout + out.stderr
         return json.loads(out.stdout.strip().splitlines()[-1])
-    closed = {"metadata": "refused", "manager_swarm": "refused", "endpoint": "refused", "ecr": "refused",
-              "worker_itself": "refused"}
+    closed = {"proxy_api": "refused", "metadata": "refused", "manager_swarm": "refused", "endpoint": "refused",
+              "ecr": "refused", "worker_itself": "refused"}
     assert probe_container() == {"hub": "open", "registry": "open", **closed}
     # the worker itself reaches them (the rules are what blocks the container, not a broken route)
-    host = json.loads(node_exec(worker, "python3", "-c", EGRESS_PROBE, json.dumps(targets[1:])).stdout)
+    host = json.loads(node_exec(worker, "python3", "-c", EGRESS_PROBE, json.dumps(targets[2:])).stdout)
     assert set(host.values()) == {"open"}, host
     hub.stop(user)
     # without the rules the same container gets through: the test can fail
