@@ -742,7 +742,10 @@ def run(args):
     from botocore.exceptions import NoCredentialsError
     kw = {"region_name": args.region} | ({"endpoint_url": args.endpoint_url} if args.endpoint_url else {})
     client = docker.APIClient(base_url=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"))
-    scaler = Scaler(args, client, boto3.client("autoscaling", **kw), boto3.client("cloudwatch", **kw))
+
+    def aws_clients():
+        return boto3.client("autoscaling", **kw), boto3.client("cloudwatch", **kw)
+    scaler = Scaler(args, client, *aws_clients())
     log.info("group %s: every %ss, headroom %s, cool-down %ss, %d schedule window(s) in %s%s", args.group, args.every,
              args.headroom, args.cooldown, len(scaler.windows), args.timezone, " (dry run)" if args.dry_run else "")
     while True:
@@ -750,7 +753,7 @@ def run(args):
             scaler.step()
         except NoCredentialsError as e:   # none found when the clients were made (the metadata service slow to
             log.error("pass failed: %s", e)   # answer at boot); a client never looks again, so new ones do
-            scaler.autoscaling, scaler.cloudwatch = boto3.client("autoscaling", **kw), boto3.client("cloudwatch", **kw)
+            scaler.autoscaling, scaler.cloudwatch = aws_clients()
         except Exception as e:            # AWS or Docker unavailable for a moment: the next pass reads afresh
             log.error("pass failed: %s: %s", type(e).__name__, e)
         if args.once:
