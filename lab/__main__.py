@@ -163,7 +163,7 @@ def ensure_network() -> None:
 def ensure_endpoint() -> None:
     if running_pid("moto", f"-p {config.aws_port()}") is None:
         stop_process("moto")  # one on another port, if any
-        argv = [sys.executable, "-m", "lab.motoserver", "-H", config.gateway(), "-p", str(config.aws_port())]
+        argv = [sys.executable, "-m", "lab.motoserver", "--enforce-iam", "-H", config.gateway(), "-p", str(config.aws_port())]
         start_process("moto", argv)
         say(f"local AWS endpoint (moto) at {config.endpoint_url()}")
     endpoint_ready()

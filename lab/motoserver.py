@@ -42,10 +42,16 @@ or its HeartbeatTimeout elapses. Groups without hooks take none of the paths bel
 moto sends no lifecycle notifications (SNS, SQS, EventBridge), so no client learns a LifecycleActionToken
 here: actions are completed by InstanceId.
 
+IAM (`--enforce-iam`, which the lab passes): every request is judged by its caller's policies, as on AWS. moto
+does that (INITIAL_NO_AUTH_ACTION_COUNT) but judges SSM and Auto Scaling requests against the resource "*", so
+the nodes' ARN-scoped statements would allow nothing; it cannot judge a trust policy whose principal is a
+service; and it knows no caller for the lab's fixed keys. Mended below (enforce_iam).
+
 Nothing else differs from `moto_server`; the tests' own endpoint (tests/conftest.py) runs this too.
 """
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -59,14 +65,22 @@ from moto.autoscaling.models import (
     TerminateInstanceActivity,
     autoscaling_backends,
 )
+from moto import settings
 from moto.autoscaling.responses import AutoScalingResponse
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.authorization import ActionAuthenticatorMixin
 from moto.core.responses import EmptyResult
 from moto.core.types import Base64EncodedString
 from moto.ec2.models import EC2Backend
 from moto.ec2.models.elastic_block_store import Volume
 from moto.ec2.models.launch_templates import LaunchTemplateVersion
 from moto.ec2.models.security_groups import SecurityGroupRule
+from moto.iam.access_control import IAMRequestBase, IAMUserAccessKey
+from moto.iam.models import iam_backends
+from moto.moto_api._internal.models import moto_api_backend
 from moto.server import main
+from moto.ssm.responses import SimpleSystemManagerResponse
+from moto.utilities.utils import get_partition
 
 
 def _user_data(self):
@@ -398,7 +412,131 @@ def _expire_lifecycle_actions():
                         _actions(state).pop(name, None)
 
 
+# --- IAM enforced (--enforce-iam): resource-level ARNs, the lab's administrator, EC2 assuming roles ------------
+# moto judges each signed request against its caller's policies once settings.INITIAL_NO_AUTH_ACTION_COUNT
+# requests have passed unchecked. Three things stand between that and the lab:
+# - moto judges every request of these services against the resource "*", so a statement scoped to an ARN (the
+#   nodes' roles: SSM parameters, the workers' group) never matches and its caller is denied what AWS allows.
+#   Here SSM and Auto Scaling requests name the ARNs AWS authorizes (every parameter of GetParameters, the group
+#   an instance id belongs to), and each is judged.
+# - every request must come from an IAM user's or an assumed role's keys: the lab's own fixed keys
+#   (lab/config.py: the operator, the reconciler, the metadata stand-in) become those of an administrator user.
+# - the metadata stand-in, which is EC2 here, assumes each instance profile's role. moto cannot judge a trust
+#   policy whose principal is a service (it fails on {"Service": ...}); the administrator may assume a role
+#   exactly when the role trusts ec2.amazonaws.com, as EC2 may on AWS.
+# Conditions: moto evaluates only StringEquals on values it is given and gives none for these services, so a
+# statement's Condition is not checked here (docs/aws-permissions.md says which statements have one).
+LAB_ADMIN_USER = "jhs-lab-admin"
+_SSM_NAME_PARAMS = {"GetParameter": "Name", "PutParameter": "Name", "DeleteParameter": "Name",
+                    "GetParameterHistory": "Name", "LabelParameterVersion": "Name", "GetParametersByPath": "Path"}
+_SSM_NAMES_PARAMS = {"GetParameters": "Names", "DeleteParameters": "Names"}
+_SSM_TAG_ACTIONS = {"AddTagsToResource", "RemoveTagsFromResource", "ListTagsForResource"}
+
+
+def _ssm_parameter_arn(response, name: str) -> str:
+    if name.startswith("arn:"):
+        return name
+    return f"arn:{get_partition(response.region)}:ssm:{response.region}:{response.current_account}:parameter/" \
+           f"{name.lstrip('/')}"
+
+
+def _ssm_resources(self):
+    action = self._get_action()
+    if action in _SSM_NAME_PARAMS and self._get_param(_SSM_NAME_PARAMS[action]):
+        return [_ssm_parameter_arn(self, self._get_param(_SSM_NAME_PARAMS[action]))]
+    if action in _SSM_NAMES_PARAMS:
+        return [_ssm_parameter_arn(self, n) for n in self._get_param(_SSM_NAMES_PARAMS[action]) or []] or ["*"]
+    if action in _SSM_TAG_ACTIONS and self._get_param("ResourceType") == "Parameter":
+        return [_ssm_parameter_arn(self, self._get_param("ResourceId"))]
+    return "*"
+
+
+def _group_arn(self, name: str) -> str:
+    group = self.autoscaling_backend.autoscaling_groups.get(name)
+    if group is not None:
+        return group.arn
+    return f"arn:{get_partition(self.region)}:autoscaling:{self.region}:{self.current_account}:autoScalingGroup:" \
+           f"00000000-0000-0000-0000-000000000000:autoScalingGroupName/{name}"
+
+
+def _autoscaling_resources(self):
+    """The group a request acts on, by its name or by its instances' (Describe* calls are on "*", as on AWS)."""
+    if self._get_action().startswith("Describe"):
+        return "*"
+    name = self._get_param("AutoScalingGroupName")
+    if name:
+        return [_group_arn(self, name)]
+    ids = [self._get_param("InstanceId")] if self._get_param("InstanceId") else self._get_multi_param("InstanceIds.member")
+    arns = set()
+    for group in self.autoscaling_backend.autoscaling_groups.values():
+        if any(state.instance.id in ids for state in group.instance_states):
+            arns.add(group.arn)
+    return sorted(arns) or "*"
+
+
+_authorize_one = ActionAuthenticatorMixin._authenticate_and_authorize_normal_action
+
+
+def _authorize_each(self, resource="*"):
+    """Each ARN a request acts on is judged (moto judges one)."""
+    for arn in resource if isinstance(resource, list) else [resource]:
+        _authorize_one(self, arn)
+
+
+_trust = IAMRequestBase._check_role_trust_relationship
+
+
+def _ec2_assumes_roles_that_trust_it(self, role_arn: str) -> bool:
+    key = self._access_key
+    if isinstance(key, IAMUserAccessKey) and key._owner_user_name == LAB_ADMIN_USER:
+        document = json.loads(self.backend.get_role_by_arn(role_arn).assume_role_policy_document)
+        statements = document.get("Statement", [])
+        for st in statements if isinstance(statements, list) else [statements]:
+            services = (st.get("Principal") or {}).get("Service", []) if isinstance(st.get("Principal"), dict) else []
+            actions = st.get("Action", [])
+            if (st.get("Effect") == "Allow" and "ec2.amazonaws.com" in ([services] if isinstance(services, str) else services)
+                    and "sts:AssumeRole" in ([actions] if isinstance(actions, str) else actions)):
+                return True
+        return False
+    return _trust(self, role_arn)
+
+
+def _seed_lab_admin() -> None:
+    """The lab's fixed keys (lab/config.py) become an administrator user's, in the default account."""
+    from lab.config import AWS_CREDENTIALS
+    backend = iam_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    if LAB_ADMIN_USER in backend.users:
+        return
+    backend.create_user("us-east-1", LAB_ADMIN_USER)
+    backend.put_user_policy(LAB_ADMIN_USER, "everything", json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+    key = backend.create_access_key(LAB_ADMIN_USER)
+    backend.access_keys.pop(key.physical_resource_id, None)
+    key.access_key_id = AWS_CREDENTIALS["AWS_ACCESS_KEY_ID"]
+    key.secret_access_key = AWS_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+    backend.access_keys[key.physical_resource_id] = key
+
+
+def enforce_iam() -> None:
+    SimpleSystemManagerResponse._determine_resource = _ssm_resources
+    AutoScalingResponse._determine_resource = _autoscaling_resources
+    ActionAuthenticatorMixin._authenticate_and_authorize_normal_action = _authorize_each
+    IAMRequestBase._check_role_trust_relationship = _ec2_assumes_roles_that_trust_it
+    _reset = moto_api_backend.reset
+
+    def reset_and_seed() -> None:   # POST /moto-api/reset wipes IAM: the administrator comes back
+        _reset()
+        _seed_lab_admin()
+
+    moto_api_backend.reset = reset_and_seed
+    _seed_lab_admin()
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+
+
 if __name__ == "__main__":
+    if "--enforce-iam" in sys.argv:
+        sys.argv.remove("--enforce-iam")
+        enforce_iam()
     threading.Thread(target=_expire_lifecycle_actions, name="lifecycle-hook-clock", daemon=True).start()
     sys.argv[0] = "moto_server"
     sys.exit(main())

@@ -1,0 +1,148 @@
+"""The lab's endpoint judges requests by IAM as AWS does (lab/motoserver.py, `--enforce-iam`).
+
+moto alone judges SSM and Auto Scaling requests against the resource "*", so a statement scoped to a parameter or
+to a group never allows anything; and it cannot judge a trust policy whose principal is a service. These tests run
+an endpoint of their own with enforcement on, and show: the lab's keys are an administrator's, unknown keys are
+refused, a role is judged by its ARN-scoped statements (each parameter of GetParameters, the group an instance id
+belongs to), the administrator (EC2's stand-in) assumes only roles that trust EC2, and a reset keeps it.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import REGION, ROOT, free_port, reset_moto
+from lab.config import AWS_CREDENTIALS
+
+AMI = "ami-12c6146b"   # one of the images moto knows
+ACCOUNT = "123456789012"   # moto's default account, where the lab's keys are
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lab.motoserver", "--enforce-iam", "-H", "127.0.0.1", "-p",
+                             str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError("moto server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def client(url, service, key=AWS_CREDENTIALS["AWS_ACCESS_KEY_ID"], secret=AWS_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+           token=None):
+    import boto3
+    return boto3.client(service, endpoint_url=url, region_name=REGION, aws_access_key_id=key,
+                        aws_secret_access_key=secret, aws_session_token=token)
+
+
+def denied(call, *args, **kwargs) -> bool:
+    """The call is refused with HTTP 403 (moto's error code varies by protocol: "AccessDenied", "403", ...)."""
+    with pytest.raises(ClientError) as err:
+        call(*args, **kwargs)
+    return err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+TRUST_EC2 = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+
+
+def make_role(url, name, policy, trust=TRUST_EC2):
+    iam = client(url, "iam")
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    iam.put_role_policy(RoleName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
+    return f"arn:aws:iam::{ACCOUNT}:role/{name}"
+
+
+def as_role(url, arn):
+    creds = client(url, "sts").assume_role(RoleArn=arn, RoleSessionName="i-test")["Credentials"]
+    return lambda service: client(url, service, creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
+
+
+@pytest.fixture(scope="module")
+def cluster(endpoint):
+    """Two groups of one instance each, parameters of two clusters, and a role scoped to cluster c's."""
+    ec2, asg, ssm = client(endpoint, "ec2"), client(endpoint, "autoscaling"), client(endpoint, "ssm")
+    vpc = ec2.create_vpc(CidrBlock="10.78.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.78.1.0/24", AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"]
+    ec2.create_launch_template(LaunchTemplateName="iam-test", LaunchTemplateData={"ImageId": AMI, "InstanceType": "t3.micro"})
+    instances = {}
+    for group in ("c-workers", "d-workers"):
+        asg.create_auto_scaling_group(AutoScalingGroupName=group, MinSize=0, MaxSize=3, DesiredCapacity=1,
+                                      LaunchTemplate={"LaunchTemplateName": "iam-test", "Version": "$Latest"},
+                                      VPCZoneIdentifier=subnet)
+        found = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"][0]
+        instances[group] = found["Instances"][0]["InstanceId"]
+    for name in ("/c/join", "/c/secret", "/d/join"):
+        ssm.put_parameter(Name=name, Value="v", Type="SecureString")
+    group_arn = f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:*:autoScalingGroupName/c-workers"
+    role = make_role(endpoint, f"c-worker-{uuid.uuid4().hex[:6]}", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:GetParameters"],
+         "Resource": f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/c/join"},
+        {"Effect": "Allow", "Action": ["autoscaling:SetInstanceHealth", "autoscaling:SetDesiredCapacity"],
+         "Resource": group_arn},
+        {"Effect": "Allow", "Action": ["autoscaling:DescribeAutoScalingGroups"], "Resource": "*"}]})
+    return {"role": role, "instances": instances}
+
+
+def test_the_labs_keys_are_an_administrators_and_unknown_keys_are_refused(endpoint, cluster):
+    assert client(endpoint, "sts").get_caller_identity()["Arn"] == f"arn:aws:iam::{ACCOUNT}:user/jhs-lab-admin"
+    assert client(endpoint, "ssm").get_parameter(Name="/d/join", WithDecryption=True)["Parameter"]["Value"] == "v"
+    assert denied(client(endpoint, "ssm", "testing", "testing").get_parameter, Name="/c/join")
+    assert denied(client(endpoint, "ssm", secret="not-the-secret").get_parameter, Name="/c/join")
+
+
+def test_a_role_gets_exactly_the_parameters_its_statements_name(endpoint, cluster):
+    ssm = as_role(endpoint, cluster["role"])("ssm")
+    assert ssm.get_parameter(Name="/c/join", WithDecryption=True)["Parameter"]["Value"] == "v"
+    assert ssm.get_parameters(Names=["/c/join"])["Parameters"][0]["Name"] == "/c/join"
+    assert denied(ssm.get_parameter, Name="/c/secret")
+    assert denied(ssm.get_parameter, Name="/d/join")
+    # every name of GetParameters is judged, not only the first
+    assert denied(ssm.get_parameters, Names=["/c/join", "/c/secret"])
+    assert denied(ssm.put_parameter, Name="/c/join", Value="w", Type="SecureString", Overwrite=True)
+
+
+def test_a_role_acts_only_on_its_own_group_named_or_found_by_instance(endpoint, cluster):
+    asg = as_role(endpoint, cluster["role"])("autoscaling")
+    assert len(asg.describe_auto_scaling_groups()["AutoScalingGroups"]) >= 2   # Describe* is on "*"
+    asg.set_desired_capacity(AutoScalingGroupName="c-workers", DesiredCapacity=1)
+    assert denied(asg.set_desired_capacity, AutoScalingGroupName="d-workers", DesiredCapacity=1)
+    asg.set_instance_health(InstanceId=cluster["instances"]["c-workers"], HealthStatus="Healthy")
+    assert denied(asg.set_instance_health, InstanceId=cluster["instances"]["d-workers"],
+                  HealthStatus="Unhealthy")
+    assert denied(asg.terminate_instance_in_auto_scaling_group, InstanceId=cluster["instances"]["c-workers"],
+                  ShouldDecrementDesiredCapacity=False)   # an action it was not given
+    assert denied(as_role(endpoint, cluster["role"])("ec2").describe_instances)
+
+
+def test_ec2s_stand_in_assumes_only_roles_that_trust_ec2(endpoint, cluster):
+    lambda_only = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    arn = make_role(endpoint, f"not-for-ec2-{uuid.uuid4().hex[:6]}", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": "*"}]}, trust=lambda_only)
+    assert denied(client(endpoint, "sts").assume_role, RoleArn=arn, RoleSessionName="i-test")
+    assert as_role(endpoint, cluster["role"])("sts").get_caller_identity()["Arn"].endswith(
+        f":assumed-role/{cluster['role'].split('/')[-1]}/i-test")
+
+
+def test_a_reset_keeps_the_administrator(endpoint, cluster):
+    reset_moto(endpoint)
+    assert client(endpoint, "sts").get_caller_identity()["Arn"].endswith(":user/jhs-lab-admin")
+    assert client(endpoint, "ssm").describe_parameters()["Parameters"] == []
