@@ -424,9 +424,13 @@ def _expire_lifecycle_actions():
 # - the metadata stand-in, which is EC2 here, assumes each instance profile's role. moto cannot judge a trust
 #   policy whose principal is a service (it fails on {"Service": ...}); the administrator may assume a role
 #   exactly when the role trusts ec2.amazonaws.com, as EC2 may on AWS.
+# - moto names CloudWatch's actions monitoring:... (its signing name): here cloudwatch:..., as IAM does.
+# - moto recomputes a request's signature wrongly for some REST services (EFS's DescribeFileSystems is refused
+#   with SignatureDoesNotMatch), so signatures are not checked: a caller is known by its access key id.
 # Conditions: moto evaluates only StringEquals on values it is given and gives none for these services, so a
 # statement's Condition is not checked here (docs/aws-permissions.md says which statements have one).
 LAB_ADMIN_USER = "jhs-lab-admin"
+IAM_ENFORCED = "lab endpoint: every request is judged by IAM from here on (--enforce-iam)"
 _SSM_NAME_PARAMS = {"GetParameter": "Name", "PutParameter": "Name", "DeleteParameter": "Name",
                     "GetParameterHistory": "Name", "LabelParameterVersion": "Name", "GetParametersByPath": "Path"}
 _SSM_NAMES_PARAMS = {"GetParameters": "Names", "DeleteParameters": "Names"}
@@ -483,6 +487,31 @@ def _authorize_each(self, resource="*"):
         _authorize_one(self, arn)
 
 
+# A request names its service by its signing name, which is not always the service's IAM prefix (CloudWatch signs as
+# "monitoring"; its actions are cloudwatch:...). moto builds the action from the signing name.
+_IAM_PREFIXES = {"monitoring": "cloudwatch"}
+_request_init = IAMRequestBase.__init__
+
+
+def _action_with_iam_prefix(self, *args, **kwargs):
+    _request_init(self, *args, **kwargs)
+    service, _, action = self._action.partition(":")
+    self._action = f"{_IAM_PREFIXES.get(service, service)}:{action}"
+
+
+_check_action = IAMRequestBase.check_action_permitted
+
+
+def _logged_denial(self, resource: str) -> None:
+    """A refusal names the caller, the action and the resource in the endpoint's log (.lab/logs/moto.log), where
+    the lab's reader finds which statement a role lacks."""
+    try:
+        _check_action(self, resource)
+    except Exception:
+        print(f"IAM denied: {self._access_key.arn} {self._action} on {resource}", file=sys.stderr, flush=True)
+        raise
+
+
 _trust = IAMRequestBase._check_role_trust_relationship
 
 
@@ -522,6 +551,9 @@ def enforce_iam() -> None:
     AutoScalingResponse._determine_resource = _autoscaling_resources
     ActionAuthenticatorMixin._authenticate_and_authorize_normal_action = _authorize_each
     IAMRequestBase._check_role_trust_relationship = _ec2_assumes_roles_that_trust_it
+    IAMRequestBase.check_signature = lambda self: None
+    IAMRequestBase.check_action_permitted = _logged_denial
+    IAMRequestBase.__init__ = _action_with_iam_prefix
     _reset = moto_api_backend.reset
 
     def reset_and_seed() -> None:   # POST /moto-api/reset wipes IAM: the administrator comes back
@@ -531,6 +563,7 @@ def enforce_iam() -> None:
     moto_api_backend.reset = reset_and_seed
     _seed_lab_admin()
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+    print(IAM_ENFORCED, file=sys.stderr, flush=True)   # tests read the log's refusals from here on
 
 
 if __name__ == "__main__":

@@ -254,8 +254,8 @@ print(json.dumps({"arn": sts.get_caller_identity()["Arn"], "key": creds.access_k
 def test_each_node_calls_aws_as_its_instance_profiles_role(site, aws):
     """The metadata stand-in hands each instance the temporary credentials of its instance profile's role, from the
     endpoint's STS (one session per instance, named after it), as EC2 does; so each node's calls are made as its
-    role, and the endpoint names the assumed role as the caller. (The endpoint does not judge the calls against the
-    role's policy yet: #13 item 4.)"""
+    role, and the endpoint names the assumed role as the caller (and judges the call by that role's policy: the
+    next test)."""
     manager = manager_id(aws)
     workers = worker_ids(aws)
     keys = set()
@@ -268,6 +268,71 @@ def test_each_node_calls_aws_as_its_instance_profiles_role(site, aws):
         assert seen["key"].startswith("ASIA") and seen["key"] != site["AWS_ACCESS_KEY_ID"], (iid, seen)
         keys.add(seen["key"])
     assert len(keys) == 1 + len(workers)   # a session of its own for each instance
+
+
+# What a node's role may not do: (node, service, call, kwargs). EC2 calls are dry runs, so a role allowed them by
+# mistake changes nothing (DryRunOperation, 412, instead of 403).
+NOT_ALLOWED = [
+    ("worker", "ssm", "get_parameter", {"Name": f"/{CLUSTER}/hub/cookie-secret"}),
+    ("worker", "ssm", "put_parameter", {"Name": f"/{CLUSTER}/swarm/worker-join-token", "Value": "x",
+                                        "Type": "SecureString", "Overwrite": True}),
+    ("worker", "autoscaling", "set_desired_capacity", {"AutoScalingGroupName": f"{CLUSTER}-workers",
+                                                       "DesiredCapacity": 2}),
+    ("worker", "ec2", "terminate_instances", {"InstanceIds": ["MANAGER"], "DryRun": True}),
+    ("manager", "ssm", "put_parameter", {"Name": f"/{CLUSTER}/hub/cookie-secret", "Value": "x",
+                                         "Type": "SecureString", "Overwrite": True}),
+    ("manager", "ssm", "get_parameter", {"Name": "/another-cluster/swarm/worker-join-token"}),
+    ("manager", "ec2", "terminate_instances", {"InstanceIds": ["MANAGER"], "DryRun": True}),
+    ("manager", "iam", "create_user", {"UserName": "jhs-not-allowed"}),
+]
+TRY_CALLS = """
+import json, sys, boto3
+from botocore.exceptions import ClientError
+endpoint, region, calls = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+out = []
+for service, call, kwargs in calls:
+    try:
+        getattr(boto3.client(service, endpoint_url=endpoint, region_name=region), call)(**kwargs)
+        out.append("allowed")
+    except ClientError as e:
+        out.append(e.response["ResponseMetadata"]["HTTPStatusCode"])
+print(json.dumps(out))
+"""
+DENIALS_PROVOKED: list[str] = []   # the endpoint's log lines of the refusals the test below asks for
+
+
+def iam_denials() -> list[str]:
+    """The endpoint's refusals since it began judging requests by IAM (its log, .lab/logs/moto.log)."""
+    from lab.motoserver import IAM_ENFORCED
+    log = (config.lab_dir() / "logs" / "moto.log").read_text(errors="replace")
+    assert IAM_ENFORCED in log, "the lab's endpoint does not judge requests by IAM"
+    return [line for line in log.rsplit(IAM_ENFORCED, 1)[1].splitlines() if line.startswith("IAM denied: ")]
+
+
+def test_each_nodes_role_is_refused_what_it_was_not_given(site, aws):
+    """The endpoint judges every request by IAM (lab/motoserver.py, --enforce-iam), so the whole run so far, every
+    node's calls included, was allowed by the roles aws_cluster writes; and what a role was not given is refused:
+    a worker reads no hub secret, publishes no token, scales nothing, terminates nothing; the manager writes no
+    hub secret, reads no other cluster's parameters, terminates no instance and makes no IAM user."""
+    manager, workers = manager_id(aws), worker_ids(aws)
+    before = len(iam_denials())
+    for role, node, python in (("worker", workers[0], "/opt/jhs/venv/bin/python"), ("manager", manager, "python3")):
+        calls = [[service, call, json.loads(json.dumps(kwargs).replace("MANAGER", manager))]
+                 for who, service, call, kwargs in NOT_ALLOWED if who == role]
+        proc = node_exec(node, python, "-c", TRY_CALLS, site["AWS_ENDPOINT_URL"], site["AWS_DEFAULT_REGION"],
+                         json.dumps(calls))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.loads(proc.stdout) == [403] * len(calls), (role, calls, proc.stdout)
+    provoked = iam_denials()[before:]
+    DENIALS_PROVOKED.extend(provoked)
+    assert len(provoked) == len(NOT_ALLOWED), provoked
+    # what each role is given still works: the worker reads the join token, the manager the hub's secret
+    allowed = [("worker", workers[0], "/opt/jhs/venv/bin/python", f"/{CLUSTER}/swarm/worker-join-token"),
+               ("manager", manager, "python3", f"/{CLUSTER}/hub/cookie-secret")]
+    for role, node, python, name in allowed:
+        proc = node_exec(node, python, "-c", TRY_CALLS, site["AWS_ENDPOINT_URL"], site["AWS_DEFAULT_REGION"],
+                         json.dumps([["ssm", "get_parameter", {"Name": name}]]))
+        assert json.loads(proc.stdout) == ["allowed"], (role, proc.stdout, proc.stderr[-2000:])
 
 
 def test_the_lab_says_how_to_sign_in_and_what_to_try(site, aws):
@@ -1667,3 +1732,11 @@ def test_empty_workers_go_after_the_cooldown_down_to_zero_and_a_schedule_pre_war
             hub.delete_user(user)
         wait_for(lambda: len(ready_workers(manager)) == 2 and len(worker_ids(aws)) == 2, 300, 2,
                  what="two workers again")
+
+
+def test_no_request_of_the_run_was_refused_but_those_asked_to_be(site):
+    """Last in the file: every request of the whole run (site.yml, the workers' boots, the scaler, the backups, every
+    test above) was allowed by its caller's policy, but for the refusals the role test asked for. A role that lacks a
+    permission its job needs shows here, named by the endpoint's log line, even where a retry hid the failure."""
+    assert DENIALS_PROVOKED, "the role test above did not run"
+    assert iam_denials() == DENIALS_PROVOKED
