@@ -464,7 +464,8 @@ def test_iam_roles_split_and_least_privilege(provisioned, client):
                                                                  f"{param}/swarm/manager-addr"]
     # the hub publishes the images it spawns, for the worker-image bake to pre-pull
     assert manager["PublishNotebookImages"]["Resource"] == f"{param}/hub/notebook-images"
-    assert manager["PublishNotebookImages"]["Action"] == ["ssm:PutParameter", "ssm:AddTagsToResource"]
+    assert manager["PublishNotebookImages"]["Action"] == ["ssm:PutParameter", "ssm:AddTagsToResource",
+                                                          "ssm:ListTagsForResource"]
     assert {"autoscaling:SetDesiredCapacity", "autoscaling:SetInstanceProtection"} <= set(manager["ScaleAndProtectWorkers"]["Action"])
     assert manager["ScaleAndProtectWorkers"]["Resource"] == asg_arn
     # The hub's scaler: scale in by terminating a chosen instance of the cluster's own group, nowhere else.
@@ -474,11 +475,13 @@ def test_iam_roles_split_and_least_privilege(provisioned, client):
     cloudwatch = [s for s in manager.values() if any(a.startswith("cloudwatch:") for a in s["Action"])]
     assert [(s["Action"], s["Resource"], s["Condition"]) for s in cloudwatch] == [
         (["cloudwatch:PutMetricData"], "*", {"StringEquals": {"cloudwatch:namespace": "JupyterHubSwarm"}})]
-    # The only "*" resources without a condition: Describe calls and the ECR login, which have no resource-level
-    # permissions.
+    # The only "*" resources without a condition: Describe calls (SSM's DescribeParameters, which
+    # community.aws.ssm_parameter calls before it writes, lists names, never values) and the ECR login, which have no
+    # resource-level permissions.
     star = [s for s in manager.values() if s["Resource"] == "*" and "Condition" not in s]
-    assert len(star) == 2 and all(a.split(":")[1].startswith("Describe") for a in star[0]["Action"])
-    assert star[1]["Action"] == ECR_LOGIN
+    assert len(star) == 3 and all(a.split(":")[1].startswith("Describe") for s in star[:2] for a in s["Action"])
+    assert star[0]["Action"] == ["ssm:DescribeParameters"]
+    assert star[2]["Action"] == ECR_LOGIN
     assert [s["Sid"] for s in manager.values() if s["Resource"] == "*" and "Condition" in s] == ["PutScalerMetrics"]
     assert ecr_statements(list(manager.values())) == [(ECR_LOGIN, "*"), (ECR_PUSH_PULL, [repository_arn])]
 
