@@ -1200,38 +1200,6 @@ def test_hub_database_restored_from_a_backup_after_it_was_lost(site, aws, hub):
     assert "jupyterhub.sqlite.before-restore-" in kept, kept
 
 
-def test_hub_database_restored_from_its_copy_in_s3_after_the_state_volume_was_lost(site, aws, hub):
-    """The manager copies each new backup into the cluster's bucket (jupyterhub-backup-copy). The state volume is
-    lost, database and local backups alike; the restore playbook finds no backup on the manager, fetches the newest
-    from the bucket, and the user and their token come back."""
-    manager = manager_id(aws)
-    bucket = aws("ssm").get_parameter(Name=f"/{CLUSTER}/hub/backup-bucket")["Parameter"]["Value"]
-    copier = node_exec(manager, "docker", "inspect", "-f", "{{.State.Running}} {{.HostConfig.NetworkMode}}",
-                       "jupyterhub-backup-copy")
-    assert copier.stdout.split() == ["true", "host"], copier.stdout + copier.stderr
-    user, token = user_with_token(hub, "s3", "restore from s3 test")
-    name = back_up_now(manager)
-
-    def copied():
-        listing = aws("s3").list_objects_v2(Bucket=bucket, Prefix="hub-backups/")
-        return f"hub-backups/{name}" in [o["Key"] for o in listing.get("Contents", [])]
-    wait_for(copied, 120, 2, what=f"{name} copied to s3://{bucket}/hub-backups/",
-             detail=lambda: node_exec(manager, "docker", "logs", "--tail", "20", "jupyterhub-backup-copy").stdout)
-    # The state volume is lost: no database, no local backup. The hub starts again on an empty database.
-    lose_the_database(site, manager, "rm -rf /var/lib/jupyterhub/state/* /var/lib/jupyterhub/backups/*", user)
-    proc = run_restore(site)
-    assert "TASK [jupyterhub : Restore | download the backup]" in proc.stdout
-    restored = re.search(r"Restored (jupyterhub-\d{8}T\d{6}Z\.sqlite) \(\d+ users\)", proc.stdout)
-    assert restored, proc.stdout[-2000:]
-    # The newest in the bucket is ours: the hub that came up on the empty database did not back that up at once.
-    assert restored.group(1) == name, proc.stdout[-2000:]
-    r = token_owner(site, token)
-    assert r.status_code == 200 and r.json()["name"] == user, r.text
-    assert hub.call("GET", f"/hub/api/users/{user}").status_code == 200
-    local = node_exec(manager, "sh", "-c", "ls /var/lib/jupyterhub/backups/").stdout.split()
-    assert restored.group(1) in local      # kept where the manager's backups go
-
-
 STORM_USERS = 60
 SLOTS_PER_WORKER = 3          # what the ballast leaves on each worker, in the hub's default memory guarantees
 MEM_GUARANTEE = 256 * 2**20   # jupyterhub_mem_guarantee's default (256M), which the lab keeps
@@ -1732,6 +1700,76 @@ def test_empty_workers_go_after_the_cooldown_down_to_zero_and_a_schedule_pre_war
             hub.delete_user(user)
         wait_for(lambda: len(ready_workers(manager)) == 2 and len(worker_ids(aws)) == 2, 300, 2,
                  what="two workers again")
+
+
+def test_a_replaced_manager_on_a_new_state_volume_gets_the_workers_back_and_the_hub_database_from_s3(site, aws, hub):
+    """Near last (it replaces the manager, whose address is the hub's in the lab). The manager instance is lost with
+    its state volume: terminated, the volume deleted; its swarm, hub database and local backups go with it. The
+    operator runs the guide's site.yml: a new manager on a new state volume leads a new swarm, and the workers of the
+    old swarm, which nothing would bring back, are replaced by the group and the new ones join. The guide's restore
+    then finds no backup on the manager and fetches the newest from the bucket (the manager copies each one there):
+    the user and their token come back, and their server starts on a new worker with the file written before."""
+    ec2, manager = aws("ec2"), manager_id(aws)
+    bucket = aws("ssm").get_parameter(Name=f"/{CLUSTER}/hub/backup-bucket")["Parameter"]["Value"]
+    copier = node_exec(manager, "docker", "inspect", "-f", "{{.State.Running}} {{.HostConfig.NetworkMode}}",
+                       "jupyterhub-backup-copy")
+    assert copier.stdout.split() == ["true", "host"], copier.stdout + copier.stderr
+    user, token = user_with_token(hub, "r", "manager replacement test")
+    hub.start(user)   # left running: the restored database says so, and the new hub finds no such service
+    r = hub.call("PUT", f"/user/{user}/api/contents/notes.txt",
+                 json={"type": "file", "format": "text", "content": "kept across managers"})
+    assert r.status_code in (200, 201), r.text
+    name = back_up_now(manager)
+
+    def copied():
+        listing = aws("s3").list_objects_v2(Bucket=bucket, Prefix="hub-backups/")
+        return f"hub-backups/{name}" in [o["Key"] for o in listing.get("Contents", [])]
+    wait_for(copied, 120, 2, what=f"{name} copied to s3://{bucket}/hub-backups/",
+             detail=lambda: node_exec(manager, "docker", "logs", "--tail", "20", "jupyterhub-backup-copy").stdout)
+    old_workers = worker_ids(aws)
+    volumes = [v["VolumeId"] for v in ec2.describe_volumes(Filters=[
+        {"Name": "tag:jhs:cluster", "Values": [CLUSTER]}, {"Name": "tag:jhs:data", "Values": ["hub-state"]}])["Volumes"]]
+    assert len(volumes) == 1, volumes
+    ec2.terminate_instances(InstanceIds=[manager])
+    wait_for(lambda: manager not in node_containers(), 120, 1, what="the manager's node to go")
+    with contextlib.suppress(Exception):   # the endpoint may have detached it with the instance
+        ec2.detach_volume(VolumeId=volumes[0], Force=True)
+    ec2.delete_volume(VolumeId=volumes[0])
+
+    proc = run_site(site)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    new_manager = manager_id(aws)
+    assert new_manager != manager
+    (volume,) = ec2.describe_volumes(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]},
+                                              {"Name": "tag:jhs:data", "Values": ["hub-state"]}])["Volumes"]
+    assert volume["VolumeId"] != volumes[0] and volume["Attachments"][0]["InstanceId"] == new_manager
+    assert "TASK [Replace the workers that joined another swarm (the manager was replaced since)]" in proc.stdout
+    workers = worker_ids(aws)
+    assert workers and not set(workers) & set(old_workers), (workers, old_workers)
+    ready = {(n["Description"]["Engine"].get("Labels") or {}).get("jhs.instance-id") for n in swarm_nodes(new_manager)
+             if n["Status"]["State"] == "ready"}
+    assert set(workers) <= ready, (workers, ready)
+
+    lab_cmd("summary")   # the hub's address is the new manager's: .lab/env is written again
+    fresh = {**site, "LAB_HUB_URL": read_env()["LAB_HUB_URL"]}
+    assert fresh["LAB_HUB_URL"] != site["LAB_HUB_URL"]
+    new_hub = HubClient(fresh["LAB_HUB_URL"])
+    assert new_hub.call("GET", f"/hub/api/users/{user}").status_code == 404   # an empty database
+    proc = run_restore(fresh)
+    assert "TASK [jupyterhub : Restore | download the backup]" in proc.stdout
+    restored = re.search(r"Restored (jupyterhub-\d{8}T\d{6}Z\.sqlite) \(\d+ users\)", proc.stdout)
+    assert restored and restored.group(1) == name, proc.stdout[-2000:]
+    r = token_owner(fresh, token)
+    assert r.status_code == 200 and r.json()["name"] == user, r.text
+    new_hub = HubClient(fresh["LAB_HUB_URL"])   # the restored database holds the tokens it knew
+    wait_for(lambda: new_hub.server(user) is None, 120, 2, what=f"the hub to find {user}'s old server gone")
+    new_hub.start(user)
+    assert service_node(new_manager, user) in workers
+    r = new_hub.call("GET", f"/user/{user}/api/contents/notes.txt")
+    assert r.status_code == 200 and r.json()["content"] == "kept across managers", r.text
+    local = node_exec(new_manager, "sh", "-c", "ls /var/lib/jupyterhub/backups/").stdout.split()
+    assert restored.group(1) in local      # kept where the manager's backups go
+    new_hub.stop(user)
 
 
 def test_no_request_of_the_run_was_refused_but_those_asked_to_be(site):
