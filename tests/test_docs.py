@@ -3,11 +3,10 @@ by a lab test through labutil.doc_command, and every other ansible-playbook comm
 does not run it."""
 from __future__ import annotations
 
-import re
 import shlex
 
 from conftest import ROOT
-from labutil import DEPLOY_GUIDE, doc_commands
+from labutil import doc_blocks, doc_commands
 
 # ansible-playbook commands of the guide the lab's tests do not run, with the reason
 NOT_IN_THE_LAB = {
@@ -18,10 +17,10 @@ NOT_IN_THE_LAB = {
 }
 
 
-def fenced_playbook_commands() -> list[str]:
-    text = DEPLOY_GUIDE.read_text()
-    blocks = re.findall(r"^ *```bash[^\n]*\n(.*?)^ *```", text, re.M | re.S)
-    return [line.strip()[len("ansible-playbook "):] for block in blocks for line in block.splitlines()
+def fenced_playbook_commands(marked: bool) -> list[str]:
+    """The guide's ansible-playbook commands (without the program's name), of its marked or its other blocks."""
+    return [" ".join(shlex.split(line.strip()))[len("ansible-playbook "):] for name, body in doc_blocks()
+            if bool(name) == marked for line in body.replace("\\\n", " ").splitlines()
             if line.strip().startswith("ansible-playbook ")]
 
 
@@ -36,9 +35,8 @@ def test_every_marked_command_is_run_by_a_lab_test():
 
 
 def test_every_other_playbook_command_of_the_guide_says_why_the_lab_does_not_run_it():
-    marked = {" ".join(shlex.split(block)) for block in re.findall(
-        r"^ *```bash lab-test=[a-z-]+\n\s*ansible-playbook (.*?)\n", DEPLOY_GUIDE.read_text(), re.M)}
-    unmarked = [c for c in fenced_playbook_commands() if " ".join(shlex.split(c)) not in marked]
+    marked = set(fenced_playbook_commands(marked=True))
+    unmarked = [c for c in fenced_playbook_commands(marked=False) if c not in marked]
     assert sorted(unmarked) == sorted(NOT_IN_THE_LAB), unmarked
 
 

@@ -118,7 +118,7 @@ def hub(tmp_path_factory, jh_images, moto_endpoint):  # noqa: F811
             checked = pool.submit(run_playbook, "site.yml", inv, env=env, check=True)
             second, check = again.result(), checked.result()
         assert second.returncode == 0, second.stdout[-6000:]
-        yield {"work": work, "https": https_port, "http": http_port, "container": container,
+        yield {"work": work, "https": https_port, "http": http_port, "container": container, "proxy": proxy,
                "values": values, "runs": [first, second, check], "host": host}
     finally:
         docker("rm", "-f", container, proxy, check=False)
@@ -173,11 +173,13 @@ def test_hub_serves_the_provided_certificate(hub):
 
 
 def test_secrets_come_from_ssm_into_0600_files_and_no_log(hub):
+    """0600 root, but the proxy token: 0640 to the proxy's group (it runs as jupyterhub_proxy_uid, not root)."""
     secrets_dir = Path(hub["host"]["jupyterhub_config_dir"]) / "secrets"
     for name, value in hub["values"].items():
         f = secrets_dir / name
         assert f.read_text().strip() == value
-        assert f.stat().st_mode & 0o777 == 0o600
+        st = f.stat()
+        assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == ((0o640, 0, 65532) if name == "proxy-token" else (0o600, 0, 0))
     assert (secrets_dir.stat().st_mode & 0o777) == 0o700
     logs = docker("logs", hub["container"]).stdout + docker("logs", hub["container"]).stderr
     config = (Path(hub["host"]["jupyterhub_config_dir"]) / "jupyterhub_config.py").read_text()
@@ -188,6 +190,29 @@ def test_secrets_come_from_ssm_into_0600_files_and_no_log(hub):
         assert value not in logs
         assert value not in config
         assert value not in inspect
+
+
+def test_the_proxy_runs_as_its_own_user_with_no_capability_and_reads_only_its_files(hub):
+    """configurable-http-proxy runs as jupyterhub_proxy_uid (65532), with every capability dropped and no privilege
+    to gain, on unprivileged ports in its container (the published ports map to them: the HTTPS tests above pass
+    through it). It reads the TLS key and the proxy token through its group; the other secrets stay root's."""
+    import json
+
+    info = json.loads(docker("inspect", hub["proxy"]).stdout)[0]
+    assert info["Config"]["User"] == "65532:65532"
+    assert info["HostConfig"]["CapDrop"] == ["ALL"] and not info["HostConfig"]["CapAdd"]
+    assert "no-new-privileges" in info["HostConfig"]["SecurityOpt"]
+    status = docker("exec", hub["proxy"], "cat", "/proc/1/status").stdout
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    assert fields["Uid"].split() == ["65532"] * 4 and fields["Gid"].split() == ["65532"] * 4
+    assert int(fields["CapEff"], 16) == 0 and int(fields["CapBnd"], 16) == 0 and fields["NoNewPrivs"].strip() == "1"
+    assert "configurable-http-proxy" in docker("exec", hub["proxy"], "cat", "/proc/1/cmdline").stdout
+    tls = Path(hub["host"]["jupyterhub_tls_dir"])
+    assert (tls.stat().st_mode & 0o777, tls.stat().st_gid) == (0o750, 65532)
+    key = (tls / "privkey.pem").stat()
+    assert (key.st_mode & 0o777, key.st_uid, key.st_gid) == (0o640, 0, 65532)
+    # the other secrets are not the proxy's: not readable by it, even if they were mounted
+    assert (Path(hub["host"]["jupyterhub_config_dir"]) / "secrets" / "cookie-secret").stat().st_gid == 0
 
 
 def test_hub_state_is_local_and_the_backup_service_writes_dated_copies(hub):

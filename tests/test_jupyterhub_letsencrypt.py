@@ -55,7 +55,8 @@ def test_certificate_issued_by_the_acme_server_for_the_domain(acme_manager):
     text = sh(name, "openssl x509 -in /etc/jupyterhub/tls/fullchain.pem -noout -issuer -ext subjectAltName")
     assert "Pebble" in text
     assert f"DNS:{DOMAIN}" in text
-    assert sh(name, "stat -c %a /etc/jupyterhub/tls/privkey.pem").strip() == "600"
+    # root's, readable by the proxy's group only (it runs as jupyterhub_proxy_uid, 65532, not root)
+    assert sh(name, "stat -c '%a %u %g' /etc/jupyterhub/tls/privkey.pem").split() == ["640", "0", "65532"]
 
 
 def test_second_run_changes_nothing(acme_manager):
@@ -82,4 +83,6 @@ def test_renewal_hands_the_new_certificate_to_the_hub(acme_manager):
     calls = sh(name, "cat /var/log/docker-calls").splitlines()
     assert calls[-3:] == ["docker stop jupyterhub-proxy", "docker start jupyterhub-proxy", "docker restart jupyterhub"]
     assert after == sh(name, f"cat /etc/letsencrypt/live/{DOMAIN}/fullchain.pem")
-    assert sh(name, "stat -c %a /etc/jupyterhub/tls/fullchain.pem").strip() == "600"
+    # the deploy hook installs the renewed files as the role does
+    for f in ("fullchain.pem", "privkey.pem"):
+        assert sh(name, f"stat -c '%a %u %g' /etc/jupyterhub/tls/{f}").split() == ["640", "0", "65532"]

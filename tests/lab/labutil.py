@@ -16,7 +16,12 @@ FIRST_SITE_LOG = ROOT / ".lab" / "logs" / "site-first.log"
 
 
 DEPLOY_GUIDE = ROOT / "docs" / "deploy-aws.md"
-DOC_BLOCK = re.compile(r"^ *```bash lab-test=([a-z-]+)\n(.*?)^ *```", re.M | re.S)
+DOC_BLOCK = re.compile(r"^ *```bash(?: lab-test=([a-z-]+))?[^\n]*\n(.*?)^ *```", re.M | re.S)
+
+
+def doc_blocks(path: Path = DEPLOY_GUIDE) -> list[tuple[str, str]]:
+    """The guide's fenced bash blocks: (the name it is marked `lab-test=<name>` with, or "", its body)."""
+    return DOC_BLOCK.findall(path.read_text())
 
 
 def doc_commands(path: Path = DEPLOY_GUIDE) -> dict[str, list[str]]:
@@ -24,7 +29,9 @@ def doc_commands(path: Path = DEPLOY_GUIDE) -> dict[str, list[str]]:
     the lab's inventory for the operator's copy (inventories/mine), no vault (the lab keeps no secret in one), and
     the project's virtual environment's ansible-playbook."""
     commands = {}
-    for name, body in DOC_BLOCK.findall(path.read_text()):
+    for name, body in doc_blocks(path):
+        if not name:
+            continue
         lines = [line.strip() for line in body.replace("\\\n", " ").splitlines() if line.strip()]
         assert len(lines) == 1, f"{path.name}: the block lab-test={name} must hold one command, not {lines}"
         argv = [("inventories/lab" if arg == "inventories/mine" else arg) for arg in shlex.split(lines[0])

@@ -688,7 +688,9 @@ def test_a_hub_restart_leaves_a_users_server_answering_through_the_proxy(site, a
     hub.start(user)
     manager = manager_id(aws)
     assert node_exec(manager, "docker", "port", "jupyterhub").stdout.strip() == ""     # no published port
-    assert "443/tcp" in node_exec(manager, "docker", "port", "jupyterhub-proxy").stdout
+    # the public ports map to the unprivileged ones the proxy (not root) listens on
+    ports = node_exec(manager, "docker", "port", "jupyterhub-proxy").stdout
+    assert "8443/tcp -> 0.0.0.0:443" in ports and "8080/tcp -> 0.0.0.0:80" in ports, ports
     proxy_started = node_exec(manager, "docker", "inspect", "-f", "{{.State.StartedAt}}", "jupyterhub-proxy").stdout
     url = f"{site['LAB_HUB_URL']}/user/{user}/api/status"
     poller = requests.Session()
