@@ -146,6 +146,27 @@ def server_cpu(cpus: float, reserve: float, slots: int) -> float:
     return math.floor((cpus - reserve) / slots * 1000) / 1000
 
 
+STOP_GAP = 30.0   # real seconds a stopped server may take to go before its user can spawn again
+
+
+def hub_users(sessions: list[sc.Session], run: str, speed: float, gap: float = STOP_GAP) -> list[str]:
+    """The hub user each session is replayed as, in order. A trace user's sessions share one hub user (their home)
+    unless, compressed, one would start less than ``gap`` real seconds after that hub user's previous session ended
+    (its server still stopping; the hub would refuse the spawn): it then takes the user's next one (b, c, ...)."""
+    lanes: dict[str, list[float]] = {}   # trace user -> the end (trace s) of each of its hub users' last session
+    names = [""] * len(sessions)
+    for i in sorted(range(len(sessions)), key=lambda k: sessions[k].start):
+        s = sessions[i]
+        ends = lanes.setdefault(s.user, [])
+        lane = next((i for i, end in enumerate(ends) if s.start >= end + gap * speed), len(ends))
+        if lane == len(ends):
+            ends.append(0.0)
+        ends[lane] = max(ends[lane], s.end)
+        base = f"rp{run}{s.user}".replace("-", "").replace("_", "")[:58]
+        names[i] = base + ("" if lane == 0 else "abcdefghijklmnopqrstuvwxyz"[lane % 26])
+    return names
+
+
 def pct(xs: list[float], p: float) -> float | None:
     """The p-th percentile (nearest rank), None for no values."""
     xs = sorted(xs)
@@ -412,12 +433,11 @@ def main() -> int:
         from worker_boot_bench import bake
         bake(env)        # kept: the group's workers boot from the baked image from now on, as they should
     before = lab.group()
-    users = {}
-    for s in sessions:
-        users.setdefault(s.user, f"rp{lab.run}{s.user}".replace("-", "").replace("_", "")[:60])
+    names = hub_users(sessions, lab.run, speed)
+    users = {name: name for name in names}
     for user in users.values():
         lab.hub.create_user(user)
-    spawns = [Spawn(s, users[s.user]) for s in sessions]
+    spawns = [Spawn(s, name) for s, name in zip(sessions, names)]
     pool = concurrent.futures.ThreadPoolExecutor(len(spawns))
     scaler_cmd: list[str] = []
     windows: list[dict] = []

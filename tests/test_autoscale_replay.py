@@ -99,3 +99,23 @@ def test_the_server_cpu_leaves_room_for_exactly_the_slots_in_swarm_and_in_the_sc
     assert int(2.0 // g) == 4                               # swarm: the node's whole CPUs, no reserve
     g3 = rp.server_cpu(2.0, 0.1, 3)
     assert g3 == 0.633 and sc.slots((1.9, 1), (g3, 0)) == 3 and int(2.0 // g3) == 3
+
+
+def test_a_users_sessions_share_a_hub_user_unless_compressed_they_would_overlap_a_stopping_server():
+    """At speed 10 a 30 s stop is 300 trace seconds: a session that starts sooner after the same user's previous one
+    ended takes the user's next hub user (b), which the hub can spawn at once; later ones come back to the first."""
+    S = sc.Session
+    sessions = [S("u-1", 0, 1000), S("u-1", 1200, 2000), S("u_2", 100, 500), S("u-1", 2400, 3000), S("u-1", 1100, 1150)]
+    names = rp.hub_users(sessions, "7", speed=10)
+    # by start: u-1 0-1000 (a); u-1 1100-1150 (b: a ends at 1000 + 300 > 1100); u-1 1200-2000 (neither a nor b is
+    # free until 1300 and 1450: c); u-1 2400-3000 (a, free since 1300)
+    assert names == ["rp7u1", "rp7u1c", "rp7u2", "rp7u1", "rp7u1b"]
+    # real time: the whole day trace replayed at its default speed spawns no user twice at once
+    day = sc.read_trace(ROOT / "benchmarks" / "traces" / "day.csv")
+    speed = rp.default_speed(day)
+    by_user: dict[str, list] = {}
+    for s, name in zip(day, rp.hub_users(day, "1", speed)):
+        by_user.setdefault(name, []).append(s)
+    for name, mine in by_user.items():
+        mine.sort(key=lambda s: s.start)
+        assert all(b.start >= a.end + rp.STOP_GAP * speed for a, b in zip(mine, mine[1:])), name
