@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 import shutil
@@ -27,13 +28,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint():
-    """A moto server on 127.0.0.1 for the whole session; tests keep apart by cluster name or reset it."""
+@contextlib.contextmanager
+def local_endpoint(*options: str):
+    """The lab's endpoint (moto_server with the lab's mends of moto's defects, lab/motoserver.py) on 127.0.0.1, with
+    `options` (e.g. --enforce-iam); yields its URL, and stops it."""
     port = free_port()
-    # the lab's endpoint: moto_server with the lab's mends of moto's defects (lab/motoserver.py)
-    proc = subprocess.Popen([sys.executable, "-m", "lab.motoserver", "-H", "127.0.0.1", "-p", str(port)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "lab.motoserver", *options, "-H", "127.0.0.1", "-p", str(port)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -44,9 +45,18 @@ def moto_endpoint():
     else:
         proc.kill()
         raise RuntimeError("moto server did not start")
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """A moto server on 127.0.0.1 for the whole session; tests keep apart by cluster name or reset it."""
+    with local_endpoint() as url:
+        yield url
 
 
 @pytest.fixture

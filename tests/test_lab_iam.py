@@ -9,16 +9,12 @@ belongs to), the administrator (EC2's stand-in) assumes only roles that trust EC
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import REGION, ROOT, free_port, reset_moto
+from conftest import REGION, local_endpoint, reset_moto
 from lab.config import AWS_CREDENTIALS
 
 AMI = "ami-12c6146b"   # one of the images moto knows
@@ -27,22 +23,8 @@ ACCOUNT = "123456789012"   # moto's default account, where the lab's keys are
 
 @pytest.fixture(scope="module")
 def endpoint():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "lab.motoserver", "--enforce-iam", "-H", "127.0.0.1", "-p",
-                             str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        raise RuntimeError("moto server did not start")
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with local_endpoint("--enforce-iam") as url:
+        yield url
 
 
 def client(url, service, key=AWS_CREDENTIALS["AWS_ACCESS_KEY_ID"], secret=AWS_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
