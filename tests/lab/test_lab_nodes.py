@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 
 import pytest
@@ -46,7 +47,12 @@ def asg_env(lab, lab_aws):
     script = USER_DATA.replace("__ENDPOINT__", lab["AWS_ENDPOINT_URL"]).replace("__REGION__",
                                                                                lab["AWS_DEFAULT_REGION"])
     iam = lab_aws("iam")
-    iam.create_role(RoleName=name, AssumeRolePolicyDocument='{"Version": "2012-10-17", "Statement": []}')
+    # the endpoint judges calls by IAM: EC2 (the metadata stand-in) assumes only a role that trusts it, and the
+    # user-data's one call needs its permission
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}))
+    iam.put_role_policy(RoleName=name, PolicyName="describe", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ec2:DescribeInstances", "Resource": "*"}]}))
     iam.create_instance_profile(InstanceProfileName=name)
     iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
     ec2.create_launch_template(LaunchTemplateName=name, LaunchTemplateData={
@@ -61,6 +67,7 @@ def asg_env(lab, lab_aws):
     ec2.delete_launch_template(LaunchTemplateName=name)
     iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=name)
     iam.delete_instance_profile(InstanceProfileName=name)
+    iam.delete_role_policy(RoleName=name, PolicyName="describe")
     iam.delete_role(RoleName=name)
     ec2.delete_subnet(SubnetId=subnet)
     ec2.delete_vpc(VpcId=vpc)

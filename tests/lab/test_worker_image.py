@@ -49,7 +49,9 @@ def cluster(lab):
                                    {"Key": "jhs:tier", "Value": "private"}]}])["Subnet"]["SubnetId"]
     group = ec2.create_security_group(GroupName=f"{name}-nodes", Description="nodes", VpcId=vpc,
                                       TagSpecifications=[{"ResourceType": "security-group", "Tags": tags}])["GroupId"]
-    iam.create_role(RoleName=f"{name}-worker", AssumeRolePolicyDocument='{"Version": "2012-10-17", "Statement": []}')
+    # trusted by EC2, as aws_cluster's worker role is: the endpoint's metadata stand-in assumes no other
+    iam.create_role(RoleName=f"{name}-worker", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}))
     iam.create_instance_profile(InstanceProfileName=f"{name}-worker")
     iam.add_role_to_instance_profile(InstanceProfileName=f"{name}-worker", RoleName=f"{name}-worker")
     ec2.create_launch_template(LaunchTemplateName=f"{name}-worker", LaunchTemplateData={
