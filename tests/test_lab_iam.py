@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 
 from conftest import REGION, local_endpoint, reset_moto
 from lab.config import AWS_CREDENTIALS
+from labutil import EC2_TRUST_POLICY
 
 AMI = "ami-12c6146b"   # one of the images moto knows
 ACCOUNT = "123456789012"   # moto's default account, where the lab's keys are
@@ -41,13 +42,9 @@ def denied(call, *args, **kwargs) -> bool:
     return err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 
-TRUST_EC2 = {"Version": "2012-10-17", "Statement": [
-    {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
-
-
-def make_role(url, name, policy, trust=TRUST_EC2):
+def make_role(url, name, policy, trust=EC2_TRUST_POLICY):
     iam = client(url, "iam")
-    iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)
     iam.put_role_policy(RoleName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
     return f"arn:aws:iam::{ACCOUNT}:role/{name}"
 
@@ -118,7 +115,7 @@ def test_ec2s_stand_in_assumes_only_roles_that_trust_ec2(endpoint, cluster):
     lambda_only = {"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
     arn = make_role(endpoint, f"not-for-ec2-{uuid.uuid4().hex[:6]}", {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": "*"}]}, trust=lambda_only)
+        {"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": "*"}]}, trust=json.dumps(lambda_only))
     assert denied(client(endpoint, "sts").assume_role, RoleArn=arn, RoleSessionName="i-test")
     assert as_role(endpoint, cluster["role"])("sts").get_caller_identity()["Arn"].endswith(
         f":assumed-role/{cluster['role'].split('/')[-1]}/i-test")

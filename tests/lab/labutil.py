@@ -1,6 +1,7 @@
 """Helpers for lab tests."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -17,6 +18,11 @@ FIRST_SITE_LOG = ROOT / ".lab" / "logs" / "site-first.log"
 
 DEPLOY_GUIDE = ROOT / "docs" / "deploy-aws.md"
 DOC_BLOCK = re.compile(r"^ *```bash(?: lab-test=([a-z-]+))?[^\n]*\n(.*?)^ *```", re.M | re.S)
+
+
+# The trust policy of a role an instance profile holds: EC2 (the lab endpoint's metadata stand-in) assumes no other.
+EC2_TRUST_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
 
 
 def doc_blocks(path: Path = DEPLOY_GUIDE) -> list[tuple[str, str]]:

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from labutil import node_containers, node_exec, wait_for
+from labutil import EC2_TRUST_POLICY, node_containers, node_exec, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -49,8 +49,7 @@ def asg_env(lab, lab_aws):
     iam = lab_aws("iam")
     # the endpoint judges calls by IAM: EC2 (the metadata stand-in) assumes only a role that trusts it, and the
     # user-data's one call needs its permission
-    iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}))
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=EC2_TRUST_POLICY)
     iam.put_role_policy(RoleName=name, PolicyName="describe", PolicyDocument=json.dumps({
         "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ec2:DescribeInstances", "Resource": "*"}]}))
     iam.create_instance_profile(InstanceProfileName=name)

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from labutil import ROOT, node_containers, wait_for
+from labutil import EC2_TRUST_POLICY, ROOT, node_containers, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -50,8 +50,7 @@ def cluster(lab):
     group = ec2.create_security_group(GroupName=f"{name}-nodes", Description="nodes", VpcId=vpc,
                                       TagSpecifications=[{"ResourceType": "security-group", "Tags": tags}])["GroupId"]
     # trusted by EC2, as aws_cluster's worker role is: the endpoint's metadata stand-in assumes no other
-    iam.create_role(RoleName=f"{name}-worker", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}))
+    iam.create_role(RoleName=f"{name}-worker", AssumeRolePolicyDocument=EC2_TRUST_POLICY)
     iam.create_instance_profile(InstanceProfileName=f"{name}-worker")
     iam.add_role_to_instance_profile(InstanceProfileName=f"{name}-worker", RoleName=f"{name}-worker")
     ec2.create_launch_template(LaunchTemplateName=f"{name}-worker", LaunchTemplateData={
