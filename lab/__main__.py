@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -160,13 +161,39 @@ def ensure_network() -> None:
     say(f"network {config.NETWORK} {cidr}")
 
 
+def operator_policy(cluster: str = config.CLUSTER, region: str | None = None) -> dict:
+    """The operator's IAM policy of docs/aws-permissions.md (its first json block), for a cluster (the lab's by
+    default), a region (the lab's) and the endpoint's account. Its hosted-zone statement names no zone of the lab (the
+    lab makes no DNS record)."""
+    text = config.PERMISSIONS_DOC.read_text()
+    blocks = re.findall(r"```json\n(.*?)\n```", text, re.S)
+    if not blocks:
+        raise LabError(f"{config.PERMISSIONS_DOC} holds no json block: the operator's policy is its first")
+    for placeholder, value in (("CLUSTER", cluster), ("REGION", region or config.region()), ("ACCOUNT", config.ACCOUNT),
+                               ("ZONE_ID", "NOZONEINTHELAB")):
+        blocks[0] = re.sub(rf"\b{placeholder}\b", value, blocks[0])
+    return json.loads(blocks[0])
+
+
 def ensure_endpoint() -> None:
-    if running_pid("moto", f"-p {config.aws_port()}") is None:
-        stop_process("moto")  # one on another port, if any
-        argv = [sys.executable, "-m", "lab.motoserver", "--enforce-iam", "-H", config.gateway(), "-p", str(config.aws_port())]
+    """The local AWS endpoint, judging every request by IAM; the operator's user holds the operator policy of
+    docs/aws-permissions.md as it reads now (put again on each `lab up`, so an edit of the doc takes effect)."""
+    import boto3
+    policy_file = config.lab_dir() / "operator-policy.json"
+    policy = operator_policy()
+    policy_file.write_text(json.dumps(policy, indent=1))
+    if running_pid("moto", f"--operator-policy {policy_file} -H {config.gateway()} -p {config.aws_port()}") is None:
+        stop_process("moto")  # one on another port, or of an older lab, if any
+        argv = [sys.executable, "-m", "lab.motoserver", "--enforce-iam", "--operator-policy", str(policy_file),
+                "-H", config.gateway(), "-p", str(config.aws_port())]
         start_process("moto", argv)
         say(f"local AWS endpoint (moto) at {config.endpoint_url()}")
     endpoint_ready()
+    iam = boto3.client("iam", endpoint_url=config.endpoint_url(), region_name=config.region(),
+                       aws_access_key_id=config.AWS_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                       aws_secret_access_key=config.AWS_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    iam.put_user_policy(UserName=config.OPERATOR_USER, PolicyName=config.OPERATOR_POLICY_NAME,
+                        PolicyDocument=json.dumps(policy))
 
 
 def ensure_registry(image: str, base: str) -> None:
@@ -325,7 +352,7 @@ def write_env(base_ami: str, extra: dict[str, str] | None = None) -> Path:
         "AWS_ENDPOINT_URL": config.endpoint_url(),
         "AWS_DEFAULT_REGION": config.region(),
         "AWS_REGION": config.region(),
-        **config.AWS_CREDENTIALS,
+        **config.OPERATOR_CREDENTIALS,   # the operator's: only docs/aws-permissions.md's policy
         "LAB_BASE_AMI": base_ami,
         "LAB_EFS_DIR": str(config.efs_dir()),
         "LAB_NETWORK": config.NETWORK,

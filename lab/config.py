@@ -69,8 +69,18 @@ NODE_EFS_PATH = "/mnt/efs"
 # Ansible masks a module's no_log values (the secret key, from the environment) wherever they appear in its result:
 # with the secret "lab", every "labhub" a module returned came back as "********hub" (the bake copied that into
 # the launch template). So the local endpoint's credentials are strings no resource name contains.
+# They are an administrator's (the endpoint's user jhs-lab-admin): the lab's own machinery (the reconciler, the
+# metadata stand-in) and the tests' harness use them. The operator's plays (`make lab`, .lab/env) use the operator's
+# keys, whose user holds only docs/aws-permissions.md's policy for the lab cluster.
 AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "JHSLABLOCALENDPOINT0",
                    "AWS_SECRET_ACCESS_KEY": "jhs-local-endpoint-credential-not-a-secret"}
+OPERATOR_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "JHSLABOPERATORKEY000",
+                        "AWS_SECRET_ACCESS_KEY": "jhs-lab-operator-credential-not-a-secret"}
+OPERATOR_USER = "jhs-lab-operator"
+OPERATOR_POLICY_NAME = "jhs-operator"
+CLUSTER = "labhub"                 # inventories/lab's cluster_name: the operator policy is rendered for it
+ACCOUNT = "123456789012"           # the endpoint's default account
+PERMISSIONS_DOC = ROOT / "docs" / "aws-permissions.md"
 REGISTRY_CONTAINER = "jhs-lab-registry"
 GIT_REPO_NAME = "jupyterhub-swarm.git"
 GIT_BRANCH = "lab"                 # the snapshot of the working tree that lab instances ansible-pull

@@ -52,6 +52,7 @@ Nothing else differs from `moto_server`; the tests' own endpoint (tests/conftest
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -75,7 +76,7 @@ from moto.ec2.models import EC2Backend
 from moto.ec2.models.elastic_block_store import Volume
 from moto.ec2.models.launch_templates import LaunchTemplateVersion
 from moto.ec2.models.security_groups import SecurityGroupRule
-from moto.iam.access_control import IAMRequestBase, IAMUserAccessKey
+from moto.iam.access_control import IAMPolicyStatement, IAMRequestBase, IAMUserAccessKey
 from moto.iam.models import iam_backends
 from moto.moto_api._internal.models import moto_api_backend
 from moto.server import main
@@ -424,12 +425,19 @@ def _expire_lifecycle_actions():
 # - the metadata stand-in, which is EC2 here, assumes each instance profile's role. moto cannot judge a trust
 #   policy whose principal is a service (it fails on {"Service": ...}); the administrator may assume a role
 #   exactly when the role trusts ec2.amazonaws.com, as EC2 may on AWS.
+# - the operator's plays (`make lab`, the tests' site.yml runs) use the keys of a second user, jhs-lab-operator,
+#   whose only policy is docs/aws-permissions.md's for the lab cluster (`lab up` renders it: --operator-policy), so a
+#   permission missing there fails `make lab` as it would fail a first run on AWS.
+# - moto names no resource for most actions of EC2, IAM (but roles), EFS, ECR and the rest: it judges them against
+#   "*", which an ARN-scoped statement never matches. Such a request is judged by its action alone here: a statement
+#   allows it when it names the action, whatever its Resource (docs/lab.md lists this gap).
 # - moto names CloudWatch's actions monitoring:... (its signing name): here cloudwatch:..., as IAM does.
 # - moto recomputes a request's signature wrongly for some REST services (EFS's DescribeFileSystems is refused
 #   with SignatureDoesNotMatch), so signatures are not checked: a caller is known by its access key id.
 # Conditions: moto evaluates only StringEquals on values it is given and gives none for these services, so a
 # statement's Condition is not checked here (docs/aws-permissions.md says which statements have one).
 LAB_ADMIN_USER = "jhs-lab-admin"
+_OPERATOR_POLICY_FILE: list[str] = []   # --operator-policy: read again whenever the operator is seeded
 IAM_ENFORCED = "lab endpoint: every request is judged by IAM from here on (--enforce-iam)"
 _SSM_NAME_PARAMS = {"GetParameter": "Name", "PutParameter": "Name", "DeleteParameter": "Name",
                     "GetParameterHistory": "Name", "LabelParameterVersion": "Name", "GetParametersByPath": "Path"}
@@ -488,15 +496,21 @@ def _authorize_each(self, resource="*"):
 
 
 # A request names its service by its signing name, which is not always the service's IAM prefix (CloudWatch signs as
-# "monitoring"; its actions are cloudwatch:...). moto builds the action from the signing name.
+# "monitoring"; its actions are cloudwatch:...). moto builds the action from the signing name. A few of moto's S3
+# action names are not IAM's: a HEAD of a bucket is authorized as s3:ListBucket, a bucket's public access block as
+# s3:GetBucketPublicAccessBlock and s3:PutBucketPublicAccessBlock (which deleting it takes too).
 _IAM_PREFIXES = {"monitoring": "cloudwatch"}
+_IAM_ACTIONS = {"s3:HeadBucket": "s3:ListBucket", "s3:GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
+                "s3:PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+                "s3:DeletePublicAccessBlock": "s3:PutBucketPublicAccessBlock"}
 _request_init = IAMRequestBase.__init__
 
 
 def _action_with_iam_prefix(self, *args, **kwargs):
     _request_init(self, *args, **kwargs)
     service, _, action = self._action.partition(":")
-    self._action = f"{_IAM_PREFIXES.get(service, service)}:{action}"
+    action = f"{_IAM_PREFIXES.get(service, service)}:{action}"
+    self._action = _IAM_ACTIONS.get(action, action)
 
 
 _check_action = IAMRequestBase.check_action_permitted
@@ -504,12 +518,28 @@ _check_action = IAMRequestBase.check_action_permitted
 
 def _logged_denial(self, resource: str) -> None:
     """A refusal names the caller, the action and the resource in the endpoint's log (.lab/logs/moto.log), where
-    the lab's reader finds which statement a role lacks."""
+    the lab's reader finds which statement a role lacks. With LAB_IAM_AUDIT=1 in the endpoint's environment it is
+    logged as `IAM audit: would deny ...` and let through: one run then lists everything a policy lacks."""
     try:
         _check_action(self, resource)
     except Exception:
+        if os.environ.get("LAB_IAM_AUDIT") == "1":
+            print(f"IAM audit: would deny {self._access_key.arn} {self._action} on {resource}", file=sys.stderr,
+                  flush=True)
+            return
         print(f"IAM denied: {self._access_key.arn} {self._action} on {resource}", file=sys.stderr, flush=True)
         raise
+
+
+_statement_permits = IAMPolicyStatement.is_action_permitted
+
+
+def _unnamed_resource_judged_by_action(self, action, resource="*", *args, **kwargs):
+    """A request moto names no resource for ("*") is judged by its action alone (see above)."""
+    if resource == "*" and self._statement.get("Resource") not in (None, "*"):
+        return _statement_permits(IAMPolicyStatement({**self._statement, "Resource": "*"}), action, resource,
+                                  *args, **kwargs)
+    return _statement_permits(self, action, resource, *args, **kwargs)
 
 
 _trust = IAMRequestBase._check_role_trust_relationship
@@ -530,20 +560,35 @@ def _ec2_assumes_roles_that_trust_it(self, role_arn: str) -> bool:
     return _trust(self, role_arn)
 
 
-def _seed_lab_admin() -> None:
-    """The lab's fixed keys (lab/config.py) become an administrator user's, in the default account."""
-    from lab.config import AWS_CREDENTIALS
+def _seed_user(name: str, access_key_id: str, secret: str, policy: dict | None) -> None:
+    """An IAM user of the default account with fixed keys and, when given, one inline policy."""
     backend = iam_backends[DEFAULT_ACCOUNT_ID]["aws"]
-    if LAB_ADMIN_USER in backend.users:
+    if name in backend.users:
         return
-    backend.create_user("us-east-1", LAB_ADMIN_USER)
-    backend.put_user_policy(LAB_ADMIN_USER, "everything", json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
-    key = backend.create_access_key(LAB_ADMIN_USER)
+    backend.create_user("us-east-1", name)
+    if policy is not None:
+        from lab.config import OPERATOR_POLICY_NAME, OPERATOR_USER
+        backend.put_user_policy(name, OPERATOR_POLICY_NAME if name == OPERATOR_USER else "everything",
+                                json.dumps(policy))
+    key = backend.create_access_key(name)
     backend.access_keys.pop(key.physical_resource_id, None)
-    key.access_key_id = AWS_CREDENTIALS["AWS_ACCESS_KEY_ID"]
-    key.secret_access_key = AWS_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+    key.access_key_id = access_key_id
+    key.secret_access_key = secret
     backend.access_keys[key.physical_resource_id] = key
+
+
+def _seed_lab_users() -> None:
+    """The lab's fixed keys (lab/config.py) become an administrator user's, and the operator's keys those of a user
+    holding the operator policy, in the default account."""
+    from lab.config import AWS_CREDENTIALS, OPERATOR_CREDENTIALS, OPERATOR_USER
+    _seed_user(LAB_ADMIN_USER, AWS_CREDENTIALS["AWS_ACCESS_KEY_ID"], AWS_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+               {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
+    policy = None
+    if _OPERATOR_POLICY_FILE:
+        with open(_OPERATOR_POLICY_FILE[0]) as f:
+            policy = json.load(f)
+    _seed_user(OPERATOR_USER, OPERATOR_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+               OPERATOR_CREDENTIALS["AWS_SECRET_ACCESS_KEY"], policy)
 
 
 def enforce_iam() -> None:
@@ -554,19 +599,24 @@ def enforce_iam() -> None:
     IAMRequestBase.check_signature = lambda self: None
     IAMRequestBase.check_action_permitted = _logged_denial
     IAMRequestBase.__init__ = _action_with_iam_prefix
+    IAMPolicyStatement.is_action_permitted = _unnamed_resource_judged_by_action
     _reset = moto_api_backend.reset
 
-    def reset_and_seed() -> None:   # POST /moto-api/reset wipes IAM: the administrator comes back
+    def reset_and_seed() -> None:   # POST /moto-api/reset wipes IAM: the lab's users come back
         _reset()
-        _seed_lab_admin()
+        _seed_lab_users()
 
     moto_api_backend.reset = reset_and_seed
-    _seed_lab_admin()
+    _seed_lab_users()
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
     print(IAM_ENFORCED, file=sys.stderr, flush=True)   # tests read the log's refusals from here on
 
 
 if __name__ == "__main__":
+    if "--operator-policy" in sys.argv:
+        at = sys.argv.index("--operator-policy")
+        _OPERATOR_POLICY_FILE.append(sys.argv[at + 1])
+        del sys.argv[at:at + 2]
     if "--enforce-iam" in sys.argv:
         sys.argv.remove("--enforce-iam")
         enforce_iam()

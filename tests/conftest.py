@@ -22,6 +22,21 @@ VENV_BIN = Path(sys.executable).parent
 REGION = "eu-west-1"
 
 
+@functools.cache
+def _names_owner():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("jhs_names", ROOT / "plugins" / "module_utils" / "jhs_names.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def jhs_names(cluster: str) -> dict:
+    """Every name of a cluster (SSM paths under "ssm", resources...), from their one owner,
+    plugins/module_utils/jhs_names.py (tests/test_names.py pins them), so no test keeps a copy."""
+    return _names_owner().names(cluster)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -29,12 +44,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def local_endpoint(*options: str):
+def local_endpoint(*options: str, log: Path | None = None):
     """The lab's endpoint (moto_server with the lab's mends of moto's defects, lab/motoserver.py) on 127.0.0.1, with
-    `options` (e.g. --enforce-iam); yields its URL, and stops it."""
+    `options` (e.g. --enforce-iam) and its output in `log` if given; yields its URL, and stops it."""
     port = free_port()
+    out = log.open("ab") if log else subprocess.DEVNULL
     proc = subprocess.Popen([sys.executable, "-m", "lab.motoserver", *options, "-H", "127.0.0.1", "-p", str(port)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -50,6 +66,8 @@ def local_endpoint(*options: str):
     finally:
         proc.terminate()
         proc.wait(10)
+        if log:
+            out.close()
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +142,7 @@ def reset_moto(url: str) -> None:
 # module would shadow this one. Lab helpers live in tests/lab/labutil.py.
 sys.path.insert(0, str(ROOT / "tests" / "lab"))
 sys.path.insert(0, str(ROOT))  # the lab package (lab.hubclient)
-from labutil import FIRST_SITE_LOG, lab_cmd, read_env  # noqa: E402
+from labutil import FIRST_SITE_LOG, lab_admin_keys, lab_cmd, read_env  # noqa: E402
 
 
 SESSION_STARTED = time.time()
@@ -155,8 +173,7 @@ def lab_aws(lab):
 
     def client(service: str):
         return boto3.client(service, endpoint_url=lab["AWS_ENDPOINT_URL"], region_name=lab["AWS_DEFAULT_REGION"],
-                            aws_access_key_id=lab["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=lab["AWS_SECRET_ACCESS_KEY"])
+                            **lab_admin_keys())
     return client
 
 

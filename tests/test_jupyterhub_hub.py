@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, jhs_names
 from jhs_hub.helpers import docker, image_vars, lab_base_image, recap, run_playbook, write_inventory
 from test_jupyterhub_config import jh_images  # noqa: F401  (session fixture: images built once)
 
@@ -135,7 +135,7 @@ def test_publishes_the_images_it_spawns_for_the_worker_image(hub, moto_endpoint)
     import boto3
     ssm = boto3.client("ssm", endpoint_url=moto_endpoint, region_name="eu-west-1",
                        aws_access_key_id="testing", aws_secret_access_key="testing")
-    param = ssm.get_parameter(Name=f"/{hub['host']['cluster_name']}/hub/notebook-images")["Parameter"]
+    param = ssm.get_parameter(Name=jhs_names(hub["host"]["cluster_name"])["ssm"]["notebook_images"])["Parameter"]
     assert param["Type"] == "String"
     assert json.loads(param["Value"]) == {"images": [hub["host"]["jupyterhub_notebook_image"]], "registry": "",
                                           "registry_auth": "none"}

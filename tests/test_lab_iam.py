@@ -4,7 +4,9 @@ moto alone judges SSM and Auto Scaling requests against the resource "*", so a s
 to a group never allows anything; and it cannot judge a trust policy whose principal is a service. These tests run
 an endpoint of their own with enforcement on, and show: the lab's keys are an administrator's, unknown keys are
 refused (signatures are not checked: moto computes some wrongly), a role is judged by its ARN-scoped statements (each parameter of GetParameters, the group an instance id
-belongs to), the administrator (EC2's stand-in) assumes only roles that trust EC2, and a reset keeps it.
+belongs to), the administrator (EC2's stand-in) assumes only roles that trust EC2, and a reset keeps it. The
+operator's keys (.lab/env: `make lab` and the tests' site.yml runs) hold exactly docs/aws-permissions.md's policy,
+rendered for the lab's cluster; what moto names no resource for is judged by its action.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from conftest import REGION, local_endpoint, reset_moto
-from lab.config import AWS_CREDENTIALS
+from lab.__main__ import operator_policy
+from lab.config import AWS_CREDENTIALS, CLUSTER, OPERATOR_CREDENTIALS
 from labutil import EC2_TRUST_POLICY
 
 AMI = "ami-12c6146b"   # one of the images moto knows
@@ -23,8 +26,10 @@ ACCOUNT = "123456789012"   # moto's default account, where the lab's keys are
 
 
 @pytest.fixture(scope="module")
-def endpoint():
-    with local_endpoint("--enforce-iam") as url:
+def endpoint(tmp_path_factory):
+    policy = tmp_path_factory.mktemp("iam") / "operator-policy.json"
+    policy.write_text(json.dumps(operator_policy()))
+    with local_endpoint("--enforce-iam", "--operator-policy", str(policy)) as url:
         yield url
 
 
@@ -128,9 +133,40 @@ def test_cloudwatch_actions_are_judged_by_their_iam_name(endpoint, cluster):
     assert denied(cloudwatch.list_metrics)
 
 
-def test_a_reset_keeps_the_administrator(endpoint, cluster):
+def operator(url, service):
+    return client(url, service, OPERATOR_CREDENTIALS["AWS_ACCESS_KEY_ID"], OPERATOR_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+
+
+def test_the_operator_policy_is_the_docs_for_the_labs_cluster():
+    text = json.dumps(operator_policy())
+    for placeholder in ("CLUSTER", "REGION", "ACCOUNT", "ZONE_ID"):
+        assert placeholder not in text
+    assert f"parameter/{CLUSTER}/*" in text and f":{REGION}:{ACCOUNT}:" in text
+    assert len(operator_policy()["Statement"]) >= 10
+
+
+def test_the_operator_may_do_what_its_policy_names_and_nothing_else(endpoint, cluster):
+    assert operator(endpoint, "sts").get_caller_identity()["Arn"] == f"arn:aws:iam::{ACCOUNT}:user/jhs-lab-operator"
+    ssm = operator(endpoint, "ssm")
+    ssm.put_parameter(Name=f"/{CLUSTER}/hub/x", Value="v", Type="SecureString", Overwrite=True)   # ARN-scoped: judged
+    assert denied(ssm.put_parameter, Name="/c/join", Value="w", Type="SecureString", Overwrite=True)
+    assert denied(operator(endpoint, "autoscaling").set_desired_capacity, AutoScalingGroupName="c-workers",
+                  DesiredCapacity=1)
+    # moto names no resource for these: judged by the action (a statement naming it allows it, whatever its Resource)
+    ec2 = operator(endpoint, "ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.79.0.0/16", TagSpecifications=[
+        {"ResourceType": "vpc", "Tags": [{"Key": "jhs:cluster", "Value": CLUSTER}]}])["Vpc"]["VpcId"]
+    ec2.delete_vpc(VpcId=vpc)
+    assert denied(operator(endpoint, "iam").create_user, UserName="jhs-not-allowed")
+    assert denied(ec2.create_vpn_gateway, Type="ipsec.1")
+    assert denied(operator(endpoint, "ssm").get_parameter, Name="/d/join")
+
+
+def test_a_reset_keeps_the_administrator_and_the_operator(endpoint, cluster):
     """Last: the reset wipes the module's roles too."""
     reset_moto(endpoint)
     assert client(endpoint, "sts").get_caller_identity()["Arn"].endswith(":user/jhs-lab-admin")
     assert client(endpoint, "ssm").describe_parameters()["Parameters"] == []
+    operator(endpoint, "ssm").put_parameter(Name=f"/{CLUSTER}/hub/x", Value="v", Type="SecureString")
+    assert denied(operator(endpoint, "ssm").put_parameter, Name="/c/join", Value="w", Type="SecureString")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -163,6 +164,16 @@ SSM_FRAGMENTS = [re.escape(path) for path in names.SSM_PARAMETERS.values()] + [
 @pytest.mark.parametrize("pattern", SSM_FRAGMENTS)
 def test_each_ssm_path_has_one_owner(pattern):
     assert files_matching(pattern) == {OWNER_REL}
+
+
+TEST_TEXTS = {path.relative_to(ROOT).as_posix(): path.read_text() for path in sorted((ROOT / "tests").rglob("*.py"))
+              if path != Path(__file__)}
+
+
+@pytest.mark.parametrize("pattern", SSM_FRAGMENTS)
+def test_no_test_keeps_a_copy_of_an_ssm_path(pattern):
+    """Tests take the paths from the owner (conftest.jhs_names); this file alone pins them (above)."""
+    assert [path for path, text in TEST_TEXTS.items() if re.search(pattern, text)] == []
 
 
 # A name built on cluster_name: '<cluster_name>' ~ '-workers', {{ cluster_name }}-workers, f"{cluster}-workers",

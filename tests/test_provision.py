@@ -25,11 +25,12 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
-from conftest import REGION, ROOT, VENV_BIN, credentials_later, git_repo
+from conftest import REGION, ROOT, VENV_BIN, credentials_later, git_repo, jhs_names
 
 pytestmark = pytest.mark.slow   # several full provision runs against the local endpoint
 
 CLUSTER = "prov-a"
+SSM = jhs_names(CLUSTER)["ssm"]
 ZONE = "example.test"
 DOMAIN = "hub.example.test"
 BASE_AMI = "ami-1e749f67"     # one of the images the local endpoint serves
@@ -47,29 +48,36 @@ def inventory() -> str:
     return str(path)
 
 
-def make_env(endpoint: str) -> dict:
+TESTING_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}   # any keys, where IAM is off
+
+
+def make_env(endpoint: str, keys: dict | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ENDPOINT_URL=endpoint, AWS_DEFAULT_REGION=REGION, AWS_REGION=REGION,
-               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", ANSIBLE_FORCE_COLOR="0",
-               ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), PATH=f"{VENV_BIN}:{os.environ['PATH']}")
+    env.update(AWS_ENDPOINT_URL=endpoint, AWS_DEFAULT_REGION=REGION, AWS_REGION=REGION, **(keys or TESTING_KEYS),
+               ANSIBLE_FORCE_COLOR="0", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), PATH=f"{VENV_BIN}:{os.environ['PATH']}")
     return env
 
 
-def make_client(endpoint: str):
+def make_client(endpoint: str, keys: dict | None = None):
+    keys = keys or TESTING_KEYS
+
     def client(service: str):
         return boto3.client(service, endpoint_url=endpoint, region_name=REGION,
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+                            aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
     return client
 
 
-def playbook(endpoint: str, name: str, extra: dict, *args: str) -> tuple[subprocess.CompletedProcess, float]:
-    """Run a playbook of the repository against the endpoint; return the process and its wall time."""
+def playbook(endpoint: str, name: str, extra: dict, *args: str,
+             keys: dict | None = None) -> tuple[subprocess.CompletedProcess, float]:
+    """Run a playbook of the repository against the endpoint (with `keys`, or any where IAM is off); return the
+    process and its wall time."""
     extra = dict({"aws_endpoint_url": endpoint, "aws_region": REGION}, **extra)
     t0 = time.monotonic()
     proc = subprocess.run(
         [str(VENV_BIN / "ansible-playbook"), f"playbooks/{name}.yml", "-i", inventory(),
          "-e", json.dumps(extra), *args],
-        cwd=ROOT, env=make_env(endpoint), capture_output=True, text=True, timeout=900)
+        cwd=ROOT, env=make_env(endpoint, keys), capture_output=True, text=True, timeout=900)
     return proc, time.monotonic() - t0
 
 
@@ -403,7 +411,7 @@ def test_hub_backups_bucket_private_encrypted_expiring_and_published(provisioned
     (lifecycle,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
     assert lifecycle["Status"] == "Enabled" and lifecycle["Expiration"] == {"Days": 30}
     assert lifecycle.get("Filter", {}).get("Prefix", lifecycle.get("Prefix")) == "hub-backups/"
-    parameter = client("ssm").get_parameter(Name=f"/{CLUSTER}/hub/backup-bucket")["Parameter"]
+    parameter = client("ssm").get_parameter(Name=SSM["backup_bucket"])["Parameter"]
     assert (parameter["Type"], parameter["Value"]) == ("String", bucket)
     # The manager may put, get and list under hub-backups/ only, and nothing else in S3.
     manager = {s["Sid"]: s for s in policy(client, f"{CLUSTER}-manager")["Statement"]}
@@ -438,7 +446,7 @@ def test_iam_roles_split_and_least_privilege(provisioned, client):
     iam = client("iam")
     account = client("sts").get_caller_identity()["Account"]
     asg_arn = f"arn:aws:autoscaling:{REGION}:{account}:autoScalingGroup:*:autoScalingGroupName/{CLUSTER}-workers"
-    param = f"arn:aws:ssm:{REGION}:{account}:parameter/{CLUSTER}"
+    param = f"arn:aws:ssm:{REGION}:{account}:parameter"
     for role in ("manager", "worker"):
         name = f"{CLUSTER}-{role}"
         got = iam.get_role(RoleName=name)["Role"]
@@ -453,17 +461,15 @@ def test_iam_roles_split_and_least_privilege(provisioned, client):
     assert actions == {"ssm:GetParameter", "ssm:GetParameters", "autoscaling:CompleteLifecycleAction",
                        "autoscaling:RecordLifecycleActionHeartbeat", "autoscaling:SetInstanceHealth"} \
         | set(ECR_LOGIN) | set(ECR_PULL)
-    assert worker[0]["Resource"] == [f"{param}/swarm/worker-join-token", f"{param}/swarm/manager-addr",
-                                     f"{param}/efs/file-system-id"]
+    assert worker[0]["Resource"] == [param + SSM["join_token"], param + SSM["manager_addr"], param + SSM["efs_id"]]
     assert worker[1]["Resource"] == asg_arn
     # ECR: log in anywhere (GetAuthorizationToken has no resource), pull only from the cluster's repositories.
     repository_arn = f"arn:aws:ecr:{REGION}:{account}:repository/{CLUSTER}/notebook"
     assert ecr_statements(worker) == [(ECR_LOGIN, "*"), (ECR_PULL, [repository_arn])]
     manager = {s["Sid"]: s for s in policy(client, f"{CLUSTER}-manager")["Statement"]}
-    assert manager["PublishSwarmJoinParameters"]["Resource"] == [f"{param}/swarm/worker-join-token",
-                                                                 f"{param}/swarm/manager-addr"]
+    assert manager["PublishSwarmJoinParameters"]["Resource"] == [param + SSM["join_token"], param + SSM["manager_addr"]]
     # the hub publishes the images it spawns, for the worker-image bake to pre-pull
-    assert manager["PublishNotebookImages"]["Resource"] == f"{param}/hub/notebook-images"
+    assert manager["PublishNotebookImages"]["Resource"] == param + SSM["notebook_images"]
     assert manager["PublishNotebookImages"]["Action"] == ["ssm:PutParameter", "ssm:AddTagsToResource",
                                                           "ssm:ListTagsForResource"]
     assert {"autoscaling:SetDesiredCapacity", "autoscaling:SetInstanceProtection"} <= set(manager["ScaleAndProtectWorkers"]["Action"])
@@ -490,26 +496,26 @@ def test_secrets_stored_encrypted_kept_and_never_printed(provisioned, client):
     ssm = client("ssm")
     names = {p["Name"]: p for p in ssm.describe_parameters(
         ParameterFilters=[{"Key": "Path", "Option": "Recursive", "Values": [f"/{CLUSTER}"]}])["Parameters"]}
-    expected = {f"/{CLUSTER}/hub/cookie-secret", f"/{CLUSTER}/hub/proxy-token", f"/{CLUSTER}/hub/oauth-client-secret",
-                f"/{CLUSTER}/swarm/manager-addr", f"/{CLUSTER}/efs/file-system-id"}
+    expected = {SSM["cookie_secret"], SSM["proxy_token"], SSM["oauth_client_secret"],
+                SSM["manager_addr"], SSM["efs_id"]}
     # the backups bucket's name is no secret (a String, test_hub_backups_bucket_...)
-    assert names.pop(f"/{CLUSTER}/hub/backup-bucket")["Type"] == "String"
+    assert names.pop(SSM["backup_bucket"])["Type"] == "String"
     assert set(names) == expected
     assert all(p["Type"] == "SecureString" for p in names.values())
     values = {n: ssm.get_parameter(Name=n, WithDecryption=True)["Parameter"] for n in expected}
-    assert re.fullmatch(r"[0-9a-f]{64}", values[f"/{CLUSTER}/hub/cookie-secret"]["Value"])
-    assert re.fullmatch(r"[0-9a-f]{64}", values[f"/{CLUSTER}/hub/proxy-token"]["Value"])
-    assert values[f"/{CLUSTER}/hub/oauth-client-secret"]["Value"] == provisioned["oauth_secret"]
+    assert re.fullmatch(r"[0-9a-f]{64}", values[SSM["cookie_secret"]]["Value"])
+    assert re.fullmatch(r"[0-9a-f]{64}", values[SSM["proxy_token"]]["Value"])
+    assert values[SSM["oauth_client_secret"]]["Value"] == provisioned["oauth_secret"]
     (fs,) = client("efs").describe_file_systems(CreationToken=CLUSTER)["FileSystems"]
-    assert values[f"/{CLUSTER}/efs/file-system-id"]["Value"] == fs["FileSystemId"]
+    assert values[SSM["efs_id"]]["Value"] == fs["FileSystemId"]
     # Generated once: the re-runs kept version 1.
-    assert values[f"/{CLUSTER}/hub/cookie-secret"]["Version"] == 1
-    assert values[f"/{CLUSTER}/hub/proxy-token"]["Version"] == 1
+    assert values[SSM["cookie_secret"]]["Version"] == 1
+    assert values[SSM["proxy_token"]]["Version"] == 1
     output = "".join(provisioned[k].stdout + provisioned[k].stderr for k in ("check", "first", "second", "check_existing"))
-    for name in (f"/{CLUSTER}/hub/cookie-secret", f"/{CLUSTER}/hub/proxy-token", f"/{CLUSTER}/hub/oauth-client-secret"):
+    for name in (SSM["cookie_secret"], SSM["proxy_token"], SSM["oauth_client_secret"]):
         assert values[name]["Value"] not in output, name
     tags = tags_of({"Tags": ssm.list_tags_for_resource(ResourceType="Parameter",
-                                                       ResourceId=f"/{CLUSTER}/hub/cookie-secret")["TagList"]})
+                                                       ResourceId=SSM["cookie_secret"])["TagList"]})
     assert tags["jhs:cluster"] == CLUSTER
 
 
@@ -873,7 +879,7 @@ def test_manager_instance_volume_address_and_dns(provisioned, client):
     assert volume["Attachments"][0]["InstanceId"] == manager["InstanceId"]
     (address,) = ec2.describe_addresses(Filters=[{"Name": "instance-id", "Values": [manager["InstanceId"]]}])["Addresses"]
     assert tags_of(address)["jhs:cluster"] == CLUSTER
-    addr = client("ssm").get_parameter(Name=f"/{CLUSTER}/swarm/manager-addr", WithDecryption=True)["Parameter"]["Value"]
+    addr = client("ssm").get_parameter(Name=SSM["manager_addr"], WithDecryption=True)["Parameter"]["Value"]
     assert addr == manager["PrivateIpAddress"]
     route53 = client("route53")
     (zone,) = [z for z in route53.list_hosted_zones()["HostedZones"] if z["Name"] == ZONE + "."]

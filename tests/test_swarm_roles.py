@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, VENV_BIN, credentials_later
+from conftest import ROOT, VENV_BIN, credentials_later, jhs_names
 
 
 def playbook(tmp_path: Path, tasks: str) -> Path:
@@ -71,8 +71,9 @@ def test_worker_waits_until_the_manager_publishes_then_reads_both(tmp_path, aws_
     # Publish only once the wait has begun and missed.
     seen = waiting(proc)
     token = "SWMTKN-1-" + "a" * 50 + "-" + "b" * 25
-    ssm.put_parameter(Name="/waiter/swarm/worker-join-token", Value=token, Type="SecureString")
-    ssm.put_parameter(Name="/waiter/swarm/manager-addr", Value="10.10.1.5", Type="SecureString")
+    names = jhs_names("waiter")["ssm"]
+    ssm.put_parameter(Name=names["join_token"], Value=token, Type="SecureString")
+    ssm.put_parameter(Name=names["manager_addr"], Value="10.10.1.5", Type="SecureString")
     out, _ = proc.communicate(timeout=120)
     out = "".join(seen) + out
     assert proc.returncode == 0, out
@@ -88,8 +89,9 @@ def test_worker_whose_credentials_come_late_reads_them_once_they_are_there(tmp_p
     asks once, with a 1 s timeout, and a client keeps what it found). The wait looks them up again, so a worker
     whose first lookup found none joins once they are there, not after the whole wait (a CI run waited 15 min)."""
     ssm = boto("ssm")
-    ssm.put_parameter(Name="/late-creds/swarm/worker-join-token", Value="SWMTKN-1-" + "c" * 50, Type="SecureString")
-    ssm.put_parameter(Name="/late-creds/swarm/manager-addr", Value="10.10.1.6:2377", Type="SecureString")
+    names = jhs_names("late-creds")["ssm"]
+    ssm.put_parameter(Name=names["join_token"], Value="SWMTKN-1-" + "c" * 50, Type="SecureString")
+    ssm.put_parameter(Name=names["manager_addr"], Value="10.10.1.6:2377", Type="SecureString")
     env, write_credentials = credentials_later(aws_env, tmp_path)
     proc = ansible(tmp_path, env, playbook(tmp_path, JOIN_PARAMS),
                    join_vars("late-creds", moto_endpoint, swarm_worker_join_wait_timeout=60))
@@ -109,7 +111,8 @@ def test_worker_gives_up_after_the_configured_wait_with_a_clear_message(tmp_path
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0
     assert "SSM parameters not available after 3 s" in out
-    assert "/nobody-home/swarm/worker-join-token" in out and "/nobody-home/swarm/manager-addr" in out
+    names = jhs_names("nobody-home")["ssm"]
+    assert names["join_token"] in out and names["manager_addr"] in out
     assert time.monotonic() - start < 60
 
 

@@ -3,15 +3,22 @@
 Two clusters share one endpoint. Tearing one down (keeping user data) must leave only its EFS file system,
 hub state volume and hub backups' bucket, and must not touch the other; with teardown_delete_user_data=true nothing is left.
 ECR repositories go with their images either way; repositories under the cluster's name prefix that do not
-carry its tag are never touched.
+carry its tag are never touched. The playbooks run as the operator, on an endpoint that judges every call by the
+operator policy of docs/aws-permissions.md: none may be refused.
 """
 from __future__ import annotations
 
+import functools
 import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from test_provision import cluster_resources, cluster_settings, make_client, playbook, recap
+from conftest import REGION, local_endpoint
+from test_provision import cluster_resources, cluster_settings, make_client, recap
+from test_provision import playbook as run_playbook
+
+from lab.__main__ import operator_policy
+from lab.config import AWS_CREDENTIALS, OPERATOR_CREDENTIALS
 
 pytestmark = pytest.mark.slow   # several full provision runs against the local endpoint
 
@@ -21,13 +28,34 @@ IMPOSTERS = {f"{A}/imposter": [], f"{A}/of-beta": [{"Key": "jhs:cluster", "Value
 
 
 @pytest.fixture(scope="module")
+def endpoint_log(tmp_path_factory):
+    return tmp_path_factory.mktemp("endpoint") / "moto.log"
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint(tmp_path_factory, endpoint_log):
+    """An endpoint of this module's own that judges every call by IAM, as the lab's does: the playbooks run with the
+    operator's keys, whose user holds docs/aws-permissions.md's policy for A and for B (the policy is written for one
+    cluster; an operator of two holds both renderings)."""
+    statements = []
+    for cluster in (A, B):
+        for statement in operator_policy(cluster, REGION)["Statement"]:
+            statements.append({**statement, "Sid": statement["Sid"] + cluster.replace("-", "")})
+    policy = endpoint_log.parent / "operator-policy.json"
+    policy.write_text(json.dumps({"Version": "2012-10-17", "Statement": statements}))
+    with local_endpoint("--enforce-iam", "--operator-policy", str(policy), log=endpoint_log) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def client(moto_endpoint):
-    return make_client(moto_endpoint)
+    return make_client(moto_endpoint, AWS_CREDENTIALS)   # the test's own look: the administrator's keys
 
 
 @pytest.fixture(scope="module")
 def story(moto_endpoint, client):
-    """Provision A and B, tear A down keeping user data, then tear down A and B completely."""
+    """Provision A and B, tear A down keeping user data, then tear down A and B completely, as the operator."""
+    playbook = functools.partial(run_playbook, keys=OPERATOR_CREDENTIALS)
     steps = {}
     with ThreadPoolExecutor(max_workers=2) as pool:
         runs = pool.map(lambda settings: playbook(moto_endpoint, "provision", settings)[0],
@@ -122,3 +150,11 @@ def test_teardown_with_delete_user_data_leaves_nothing(story):
         assert "Nothing kept" in story[key].stdout
     assert story["a_after_delete"] == {}
     assert story["b_after_delete"] == {}
+
+
+def test_the_operator_policy_sufficed_for_provision_and_teardown(story, endpoint_log):
+    """Every call of the runs above was judged by the operator's policy (docs/aws-permissions.md): none was refused,
+    not even one a module would go on without."""
+    log = endpoint_log.read_text()
+    assert "every request is judged by IAM" in log
+    assert [line for line in log.splitlines() if "IAM denied" in line] == []

@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # the lab package
+from lab import config  # noqa: E402
+
 PY = sys.executable
 # the lab's first site.yml run of a test session (test_site.py's site fixture), summarised at its end (conftest.py)
 FIRST_SITE_LOG = ROOT / ".lab" / "logs" / "site-first.log"
@@ -88,3 +91,10 @@ def node_containers() -> list[str]:
 
 def node_exec(node: str, *cmd: str) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", "exec", node, *cmd], capture_output=True, text=True, timeout=120)
+
+
+def lab_admin_keys() -> dict[str, str]:
+    """The lab administrator's keys (boto3 arguments), for the tests' own calls: .lab/env holds the operator's, whose
+    policy (docs/aws-permissions.md) covers only what the plays do to the lab's cluster."""
+    return {"aws_access_key_id": config.AWS_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": config.AWS_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]}

@@ -24,13 +24,16 @@ import warnings
 
 import pytest
 import requests
-from labutil import FIRST_SITE_LOG, ROOT, doc_command, lab_cmd, node_containers, node_exec, read_env, wait_for
+from conftest import jhs_names
+from labutil import (FIRST_SITE_LOG, ROOT, doc_command, lab_admin_keys, lab_cmd, node_containers, node_exec, read_env,
+                     wait_for)
 
 from lab import config
 from lab.hubclient import HubClient
 
 pytestmark = pytest.mark.lab
 CLUSTER = "labhub"
+SSM = jhs_names(CLUSTER)["ssm"]
 
 
 def run_site(lab_env: dict, *extra: str) -> subprocess.CompletedProcess:
@@ -72,8 +75,7 @@ def site(lab):
 @pytest.fixture(scope="module")
 def aws(site):
     import boto3
-    kw = dict(endpoint_url=site["AWS_ENDPOINT_URL"], region_name=site["AWS_DEFAULT_REGION"],
-              aws_access_key_id=site["AWS_ACCESS_KEY_ID"], aws_secret_access_key=site["AWS_SECRET_ACCESS_KEY"])
+    kw = dict(endpoint_url=site["AWS_ENDPOINT_URL"], region_name=site["AWS_DEFAULT_REGION"], **lab_admin_keys())
     return lambda service: boto3.client(service, **kw)
 
 
@@ -274,15 +276,15 @@ def test_each_node_calls_aws_as_its_instance_profiles_role(site, aws):
 # What a node's role may not do: (node, service, call, kwargs). EC2 calls are dry runs, so a role allowed them by
 # mistake changes nothing (DryRunOperation, 412, instead of 403).
 NOT_ALLOWED = [
-    ("worker", "ssm", "get_parameter", {"Name": f"/{CLUSTER}/hub/cookie-secret"}),
-    ("worker", "ssm", "put_parameter", {"Name": f"/{CLUSTER}/swarm/worker-join-token", "Value": "x",
+    ("worker", "ssm", "get_parameter", {"Name": SSM["cookie_secret"]}),
+    ("worker", "ssm", "put_parameter", {"Name": SSM["join_token"], "Value": "x",
                                         "Type": "SecureString", "Overwrite": True}),
     ("worker", "autoscaling", "set_desired_capacity", {"AutoScalingGroupName": f"{CLUSTER}-workers",
                                                        "DesiredCapacity": 2}),
     ("worker", "ec2", "terminate_instances", {"InstanceIds": ["MANAGER"], "DryRun": True}),
-    ("manager", "ssm", "put_parameter", {"Name": f"/{CLUSTER}/hub/cookie-secret", "Value": "x",
+    ("manager", "ssm", "put_parameter", {"Name": SSM["cookie_secret"], "Value": "x",
                                          "Type": "SecureString", "Overwrite": True}),
-    ("manager", "ssm", "get_parameter", {"Name": "/another-cluster/swarm/worker-join-token"}),
+    ("manager", "ssm", "get_parameter", {"Name": jhs_names("another-cluster")["ssm"]["join_token"]}),
     ("manager", "ec2", "terminate_instances", {"InstanceIds": ["MANAGER"], "DryRun": True}),
     ("manager", "iam", "create_user", {"UserName": "jhs-not-allowed"}),
 ]
@@ -329,8 +331,8 @@ def test_each_nodes_role_is_refused_what_it_was_not_given(site, aws):
     DENIALS_PROVOKED.extend(provoked)
     assert len(provoked) == len(NOT_ALLOWED), provoked
     # what each role is given still works: the worker reads the join token, the manager the hub's secret
-    allowed = [("worker", workers[0], "/opt/jhs/venv/bin/python", f"/{CLUSTER}/swarm/worker-join-token"),
-               ("manager", manager, "python3", f"/{CLUSTER}/hub/cookie-secret")]
+    allowed = [("worker", workers[0], "/opt/jhs/venv/bin/python", SSM["join_token"]),
+               ("manager", manager, "python3", SSM["cookie_secret"])]
     for role, node, python, name in allowed:
         proc = node_exec(node, python, "-c", TRY_CALLS, site["AWS_ENDPOINT_URL"], site["AWS_DEFAULT_REGION"],
                          json.dumps([["ssm", "get_parameter", {"Name": name}]]))
@@ -400,7 +402,7 @@ def test_the_guides_token_rotation_publishes_the_new_token_and_leaves_the_worker
     """docs/deploy-aws.md's "rotate the join token": the swarm's worker token changes, SSM holds the new one (what a
     booting worker reads), the workers in the swarm stay Ready, and site.yml afterwards changes nothing (next test)."""
     import hashlib
-    manager, name = manager_id(aws), f"/{CLUSTER}/swarm/worker-join-token"
+    manager, name = manager_id(aws), SSM["join_token"]
 
     def digest(text: str) -> str:   # compared by digest: a token never goes into an assertion's message
         return hashlib.sha256(text.strip().encode()).hexdigest()[:12]
@@ -438,7 +440,7 @@ def test_no_secret_in_the_runs_output(site, aws):
     """The hub's secrets, the swarm join token and the registry password (an ECR token of the local endpoint)
     appear in no run's output (the first site.yml run, the join token rotation and the second site.yml run)."""
     ssm = aws("ssm")
-    names = [f"/{CLUSTER}/hub/cookie-secret", f"/{CLUSTER}/hub/proxy-token", f"/{CLUSTER}/swarm/worker-join-token"]
+    names = [SSM["cookie_secret"], SSM["proxy_token"], SSM["join_token"]]
     values = [ssm.get_parameter(Name=n, WithDecryption=True)["Parameter"]["Value"] for n in names]
     auth = aws("ecr").get_authorization_token()["authorizationData"][0]["authorizationToken"]
     values += [auth, base64.b64decode(auth).decode().split(":", 1)[1]]
@@ -735,7 +737,7 @@ def test_notebook_image_comes_from_the_ecr_stand_in_with_the_hubs_credentials(si
     registry credentials; once they lack the image, a user's spawn still starts, because the hub sends the ECR
     token (from the local endpoint, kept fresh by the refresher container) with the service it creates."""
     manager = manager_id(aws)
-    published = json.loads(aws("ssm").get_parameter(Name=f"/{CLUSTER}/hub/notebook-images")["Parameter"]["Value"])
+    published = json.loads(aws("ssm").get_parameter(Name=SSM["notebook_images"])["Parameter"]["Value"])
     image = published["images"][0]
     assert published["registry"] == site["LAB_ECR_REGISTRY"] and published["registry_auth"] == "ecr"
     assert image.startswith(f"{site['LAB_ECR_REGISTRY']}/{CLUSTER}/notebook:")
@@ -1373,7 +1375,7 @@ def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site,
     builders = {i["InstanceId"]: i["State"]["Name"] for r in res["Reservations"] for i in r["Instances"]}
     assert len(builders) == 1 and set(builders.values()) == {"terminated"}, builders
     wait_for(lambda: not set(builders) & set(node_containers()), 60, what="the builder's node removed")
-    notebook = json.loads(aws("ssm").get_parameter(Name=f"/{CLUSTER}/hub/notebook-images")["Parameter"]["Value"])
+    notebook = json.loads(aws("ssm").get_parameter(Name=SSM["notebook_images"])["Parameter"]["Value"])
 
     user_data = base64.b64decode(latest["LaunchTemplateData"]["UserData"]).decode()
     pinned = re.search(r"ansible-pull -U \S+ -C ([0-9a-f]{40}) -d ", user_data).group(1)
@@ -1460,7 +1462,7 @@ def test_a_failed_boot_is_replaced_the_replacement_joins_and_scale_in_leaves_no_
     baked-worker test: both boot from the baked image, as a group's workers do once an image is baked (the
     boot path that fails, the join, is the same; a base-image boot adds about 100 s of installs to each)."""
     asg, ssm, manager = aws("autoscaling"), aws("ssm"), manager_id(aws)
-    name = f"/{CLUSTER}/swarm/worker-join-token"
+    name = SSM["join_token"]
     param = ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]
     prefix, _, secret = param["Value"].rpartition("-")
     before = set(worker_ids(aws))
@@ -1714,7 +1716,7 @@ def test_a_replaced_manager_on_a_new_state_volume_gets_the_workers_back_and_the_
     then finds no backup on the manager and fetches the newest from the bucket (the manager copies each one there):
     the user and their token come back, and their server starts on a new worker with the file written before."""
     ec2, manager = aws("ec2"), manager_id(aws)
-    bucket = aws("ssm").get_parameter(Name=f"/{CLUSTER}/hub/backup-bucket")["Parameter"]["Value"]
+    bucket = aws("ssm").get_parameter(Name=SSM["backup_bucket"])["Parameter"]["Value"]
     copier = node_exec(manager, "docker", "inspect", "-f", "{{.State.Running}} {{.HostConfig.NetworkMode}}",
                        "jupyterhub-backup-copy")
     assert copier.stdout.split() == ["true", "host"], copier.stdout + copier.stderr

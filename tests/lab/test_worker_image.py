@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from labutil import EC2_TRUST_POLICY, ROOT, node_containers, wait_for
+from labutil import EC2_TRUST_POLICY, ROOT, lab_admin_keys, node_containers, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -21,7 +21,9 @@ USER_DATA = base64.b64encode(b"#!/bin/bash\necho worker-image-test >/var/lib/wor
 
 
 def run_bake(lab, name: str, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **lab, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+    # the administrator's keys: this cluster is not the one the operator's policy is rendered for (lab/config.py)
+    env = {**os.environ, **lab, **{k.upper(): v for k, v in lab_admin_keys().items()},
+           "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default"}
     return subprocess.run(
         [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(ROOT / "inventories" / "lab"),
@@ -38,8 +40,7 @@ def cluster(lab):
     profile and the workers' launch template with the lab's key pair (roles/aws_cluster names), made directly,
     quickly."""
     import boto3
-    kw = dict(endpoint_url=lab["AWS_ENDPOINT_URL"], region_name=lab["AWS_DEFAULT_REGION"],
-              aws_access_key_id=lab["AWS_ACCESS_KEY_ID"], aws_secret_access_key=lab["AWS_SECRET_ACCESS_KEY"])
+    kw = dict(endpoint_url=lab["AWS_ENDPOINT_URL"], region_name=lab["AWS_DEFAULT_REGION"], **lab_admin_keys())
     ec2, iam = boto3.client("ec2", **kw), boto3.client("iam", **kw)
     name = "wi" + uuid.uuid4().hex[:6]
     tags = [{"Key": "jhs:cluster", "Value": name}]
