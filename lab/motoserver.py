@@ -76,7 +76,14 @@ from moto.ec2.models import EC2Backend
 from moto.ec2.models.elastic_block_store import Volume
 from moto.ec2.models.launch_templates import LaunchTemplateVersion
 from moto.ec2.models.security_groups import SecurityGroupRule
-from moto.iam.access_control import IAMPolicyStatement, IAMRequestBase, IAMUserAccessKey
+from moto.iam.access_control import (
+    AssumedRoleAccessKey,
+    IAMPolicy,
+    IAMPolicyStatement,
+    IAMRequestBase,
+    IAMUserAccessKey,
+    PermissionResult,
+)
 from moto.iam.models import iam_backends
 from moto.moto_api._internal.models import moto_api_backend
 from moto.server import main
@@ -424,7 +431,8 @@ def _expire_lifecycle_actions():
 #   (lab/config.py: the operator, the reconciler, the metadata stand-in) become those of an administrator user.
 # - the metadata stand-in, which is EC2 here, assumes each instance profile's role. moto cannot judge a trust
 #   policy whose principal is a service (it fails on {"Service": ...}); the administrator may assume a role
-#   exactly when the role trusts ec2.amazonaws.com, as EC2 may on AWS.
+#   exactly when the role trusts ec2.amazonaws.com, as EC2 may on AWS. A role's session may assume a role whose
+#   trust policy names the first role's ARN, as on AWS (moto compares the session's own ARN with it).
 # - the operator's plays (`make lab`, the tests' site.yml runs) use the keys of a second user, jhs-lab-operator,
 #   whose only policy is docs/aws-permissions.md's for the lab cluster (`lab up` renders it: --operator-policy), so a
 #   permission missing there fails `make lab` as it would fail a first run on AWS.
@@ -557,6 +565,10 @@ def _ec2_assumes_roles_that_trust_it(self, role_arn: str) -> bool:
                     and "sts:AssumeRole" in ([actions] if isinstance(actions, str) else actions)):
                 return True
         return False
+    if isinstance(key, AssumedRoleAccessKey):   # a role's session is the role, for the trust policy of another role
+        document = IAMPolicy(self.backend.get_role_by_arn(role_arn).assume_role_policy_document)
+        owner = f"arn:{key.partition}:iam::{key.account_id}:role/{key._owner_role_name}"
+        return document.is_action_permitted(self._action, role_arn, owner) == PermissionResult.PERMITTED
     return _trust(self, role_arn)
 
 

@@ -275,6 +275,11 @@ BAD_CASES = {
     "proxy_api_on_the_proxys_own_port": ({"jupyterhub_proxy_api_port": 8443},
                                          "and the proxy's own ports in its container (8443, 8080)"),
     "proxy_as_root": ({"jupyterhub_proxy_uid": 0}, "jupyterhub_proxy_uid (0) an id 1-65534 (not root)"),
+    "pull_role_not_a_role_arn": ({"jupyterhub_image_registry": "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+                                  "jupyterhub_image_registry_auth": "ecr", "aws_region": "eu-west-1",
+                                  "jupyterhub_registry_pull_role_arn": "labhub-registry-pull"},
+                                 "jupyterhub_registry_pull_role_arn empty or an IAM role's ARN, "
+                                 "arn:aws:iam::<account>:role/<name> (got 'labhub-registry-pull')"),
     "letsencrypt_without_email": ({"jupyterhub_tls_mode": "letsencrypt", "jupyterhub_domain": "hub.example.test"},
                                   "letsencrypt (needs jupyterhub_domain and jupyterhub_letsencrypt_email)"),
     "oidc_without_endpoints": ({"jupyterhub_authenticator": "oidc", "jupyterhub_oauth_client_id": "x",

@@ -126,6 +126,21 @@ def test_ec2s_stand_in_assumes_only_roles_that_trust_ec2(endpoint, cluster):
         f":assumed-role/{cluster['role'].split('/')[-1]}/i-test")
 
 
+def test_a_roles_session_assumes_a_role_that_trusts_that_role_and_no_other(endpoint, cluster):
+    """The manager's session assumes the cluster's registry-pull role, whose trust policy names the manager's role."""
+    assume_any = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}]}
+    trusted = make_role(endpoint, f"trusted-{uuid.uuid4().hex[:6]}", assume_any)
+    other = make_role(endpoint, f"other-{uuid.uuid4().hex[:6]}", assume_any)
+    pull = make_role(endpoint, f"pull-{uuid.uuid4().hex[:6]}", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"}]}, trust=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": trusted},
+                                                  "Action": "sts:AssumeRole"}]}))
+    creds = as_role(endpoint, trusted)("sts").assume_role(RoleArn=pull, RoleSessionName="session")["Credentials"]
+    ecr = client(endpoint, "ecr", creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
+    assert ecr.get_authorization_token()["authorizationData"]
+    assert denied(as_role(endpoint, other)("sts").assume_role, RoleArn=pull, RoleSessionName="session")
+
+
 def test_cloudwatch_actions_are_judged_by_their_iam_name(endpoint, cluster):
     """CloudWatch signs as "monitoring"; IAM names its actions cloudwatch:..., as the role's statement does."""
     cloudwatch = as_role(endpoint, cluster["role"])("cloudwatch")

@@ -252,6 +252,7 @@ def test_check_mode_on_existing_cluster_reports_no_change(provisioned):
 
 
 CPU_POLICY_TASK = "aws_cluster : Workers | target-tracking policy on average CPU (opt-in)"
+PULL_ROLE_TASK = "aws_cluster : IAM | the registry's pull-only role, which the manager assumes for the spawns' token"
 
 
 def changed_tasks(out: str) -> list[str]:
@@ -261,15 +262,17 @@ def changed_tasks(out: str) -> list[str]:
 
 
 def test_check_mode_reports_a_drift_and_changes_nothing(provisioned, client):
-    """Two drifts: the group's maximum, and a new ECR repository (which the nodes' IAM policies then name)."""
+    """Two drifts: the group's maximum, and a new ECR repository (which the nodes' and the registry-pull role's IAM
+    policies then name)."""
     proc = provisioned["check_drift"]
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert changed_tasks(proc.stdout) == [
         "aws_cluster : ECR | repositories a real run would create or change",
         "aws_cluster : ECR | tag the repositories with the cluster",
         "aws_cluster : IAM | least-privilege inline policies",
+        "aws_cluster : IAM | the pull-only role's policy",
         "aws_cluster : Workers | Auto Scaling Group across the private subnets"]
-    assert recap(proc.stdout)["changed"] == 4
+    assert recap(proc.stdout)["changed"] == 5
     (group,) = client("autoscaling").describe_auto_scaling_groups(
         AutoScalingGroupNames=[f"{CLUSTER}-workers"])["AutoScalingGroups"]
     assert group["MaxSize"] == 10
@@ -490,6 +493,24 @@ def test_iam_roles_split_and_least_privilege(provisioned, client):
     assert star[2]["Action"] == ECR_LOGIN
     assert [s["Sid"] for s in manager.values() if s["Resource"] == "*" and "Condition" in s] == ["PutScalerMetrics"]
     assert ecr_statements(list(manager.values())) == [(ECR_LOGIN, "*"), (ECR_PUSH_PULL, [repository_arn])]
+    # The token the hub sends with every spawn (and root on a worker can read) is a pull-only role's, which the
+    # manager alone may assume.
+    pull = f"{CLUSTER}-registry-pull"
+    pull_arn = f"arn:aws:iam::{account}:role/{pull}"
+    assert manager["AssumeTheRegistryPullRole"] == {"Sid": "AssumeTheRegistryPullRole", "Effect": "Allow",
+                                                    "Action": ["sts:AssumeRole"], "Resource": pull_arn}
+    assert [s for s in manager.values() if any(a.startswith("sts:") for a in s["Action"])] == [
+        manager["AssumeTheRegistryPullRole"]]
+    got = iam.get_role(RoleName=pull)["Role"]
+    trust = got["AssumeRolePolicyDocument"]
+    trust = json.loads(trust) if isinstance(trust, str) else trust
+    assert [(s["Principal"], s["Action"]) for s in trust["Statement"]] == [
+        ({"AWS": f"arn:aws:iam::{account}:role/{CLUSTER}-manager"}, "sts:AssumeRole")]
+    assert tags_of(iam.list_role_tags(RoleName=pull))["jhs:role"] == "registry-pull"
+    statements = policy(client, pull)["Statement"]
+    assert ecr_statements(statements) == [(ECR_LOGIN, "*"), (ECR_PULL, [repository_arn])]
+    assert [a for s in statements for a in s["Action"] if not a.startswith("ecr:")] == []
+    assert iam.list_instance_profiles_for_role(RoleName=pull)["InstanceProfiles"] == []   # no instance runs as it
 
 
 def test_secrets_stored_encrypted_kept_and_never_printed(provisioned, client):
@@ -924,13 +945,15 @@ def test_no_ecr_repositories_no_ecr_statements_and_cpu_scaling_off_again(provisi
     settings = dict(provisioned["settings"], aws_cluster_ecr_repositories=[])
     proc, _ = playbook(moto_endpoint, "provision", settings)
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert changed_tasks(proc.stdout) == ["aws_cluster : IAM | least-privilege inline policies", CPU_POLICY_TASK]
+    assert changed_tasks(proc.stdout) == ["aws_cluster : IAM | least-privilege inline policies", PULL_ROLE_TASK,
+                                          CPU_POLICY_TASK]
     assert re.findall(r"^changed: .*$", proc.stdout, re.M) == ["changed: [localhost] => (item=manager)",
                                                                "changed: [localhost] => (item=worker)",
-                                                               "changed: [localhost]"]
+                                                               "changed: [localhost]", "changed: [localhost]"]
     for role in ("manager", "worker"):
         statements = policy(client, f"{CLUSTER}-{role}")["Statement"]
-        assert not [a for s in statements for a in s["Action"] if a.startswith("ecr:")], role
+        assert not [a for s in statements for a in s["Action"] if a.startswith(("ecr:", "sts:"))], role
+    assert f"{CLUSTER}-registry-pull" not in [r["RoleName"] for r in client("iam").list_roles()["Roles"]]
     assert "ECR |" not in proc.stdout and "no ECR repositories" in proc.stdout
     assert list(ecr_repositories(client, CLUSTER)) == [f"{CLUSTER}/notebook"]
     assert asg.describe_policies(AutoScalingGroupName=f"{CLUSTER}-workers")["ScalingPolicies"] == []

@@ -1,8 +1,9 @@
 """jhs-registry-login (roles/jupyterhub/files): ECR tokens from the local AWS endpoint into a Docker config.json.
 
 The endpoint's GetAuthorizationToken answers user AWS and password <account>-auth-token, as ECR answers AWS
-and a 12-hour token. What reaches the registries with these credentials is tested in the lab
-(tests/lab/test_site.py: the ECR stand-in takes nothing else).
+and a 12-hour token. With --role-arn the token is asked for as that role: shown on an endpoint that judges IAM (the
+lab's), where only the role's trusted principal may assume it. What reaches the registries with these credentials is
+tested in the lab (tests/lab/test_site.py: the ECR stand-in takes nothing else).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import subprocess
 import sys
 import time
 
-from conftest import REGION, ROOT
+from conftest import REGION, ROOT, local_endpoint
+from lab.config import AWS_CREDENTIALS
 
 SCRIPT = ROOT / "roles" / "jupyterhub" / "files" / "jhs-registry-login"
 REGISTRY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
@@ -101,3 +103,39 @@ def test_an_unreachable_endpoint_fails_the_one_shot_and_is_retried_by_the_loop(a
     loop.terminate()
     out = loop.communicate(timeout=10)[0]
     assert "failed (EndpointConnectionError" in out and "retrying in 30 s" in out
+
+
+def test_as_a_pull_role_the_token_is_that_roles_and_only_its_trusted_principal_gets_one(aws_env, tmp_path):
+    """The manager's session assumes the pull-only role that trusts it and logs in as that role; another role's
+    session is refused, and the old entry stays."""
+    import boto3
+    ec2_trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    with local_endpoint("--enforce-iam") as url:
+        admin = {"endpoint_url": url, "region_name": REGION, "aws_access_key_id": AWS_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                 "aws_secret_access_key": AWS_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]}
+        iam, sts = boto3.client("iam", **admin), boto3.client("sts", **admin)
+        arns = {}
+        for name in ("rl-manager", "rl-other"):
+            arns[name] = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(ec2_trust))["Role"]["Arn"]
+            iam.put_role_policy(RoleName=name, PolicyName="p", PolicyDocument=json.dumps({
+                "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}]}))
+        pull = iam.create_role(RoleName="rl-registry-pull", AssumeRolePolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Principal": {"AWS": arns["rl-manager"]}, "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
+        iam.put_role_policy(RoleName="rl-registry-pull", PolicyName="p", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"}]}))
+
+        def env_of(role):   # the instance's credentials, as EC2 (the administrator here) hands them out
+            creds = sts.assume_role(RoleArn=arns[role], RoleSessionName="i-0123")["Credentials"]
+            return {**aws_env, "AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": creds["AccessKeyId"],
+                    "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"], "AWS_SESSION_TOKEN": creds["SessionToken"]}
+        cfg = tmp_path / "docker"
+        proc = login(env_of("rl-manager"), cfg, "--role-arn", pull)
+        assert proc.returncode == 0, proc.stderr
+        assert "as arn:aws:sts::123456789012:assumed-role/rl-registry-pull/jhs-registry-login" in proc.stdout
+        assert auth_of(cfg) == "AWS:123456789012-auth-token"
+        before = (cfg / "config.json").read_bytes()
+        refused = login(env_of("rl-other"), cfg, "--role-arn", pull)
+        assert refused.returncode == 1 and "AccessDenied" in refused.stderr, refused.stderr
+        assert (cfg / "config.json").read_bytes() == before

@@ -92,6 +92,7 @@ RESOURCE_SUFFIXES = {
     "drain": "-drain",                # its termination lifecycle hook (completed by the hub's scaler)
     "cpu_target": "-cpu-target",      # its opt-in CPU target-tracking policy
     "worker_builder": "-worker-builder",   # the worker image's builder instance
+    "registry_pull": "-registry-pull",     # IAM role, pull only, the manager assumes for the spawns' ECR token
 }
 # Names that continue after the prefix: <prefix><zone letter>, <prefix><content hash>, <prefix><account id>.
 RESOURCE_PREFIXES = {

@@ -339,6 +339,57 @@ def test_each_nodes_role_is_refused_what_it_was_not_given(site, aws):
         assert json.loads(proc.stdout) == ["allowed"], (role, proc.stdout, proc.stderr[-2000:])
 
 
+AS_PULL_ROLE = """
+import json, sys, boto3
+from botocore.exceptions import ClientError
+endpoint, region, role, repository = sys.argv[1:5]
+creds = boto3.client("sts", endpoint_url=endpoint, region_name=region).assume_role(
+    RoleArn=role, RoleSessionName="pull-test")["Credentials"]
+ecr = boto3.client("ecr", endpoint_url=endpoint, region_name=region, aws_access_key_id=creds["AccessKeyId"],
+                   aws_secret_access_key=creds["SecretAccessKey"], aws_session_token=creds["SessionToken"])
+out = []
+for call, kwargs in (("get_authorization_token", {}), ("batch_get_image", {"imageIds": [{"imageTag": "x"}]}),
+                     ("put_image", {"imageManifest": "{}", "imageTag": "pushed-by-a-worker"})):
+    if call != "get_authorization_token":
+        kwargs["repositoryName"] = repository
+    try:
+        getattr(ecr, call)(**kwargs)
+        out.append("allowed")
+    except ClientError as e:
+        out.append(e.response["ResponseMetadata"]["HTTPStatusCode"])
+print(json.dumps(out))
+"""
+
+
+def test_the_registry_token_sent_with_every_spawn_is_a_pull_only_roles(site, aws):
+    """The hub sends an ECR token with every spawn, which root on a worker can read: the manager gets it as the
+    pull-only role aws_cluster makes (jupyterhub_registry_pull_role_arn), which logs in and pulls but never pushes.
+    (The ECR stand-in takes one token for everyone, so the token itself cannot tell its identity here: the refresher
+    names the role it asked as, and the role is judged by IAM.)"""
+    manager, pull = manager_id(aws), jhs_names(CLUSTER)["registry_pull"]
+    role = f"arn:aws:iam::{config.ACCOUNT}:role/{pull}"
+    # the hub hands its spawns the credentials the refresher writes (the container's DOCKER_CONFIG, read-only)...
+    hub = json.loads(node_exec(manager, "docker", "inspect", "jupyterhub").stdout)[0]
+    mount = {m["Destination"]: m for m in hub["Mounts"]}[
+        next(e.split("=", 1)[1] for e in hub["Config"]["Env"] if e.startswith("DOCKER_CONFIG="))]
+    cmd = json.loads(node_exec(manager, "docker", "inspect", "jupyterhub-registry-login").stdout)[0]["Config"]["Cmd"]
+    assert cmd[cmd.index("--config-dir") + 1] == mount["Source"] and not mount["RW"]
+    assert cmd[cmd.index("--role-arn") + 1] == role
+    # ...and its login, once more into a directory of its own, asks as the pull-only role
+    once = cmd[:cmd.index("--every")]
+    once[once.index("--config-dir") + 1] = "/tmp/jhs-pull-test"
+    proc = node_exec(manager, "docker", "exec", "jupyterhub-registry-login", *once)
+    assert f"as arn:aws:sts::{config.ACCOUNT}:assumed-role/{pull}/jhs-registry-login" in proc.stdout, (
+        proc.stdout[-2000:] + proc.stderr[-2000:])
+    before = len(iam_denials())
+    proc = node_exec(manager, "python3", "-c", AS_PULL_ROLE, site["AWS_ENDPOINT_URL"], site["AWS_DEFAULT_REGION"], role,
+                     jhs_names(CLUSTER)["ecr_prefix"] + "notebook")
+    assert json.loads(proc.stdout) == ["allowed", "allowed", 403], proc.stdout + proc.stderr[-2000:]
+    provoked = iam_denials()[before:]
+    DENIALS_PROVOKED.extend(provoked)
+    assert len(provoked) == 1 and "ecr:PutImage" in provoked[0], provoked
+
+
 def test_the_lab_says_how_to_sign_in_and_what_to_try(site, aws):
     """`make lab` ends with `python -m lab summary`: the hub's URL, how to sign in and open it, and three things
     to try, naming this lab's own group and manager."""
