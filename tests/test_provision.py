@@ -108,6 +108,8 @@ def cluster_resources(client, cluster: str) -> dict[str, list[str]]:
         "instances": [i["InstanceId"] for r in ec2.describe_instances(Filters=f)["Reservations"]
                       for i in r["Instances"] if i["State"]["Name"] != "terminated"],
         "volumes": [v["VolumeId"] for v in ec2.describe_volumes(Filters=f)["Volumes"]],
+        "worker_images": [i["ImageId"] for i in ec2.describe_images(Owners=["self"], Filters=f)["Images"]],
+        "snapshots": [s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"], Filters=f)["Snapshots"]],
         "launch_templates": [v["LaunchTemplateId"] for v in ec2.describe_launch_templates(Filters=f)["LaunchTemplates"]],
     }
     out["auto_scaling_groups"] = [

@@ -78,6 +78,18 @@ def story(moto_endpoint, client):
     account = client("sts").get_caller_identity()["Account"]
     steps["a_bucket"] = f"{A}-hub-backups-{account}"
     client("s3").put_object(Bucket=steps["a_bucket"], Key="hub-backups/jupyterhub-20261201T030000Z.sqlite", Body=b"db")
+    # A worker image baked for each cluster (as playbooks/worker_image.yml tags it, its snapshots too): teardown
+    # deregisters A's and deletes its snapshots, even keeping user data; B's stays.
+    ec2 = client("ec2")
+    for cluster in (A, B):
+        (manager,) = [i["InstanceId"] for r in ec2.describe_instances(Filters=[
+            {"Name": "tag:jhs:cluster", "Values": [cluster]}, {"Name": "tag:jhs:role", "Values": ["manager"]},
+            {"Name": "instance-state-name", "Values": ["running"]}])["Reservations"] for i in r["Instances"]]
+        image = ec2.create_image(InstanceId=manager, Name=f"{cluster}-worker-baked")["ImageId"]
+        snapshots = [m["Ebs"]["SnapshotId"] for m in ec2.describe_images(ImageIds=[image])["Images"][0]
+                     .get("BlockDeviceMappings", []) if m.get("Ebs", {}).get("SnapshotId")]
+        ec2.create_tags(Resources=[image, *snapshots], Tags=[{"Key": "jhs:cluster", "Value": cluster},
+                                                             {"Key": "jhs:role", "Value": "worker-image"}])
     steps["a_before"] = cluster_resources(client, A)
     steps["b_before"] = cluster_resources(client, B)
     steps["keep"], _ = playbook(moto_endpoint, "teardown", {"cluster_name": A})
@@ -106,7 +118,7 @@ def test_both_clusters_were_complete(story):
     for before in (story["a_before"], story["b_before"]):
         for kind in ("vpcs", "subnets", "security_groups", "instances", "volumes", "launch_templates",
                      "auto_scaling_groups", "iam_roles", "instance_profiles", "ssm_parameters", "efs", "efs_mount_targets",
-                     "ecr_repositories", "s3_buckets"):
+                     "ecr_repositories", "s3_buckets", "worker_images", "snapshots"):
             assert before.get(kind), kind
     assert story["a_before"]["ecr_repositories"] == [f"{A}/notebook"] and len(story["a_images"]) == 1
     assert story["b_before"]["ecr_repositories"] == [f"{B}/notebook"]
