@@ -215,6 +215,26 @@ def test_no_pids_limit_leaves_the_resources_alone():
     assert "Pids" not in service_created(spawner())["Resources"]["Limits"]
 
 
+def test_the_service_and_its_container_carry_the_user_server_label(monkeypatch, tmp_path):
+    """The service's labels name its user (jhs_reconcile reads them); its container's carry jhs.component, by which
+    each node's jhs-server-isolation finds the user servers to close to one another. The operator's own labels
+    stay."""
+    import dockerspawner
+    seen = {}
+
+    async def upstream_create_object(self):
+        seen.update(service=self.extra_create_kwargs["labels"], container=self.extra_container_spec["labels"],
+                    cap_drop=self.extra_container_spec.get("cap_drop"))
+        return {"ID": "service-id"}
+    monkeypatch.setattr(dockerspawner.SwarmSpawner, "create_object", upstream_create_object)
+    sp = spawner("dave", pack=False, registry_config=str(tmp_path / "absent.json"),
+                 extra_container_spec={"cap_drop": ["ALL"], "labels": {"site": "x"}})
+    assert asyncio.run(sp.create_object()) == {"ID": "service-id"}
+    assert seen["service"] == {"jhs.component": "user-server", "jhs.user": "dave", "jhs.server": ""}
+    assert seen["container"] == {"site": "x", "jhs.component": "user-server"}
+    assert seen["cap_drop"] == ["ALL"]
+
+
 # --- pure helpers -------------------------------------------------------------------------------------------------
 def test_task_addresses_are_the_tasks_own_on_the_named_network():
     task = {"NetworksAttachments": [

@@ -692,6 +692,8 @@ for name, url, auth in (("server_no_token", f"{target}/user/{other}/api/contents
             out["http"][name] = [r.status, r.read().decode(errors="replace")]
     except urllib.error.HTTPError as e:
         out["http"][name] = [e.code, e.read().decode(errors="replace")]
+    except urllib.error.URLError as e:
+        out["http"][name] = ["unreachable", str(e.reason)]
 print(json.dumps(out))
 """
 
@@ -699,8 +701,10 @@ print(json.dumps(out))
 def test_two_users_cannot_read_each_others_files_by_any_path(site, aws, hub):
     """From inside one user's server (a kernel of its real container, on its worker): the other user's secret file is not
     reachable through the home mount (only its own directory is mounted, never the file system's root), /proc
-    (its own processes only), the overlay (the other server refuses a request without a token and one with this
-    user's own token) or the hub's API (this user's token does not show the other user)."""
+    (its own processes only), the overlay (the connection to the other server is refused: the worker's
+    jhs-server-isolation closed this server's namespace to the overlay but for the hub's API; with that rule taken
+    away the other server still refuses a request without a token and one with this user's own token) or the hub's
+    API (this user's token does not show the other user)."""
     a, b = ("u" + uuid.uuid4().hex[:6] for _ in range(2))
     manager = manager_id(aws)
     for user in (a, b):
@@ -724,9 +728,34 @@ def test_two_users_cannot_read_each_others_files_by_any_path(site, aws, hub):
         assert shared and all(root.endswith(f"/home/{a}") for root, _ in shared), shared
         assert not any(seen["paths"].values()), seen["paths"]
         assert not seen["procs_naming_other"] and seen["procs"] < 50, seen
-        for name, (status, body) in seen["http"].items():
-            assert secret not in body, name
-            assert status in (302, 403, 404), (name, status, body[:300])
+        for name in ("server_no_token", "server_own_token"):
+            status, reason = seen["http"][name]
+            assert status == "unreachable" and "refused" in reason.lower(), (name, status, reason)
+        status, body = seen["http"]["hub_user_model"]
+        assert status in (403, 404) and secret not in body, (status, body[:300])
+        # the rule in a's namespace is what refuses it: taken away, the connection gets through to b's server, which
+        # still answers no request of a's with b's file
+        worker = service_node(manager, a)
+        container = node_exec(worker, "docker", "ps", "-q", "--filter",
+                              f"label=com.docker.swarm.service.name=jupyter-{a}").stdout.split()
+        assert len(container) == 1, container
+        netns = node_exec(worker, "docker", "inspect", "-f", "{{.NetworkSettings.SandboxKey}}",
+                          container[0]).stdout.strip()
+        assert node_exec(worker, "systemctl", "is-active", "jhs-server-isolation.service").stdout.strip() == "active"
+        assert node_exec(worker, "/usr/local/sbin/jhs-server-isolation", "check").returncode == 0
+        unrule = node_exec(worker, "nsenter", f"--net={netns}", "iptables", "-w", "-D", "OUTPUT", "-j",
+                           "JHS-SERVER")
+        assert unrule.returncode == 0, unrule.stderr
+        try:
+            assert node_exec(worker, "/usr/local/sbin/jhs-server-isolation", "check").returncode == 1
+            opened = json.loads(run_in_users_kernel(site, hub, a, CROSS_USER_PROBE % (b, target, secret_name))
+                                .strip().splitlines()[-1])
+            for name in ("server_no_token", "server_own_token"):
+                status, body = opened["http"][name]
+                assert status in (302, 403, 404) and secret not in body, (name, status, body[:300])
+        finally:
+            assert node_exec(worker, "/usr/local/sbin/jhs-server-isolation", "apply", container[0]).returncode == 0
+        assert node_exec(worker, "/usr/local/sbin/jhs-server-isolation", "check").returncode == 0
     finally:
         for user in (a, b):
             hub.stop(user)
@@ -1027,6 +1056,8 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
         <= show("docker.service", "ExecMainStartTimestampMonotonic")
     assert node_exec(worker, "/usr/local/sbin/jhs-container-firewall", "--check").returncode == 0
     assert probe_container() == {"hub": "open", "registry": "open", **closed}
+    # and the program that closes users' servers to one another runs again beside the engine
+    assert node_exec(worker, "systemctl", "is-active", "jhs-server-isolation.service").stdout.strip() == "active"
 
 
 def run_hub_settings(lab_env: dict, *extra: str) -> subprocess.CompletedProcess:

@@ -22,7 +22,8 @@ every setting comes from the jupyterhub role through that config. What it change
   unless the scaler says workers are on the way (its label on the manager's node): then it waits on, up to
   start_timeout.
 - Services carry labels naming their hub user and server (``jhs.component=user-server``), so jhs_reconcile can find
-  a service no hub server owns.
+  a service no hub server owns. Their containers carry ``jhs.component=user-server`` too: by it, each node's
+  jhs-server-isolation (roles/docker_engine) finds the user servers to close to one another on the overlay.
 - Packing: a new server goes to the most allocated worker that still has room for its guarantees (after a reserve
   for the engine and system), pinned with a ``node.id==`` constraint, so workers empty out and the scaler can remove
   them; swarm's own placement spreads. When no worker has room, the service excludes every current worker
@@ -221,6 +222,9 @@ class SwarmSpawner(dockerspawner.SwarmSpawner):
         labels = {LABEL_COMPONENT: COMPONENT, LABEL_USER: self.user.name, LABEL_SERVER: self.name or ""}
         self.extra_create_kwargs = {**self.extra_create_kwargs,
                                     "labels": {**self.extra_create_kwargs.get("labels", {}), **labels}}
+        self.extra_container_spec = {**self.extra_container_spec,
+                                     "labels": {**self.extra_container_spec.get("labels", {}),
+                                                LABEL_COMPONENT: COMPONENT}}
         if self.pack:
             async with _pack_lock:
                 constraints = await self._packed_constraints()
