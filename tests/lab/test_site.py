@@ -966,8 +966,9 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
     """From a container on a worker, like a user's server: the hub over the overlay answers, the lab registry
     (the one exception the lab's docker_engine_egress_allowed lists) is open; nothing listens at the proxy's API
     port on the overlay (the API is on the hub and proxy's own network); the instance metadata, the
-    manager's swarm port, the AWS endpoint, the ECR stand-in (private addresses) and the worker's own swarm port
-    (INPUT, not FORWARD) are refused. The worker itself still reaches them; without the rules the container would
+    manager's swarm ports (2377, 7946) and SSH, the other worker's gossip port, the AWS endpoint (which also stands
+    in for EFS's mount targets: the lab has no NFS), the ECR stand-in (private addresses) and the worker's own
+    swarm port (INPUT, not FORWARD) are refused. The worker itself still reaches them; without the rules the container would
     too; the rules stay when the worker's engine restarts (and it stays in the swarm), and are back before the
     engine when the worker reboots (and it joins again by itself).
 
@@ -984,8 +985,10 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
     image = spec["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]
     network = node_exec(manager, "docker", "network", "inspect", "-f", "{{.Name}}",
                         spec["TaskTemplate"]["Networks"][0]["Target"]).stdout.strip()
-    ips = private_ips(aws, [manager, worker])
-    manager_ip, worker_ip = ips[manager], ips[worker]
+    other = sorted(set(ready_workers(manager)) - {worker})[:1]
+    assert other, "the lab's second worker is not a Ready node"
+    ips = private_ips(aws, [manager, worker, *other])
+    manager_ip, worker_ip, other_ip = ips[manager], ips[worker], ips[other[0]]
     endpoint = site["AWS_ENDPOINT_URL"].split("//")[1]
     registry, ecr = config.registry_addr(), config.ecr_addr()
     targets = [("hub", "jupyterhub", 8081), ("proxy_api", "jupyterhub-proxy", 8001),
@@ -994,7 +997,10 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
                ("endpoint", endpoint.split(":")[0], int(endpoint.split(":")[1])),
                ("ecr", ecr.split(":")[0], int(ecr.split(":")[1])),
                # the worker's own swarm gossip port: traffic to the host itself passes INPUT, not FORWARD
-               ("worker_itself", worker_ip, 7946)]
+               ("worker_itself", worker_ip, 7946),
+               ("manager_gossip", manager_ip, 7946), ("other_worker", other_ip, 7946),
+               # last: the worker itself may not reach it either (the manager's SSH is for admin networks only)
+               ("manager_ssh", manager_ip, 22)]
 
     def probe_container():
         def run():
@@ -1009,10 +1015,11 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
         assert out.returncode == 0, out.stdout + out.stderr
         return json.loads(out.stdout.strip().splitlines()[-1])
     closed = {"proxy_api": "refused", "metadata": "refused", "manager_swarm": "refused", "endpoint": "refused",
-              "ecr": "refused", "worker_itself": "refused"}
+              "ecr": "refused", "worker_itself": "refused", "manager_gossip": "refused", "other_worker": "refused",
+              "manager_ssh": "refused"}
     assert probe_container() == {"hub": "open", "registry": "open", **closed}
     # the worker itself reaches them (the rules are what blocks the container, not a broken route)
-    host = json.loads(node_exec(worker, "python3", "-c", EGRESS_PROBE, json.dumps(targets[2:])).stdout)
+    host = json.loads(node_exec(worker, "python3", "-c", EGRESS_PROBE, json.dumps(targets[2:-1])).stdout)
     assert set(host.values()) == {"open"}, host
     hub.stop(user)
     # without the rules the same container gets through: the test can fail
