@@ -812,6 +812,44 @@ def test_a_hub_restart_leaves_a_users_server_answering_through_the_proxy(site, a
         proxy_started
 
 
+def test_a_restarted_proxy_gets_its_routes_back_without_a_hub_restart(site, aws, hub):
+    """configurable-http-proxy keeps its routes in memory. When its container restarts (as certbot's renewal hooks
+    stop and start it, or after a crash), the hub's reconciler sees it start and has the hub give it every route
+    (POST /hub/api/proxy): a user's server answers through the fresh proxy again within seconds, not after the
+    hub's own 5-minute route check, and the hub container is not restarted."""
+    user = "u" + uuid.uuid4().hex[:6]
+    hub.create_user(user)
+    hub.start(user)
+    manager = manager_id(aws)
+    hub_started = node_exec(manager, "docker", "inspect", "-f", "{{.State.StartedAt}}", "jupyterhub").stdout
+    url = f"{site['LAB_HUB_URL']}/user/{user}/api/status"
+    client = requests.Session()
+    client.trust_env, client.verify = False, False
+    client.headers["Authorization"] = f"token {hub.token}"
+
+    def answers() -> bool:
+        try:
+            r = client.get(url, timeout=5, allow_redirects=False)
+        except requests.RequestException:
+            return False
+        return r.status_code == 200 and "last_activity" in r.text
+    try:
+        assert answers()
+        since = node_exec(manager, "date", "-u", "+%Y-%m-%dT%H:%M:%SZ").stdout.strip()
+        assert node_exec(manager, "docker", "stop", "jupyterhub-proxy").returncode == 0
+        assert node_exec(manager, "docker", "start", "jupyterhub-proxy").returncode == 0
+        t0 = time.monotonic()
+        wait_for(answers, 60, 0.5, what="the user's server through the restarted proxy",
+                 detail=lambda: hub_logs(manager, since)[-3000:])
+        print(f"proxy restart: the user's route back {time.monotonic() - t0:.1f} s after the proxy started")
+        # the reconciler's doing (its line follows the routes it had added)
+        wait_for(lambda: "the hub gave it its routes" in hub_logs(manager, since), 15, 0.5,
+                 what="the reconciler's line", detail=lambda: hub_logs(manager, since)[-3000:])
+    finally:
+        hub.stop(user)
+    assert node_exec(manager, "docker", "inspect", "-f", "{{.State.StartedAt}}", "jupyterhub").stdout == hub_started
+
+
 def test_notebook_image_comes_from_the_ecr_stand_in_with_the_hubs_credentials(site, aws, hub):
     """The notebook image is only in the lab's ECR stand-in, which refuses an anonymous pull. Workers hold no
     registry credentials; once they lack the image, a user's spawn still starts, because the hub sends the ECR

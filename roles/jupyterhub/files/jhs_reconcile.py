@@ -1,4 +1,5 @@
-"""Keep the swarm in step with the hub: remove user services no hub server owns, and worker nodes left Down.
+"""Keep the swarm and the proxy in step with the hub: remove user services no hub server owns and worker nodes left
+Down, and give a restarted proxy its routes.
 
 Runs on the manager as a hub-managed service (jupyterhub_config.py starts it with the hub's API token, scoped to
 listing users and reading their servers) in the hub's own container, which has the manager's Docker socket. Every
@@ -11,6 +12,11 @@ listing users and reading their servers) in the hub's own container, which has t
   that is logged and left to the operator, since an unknown owner is never taken for no owner.
 - removes worker nodes that have been Down for ``--node-grace`` seconds (an instance that was terminated, or left
   the swarm on shutdown), so they stop counting in the swarm and in the workers' view of capacity.
+- asks the hub to bring the proxy's routes up to date (JupyterHub's ``POST /hub/api/proxy``, scope ``proxy``).
+  configurable-http-proxy keeps its routes in memory: a restarted proxy (a certificate renewal, a crash, an upgrade)
+  sends every user to the hub, whose own route check runs only every ``last_activity_interval`` (5 min). With
+  ``--proxy-container`` a thread watches that container's starts on the Docker socket and runs this at once, again
+  each second until the hub answers (the fresh proxy's API may not listen yet), so no hub restart is needed.
 
 Each action is one log line. Why not Ansible's swarm_manager prune: that runs only when playbooks/workers.yml does;
 this runs all the time, and only on the manager. No maintained tool does this for dockerspawner's services.
@@ -21,6 +27,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -56,6 +63,42 @@ def hub_servers(api_url, token, page=200):
         if not nxt:
             return users, owned
         offset = nxt["offset"]
+
+
+def sync_routes(api_url, token):
+    """The hub adds to the proxy every route it lacks (and removes stale ones); raises HubUnavailable."""
+    req = urllib.request.Request(f"{api_url.rstrip('/')}/proxy", method="POST",
+                                 headers={"Authorization": f"token {token}"})
+    try:
+        urllib.request.urlopen(req, timeout=30).close()
+    except Exception as e:
+        raise HubUnavailable(f"{type(e).__name__}: {e}") from e
+
+
+def watch_starts(client, container, wake):
+    """Set ``wake`` each time the container starts (Docker's events), for ever; a broken stream is opened again."""
+    while True:
+        try:
+            for _ in client.events(filters={"type": "container", "container": container, "event": "start"},
+                                   decode=True):
+                wake.set()
+        except Exception as e:  # the engine restarting, a socket error: listen again
+            log.error("watching %s's starts: %s", container, e)
+        time.sleep(5)
+
+
+def sync_routes_after_start(api_url, token, tries=30):
+    """After the proxy started: sync until the hub manages it (the proxy's API may take a moment to listen)."""
+    for attempt in range(1, tries + 1):
+        time.sleep(1)   # the proxy's API listens about a second after its container starts
+        try:
+            sync_routes(api_url, token)
+            log.info("the proxy started: the hub gave it its routes (attempt %d)", attempt)
+            return True
+        except HubUnavailable as e:
+            last = e
+    log.error("the proxy started, but the hub could not give it its routes in %d attempts: %s", tries, last)
+    return False
 
 
 def created_at(text):
@@ -113,6 +156,8 @@ def main(argv=None):
     parser.add_argument("--grace", type=float, default=120, help="minimum age of a service before removal")
     parser.add_argument("--node-grace", type=float, default=300, help="seconds a node stays Down before removal")
     parser.add_argument("--once", action="store_true", help="one pass, then exit")
+    parser.add_argument("--proxy-container", default="",
+                        help="the proxy's container: give it its routes as soon as it (re)starts")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="[%(levelname).1s %(asctime)s %(name)s] %(message)s")
@@ -120,9 +165,23 @@ def main(argv=None):
     api_url, token = os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"]
     client = docker.APIClient(base_url=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"))
     down_since = {}
-    log.info("every %ss: user services without a hub server after %ss, Down workers after %ss",
-             args.every, args.grace, args.node_grace)
+    wake = threading.Event()
+    if args.proxy_container and not args.once:
+        # its own client: docker-py's clients are not shared between threads
+        events = docker.APIClient(base_url=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"))
+        threading.Thread(target=watch_starts, args=(events, args.proxy_container, wake), daemon=True).start()
+    log.info("every %ss: user services without a hub server after %ss, Down workers after %ss, the proxy's routes%s",
+             args.every, args.grace, args.node_grace,
+             f" (and whenever {args.proxy_container} starts)" if args.proxy_container else "")
     while True:
+        if wake.is_set():
+            wake.clear()
+            sync_routes_after_start(api_url, token)
+        else:
+            try:
+                sync_routes(api_url, token)
+            except HubUnavailable as e:
+                log.error("hub API unavailable, the proxy's routes not checked this pass: %s", e)
         try:
             hub = hub_servers(api_url, token)
         except HubUnavailable as e:
@@ -134,7 +193,7 @@ def main(argv=None):
             log.error("Docker API error: %s", e)
         if args.once:
             return
-        time.sleep(args.every)
+        wake.wait(args.every)
 
 
 if __name__ == "__main__":
