@@ -761,6 +761,15 @@ def test_two_users_cannot_read_each_others_files_by_any_path(site, aws, hub):
             hub.stop(user)
 
 
+def token_session(hub) -> requests.Session:
+    """A client of the lab's hub URL with the admin's token: no proxy from the environment, the lab's certificate
+    not checked."""
+    session = requests.Session()
+    session.trust_env, session.verify = False, False
+    session.headers["Authorization"] = f"token {hub.token}"
+    return session
+
+
 def test_a_hub_restart_leaves_a_users_server_answering_through_the_proxy(site, aws, hub):
     """The proxy (configurable-http-proxy) runs in a container of its own and holds the published ports: while the
     hub container restarts (an upgrade, a setting), a user's server keeps answering through it, every 0.2 s, and
@@ -775,9 +784,7 @@ def test_a_hub_restart_leaves_a_users_server_answering_through_the_proxy(site, a
     assert "8443/tcp -> 0.0.0.0:443" in ports and "8080/tcp -> 0.0.0.0:80" in ports, ports
     proxy_started = node_exec(manager, "docker", "inspect", "-f", "{{.State.StartedAt}}", "jupyterhub-proxy").stdout
     url = f"{site['LAB_HUB_URL']}/user/{user}/api/status"
-    poller = requests.Session()
-    poller.trust_env, poller.verify = False, False
-    poller.headers["Authorization"] = f"token {hub.token}"
+    poller = token_session(hub)
     assert poller.get(url, timeout=10).status_code == 200   # the server has checked this token with the hub once
     answers, done = [], threading.Event()
 
@@ -823,9 +830,7 @@ def test_a_restarted_proxy_gets_its_routes_back_without_a_hub_restart(site, aws,
     manager = manager_id(aws)
     hub_started = node_exec(manager, "docker", "inspect", "-f", "{{.State.StartedAt}}", "jupyterhub").stdout
     url = f"{site['LAB_HUB_URL']}/user/{user}/api/status"
-    client = requests.Session()
-    client.trust_env, client.verify = False, False
-    client.headers["Authorization"] = f"token {hub.token}"
+    client = token_session(hub)
 
     def answers() -> bool:
         try:

@@ -2,7 +2,7 @@
 Down, and give a restarted proxy its routes.
 
 Runs on the manager as a hub-managed service (jupyterhub_config.py starts it with the hub's API token, scoped to
-listing users and reading their servers) in the hub's own container, which has the manager's Docker socket. Every
+listing users, reading their servers and syncing the proxy) in the hub's own container, which has the manager's Docker socket. Every
 ``--every`` seconds it:
 
 - removes each swarm service labelled ``jhs.component=user-server`` (the hub's SwarmSpawner labels every user
