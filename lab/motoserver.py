@@ -85,6 +85,7 @@ from moto.iam.access_control import (
     PermissionResult,
 )
 from moto.iam.models import iam_backends
+from moto.logs.responses import LogsResponse
 from moto.moto_api._internal.models import moto_api_backend
 from moto.server import main
 from moto.ssm.responses import SimpleSystemManagerResponse
@@ -425,8 +426,8 @@ def _expire_lifecycle_actions():
 # requests have passed unchecked. Three things stand between that and the lab:
 # - moto judges every request of these services against the resource "*", so a statement scoped to an ARN (the
 #   nodes' roles: SSM parameters, the workers' group) never matches and its caller is denied what AWS allows.
-#   Here SSM and Auto Scaling requests name the ARNs AWS authorizes (every parameter of GetParameters, the group
-#   an instance id belongs to), and each is judged.
+#   Here SSM, Auto Scaling and CloudWatch Logs requests name the ARNs AWS authorizes (every parameter of
+#   GetParameters, the group an instance id belongs to, the log group or stream), and each is judged.
 # - every request must come from an IAM user's or an assumed role's keys: the lab's own fixed keys
 #   (lab/config.py: the operator, the reconciler, the metadata stand-in) become those of an administrator user.
 # - the metadata stand-in, which is EC2 here, assumes each instance profile's role. moto cannot judge a trust
@@ -492,6 +493,18 @@ def _autoscaling_resources(self):
         if any(state.instance.id in ids for state in group.instance_states):
             arns.add(group.arn)
     return sorted(arns) or "*"
+
+
+def _logs_resources(self):
+    """The log group a CloudWatch Logs request acts on, or its stream for the calls that name one (CreateLogStream,
+    PutLogEvents: ...:log-group:<group>:log-stream:<stream>, which a statement on <group>:* matches and one on the
+    group alone does not, as on AWS). Describe* calls, which take a prefix, on "*"."""
+    name = self._get_param("logGroupName")
+    if self._get_action().startswith("Describe") or not name:
+        return "*"
+    arn = f"arn:{get_partition(self.region)}:logs:{self.region}:{self.current_account}:log-group:{name}"
+    stream = self._get_param("logStreamName")
+    return [f"{arn}:log-stream:{stream}"] if stream else [arn]
 
 
 _authorize_one = ActionAuthenticatorMixin._authenticate_and_authorize_normal_action
@@ -606,6 +619,7 @@ def _seed_lab_users() -> None:
 def enforce_iam() -> None:
     SimpleSystemManagerResponse._determine_resource = _ssm_resources
     AutoScalingResponse._determine_resource = _autoscaling_resources
+    LogsResponse._determine_resource = _logs_resources
     ActionAuthenticatorMixin._authenticate_and_authorize_normal_action = _authorize_each
     IAMRequestBase._check_role_trust_relationship = _ec2_assumes_roles_that_trust_it
     IAMRequestBase.check_signature = lambda self: None

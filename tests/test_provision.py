@@ -128,6 +128,8 @@ def cluster_resources(client, cluster: str) -> dict[str, list[str]]:
     out["efs_mount_targets"] = [mt["MountTargetId"] for fs in out["efs"]
                                 for mt in efs.describe_mount_targets(FileSystemId=fs)["MountTargets"]]
     out["ecr_repositories"] = list(ecr_repositories(client, cluster))
+    out["log_groups"] = [g["logGroupName"] for g in client("logs").describe_log_groups(
+        logGroupNamePrefix=f"/{cluster}/")["logGroups"]]
     out["s3_buckets"] = [name for name in s3_buckets(client) if name.startswith(f"{cluster}-")
                          and s3_tags(client, name).get("jhs:cluster") == cluster]
     return {k: sorted(v) for k, v in out.items() if v}
@@ -234,7 +236,8 @@ def test_check_mode_on_empty_account_creates_nothing_and_says_what_it_would(prov
                   f"security groups {CLUSTER}-hub", f"manager instance {CLUSTER}-manager",
                   f".dkr.ecr.{REGION}.amazonaws.com/{CLUSTER}/notebook (scan on push on, image tags mutable, "
                   "keep the newest 10 images)",
-                  f"S3 bucket {CLUSTER}-hub-backups-"):
+                  f"S3 bucket {CLUSTER}-hub-backups-",
+                  f"CloudWatch Logs group /{CLUSTER}/containers for the logs of every container (kept 30 days)"):
         assert thing in proc.stdout
     assert re.search(rf"ECR repositories \d{{12}}\.dkr\.ecr\.{REGION}\.amazonaws\.com/{CLUSTER}/notebook ", proc.stdout)
 
@@ -465,7 +468,7 @@ def test_iam_roles_split_and_least_privilege(provisioned, client):
     actions = {a for s in worker for a in s["Action"]}
     assert actions == {"ssm:GetParameter", "ssm:GetParameters", "autoscaling:CompleteLifecycleAction",
                        "autoscaling:RecordLifecycleActionHeartbeat", "autoscaling:SetInstanceHealth"} \
-        | set(ECR_LOGIN) | set(ECR_PULL)
+        | set(ECR_LOGIN) | set(ECR_PULL) | set(LOGS_WRITE)
     assert worker[0]["Resource"] == [param + SSM["join_token"], param + SSM["manager_addr"], param + SSM["efs_id"]]
     assert worker[1]["Resource"] == asg_arn
     # ECR: log in anywhere (GetAuthorizationToken has no resource), pull only from the cluster's repositories.
@@ -513,6 +516,28 @@ def test_iam_roles_split_and_least_privilege(provisioned, client):
     assert ecr_statements(statements) == [(ECR_LOGIN, "*"), (ECR_PULL, [repository_arn])]
     assert [a for s in statements for a in s["Action"] if not a.startswith("ecr:")] == []
     assert iam.list_instance_profiles_for_role(RoleName=pull)["InstanceProfiles"] == []   # no instance runs as it
+
+
+LOGS_WRITE = ["logs:CreateLogStream", "logs:PutLogEvents"]
+
+
+def logs_statements(statements: list[dict]) -> list[tuple]:
+    return [(s["Action"], s["Resource"]) for s in statements if any(a.startswith("logs:") for a in s["Action"])]
+
+
+def test_the_containers_log_group_kept_for_its_retention_and_written_only_by_the_nodes(provisioned, client):
+    """The CloudWatch Logs group every node's Docker engine sends its containers' logs to (awslogs): made with the
+    retention setting's default and the cluster's tags; both instance roles may create streams and put events in
+    it and in no other group, and nothing more of CloudWatch Logs."""
+    logs = client("logs")
+    group = f"/{CLUSTER}/containers"
+    (found,) = [g for g in logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"] if g["logGroupName"] == group]
+    assert found["retentionInDays"] == 30
+    assert logs.list_tags_log_group(logGroupName=group)["tags"]["jhs:cluster"] == CLUSTER
+    account = client("sts").get_caller_identity()["Account"]
+    arn = f"arn:aws:logs:{REGION}:{account}:log-group:{group}"
+    for role in ("manager", "worker"):
+        assert logs_statements(policy(client, f"{CLUSTER}-{role}")["Statement"]) == [(LOGS_WRITE, [arn, arn + ":*"])]
 
 
 def test_secrets_stored_encrypted_kept_and_never_printed(provisioned, client):
@@ -826,22 +851,49 @@ def without_heartbeats(calls: list[str]) -> list[str]:
 
 def test_worker_boot_completes_the_launch_hook(provisioned, client, tmp_path):
     """jhs-boot as rendered: a boot whose node joined completes the launch hook with CONTINUE (and succeeds even
-    when that call fails); after the last failed attempt it marks the instance Unhealthy, then ABANDONs the launch."""
+    when that call fails); after the last failed attempt it marks the instance Unhealthy, then ABANDONs the launch.
+    Either way it puts its log into the cluster's log group first (and goes on when that fails)."""
     user_data = worker_user_data(client)
     (tmp_path / "joined").mkdir()
     proc, calls = run_jhs_boot(user_data, tmp_path / "joined", pull_rc=0)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert without_heartbeats(calls) == ["ansible-pull -U", "jhs-asg continue"]
+    assert without_heartbeats(calls) == ["ansible-pull -U", "jhs-asg continue", "jhs-asg log"]
     (tmp_path / "no-completion").mkdir()
     proc, calls = run_jhs_boot(user_data, tmp_path / "no-completion", pull_rc=0, asg_rc=1)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert without_heartbeats(calls) == ["ansible-pull -U", "jhs-asg continue"]
+    assert without_heartbeats(calls) == ["ansible-pull -U", "jhs-asg continue", "jhs-asg log"]
     assert "the node joined, but its launch lifecycle action was not completed" in proc.stdout
+    assert "the boot log could not be put into CloudWatch Logs" in proc.stdout
     (tmp_path / "failed").mkdir()
     proc, calls = run_jhs_boot(user_data, tmp_path / "failed", pull_rc=2)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert without_heartbeats(calls) == ["ansible-pull -U"] * 3 + ["jhs-asg unhealthy", "jhs-asg abandon"]
+    # the boot log goes to CloudWatch Logs before the instance is given up (with aws_cluster_logs, the default)
+    assert without_heartbeats(calls) == ["ansible-pull -U"] * 3 + ["jhs-asg log", "jhs-asg unhealthy",
+                                                                   "jhs-asg abandon"]
     assert "jhs-boot: attempt 3 of 3 failed" in proc.stdout
+
+
+def test_jhs_asg_puts_the_boot_log_into_the_clusters_log_group(provisioned, client, moto_endpoint, worker_aws,
+                                                              tmp_path):
+    """jhs-asg log (the end of every boot): the whole boot log, one event per line in order (an empty line as a
+    space, CloudWatch Logs takes no empty event), in a new stream boot/<instance id>/<UTC time> of the cluster's
+    group, in batches CloudWatch Logs takes (this one needs two); the stream is named in the boot log."""
+    path = tmp_path / "jhs-asg"
+    path.write_text(jhs_asg_script(worker_user_data(client)))
+    log = tmp_path / "jhs-boot.log"
+    lines = [f"TASK [line {i}] " + "*" * 300 for i in range(3000)] + ["", "jhs-boot: the last line"]
+    log.write_text("\n".join(lines) + "\n")
+    env = dict(jhs_asg_env(worker_aws), AWS_ENDPOINT_URL=moto_endpoint, JHS_BOOT_LOG=str(log))
+    proc = subprocess.run([str(VENV_BIN / "python"), str(path), "log"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    logs, group = client("logs"), f"/{CLUSTER}/containers"
+    (stream,) = [s["logStreamName"] for s in logs.describe_log_streams(
+        logGroupName=group, logStreamNamePrefix=f"boot/{WorkerAwsStandIn.instance_id}/")["logStreams"]]
+    assert re.fullmatch(rf"boot/{WorkerAwsStandIn.instance_id}/\d{{8}}T\d{{6}}Z", stream), stream
+    events = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)["events"]
+    assert [e["message"] for e in events] == [line or " " for line in lines]
+    assert f"the boot log (3002 lines) is in CloudWatch Logs: group {group}, stream {stream}" in proc.stdout
 
 
 def test_auto_scaling_group(provisioned, client):
@@ -915,7 +967,8 @@ def test_every_resource_carries_the_cluster_tag(provisioned, client):
     found = cluster_resources(client, CLUSTER)
     for kind in ("vpcs", "subnets", "security_groups", "internet_gateways", "route_tables", "nat_gateways",
                  "elastic_ips", "instances", "volumes", "launch_templates", "auto_scaling_groups", "iam_roles",
-                 "instance_profiles", "ssm_parameters", "efs", "efs_mount_targets", "ecr_repositories", "s3_buckets"):
+                 "instance_profiles", "ssm_parameters", "efs", "efs_mount_targets", "ecr_repositories", "s3_buckets",
+                 "log_groups"):
         assert found.get(kind), kind
     # The NAT gateway's and the manager's addresses both carry it.
     assert len(found["elastic_ips"]) == 2
@@ -940,21 +993,28 @@ def test_cpu_target_tracking_is_opt_in(provisioned, client, moto_endpoint):
 def test_no_ecr_repositories_no_ecr_statements_and_cpu_scaling_off_again(provisioned, client, moto_endpoint):
     """aws_cluster_ecr_repositories: [] drops the ECR statements from both policies; an existing repository is
     left alone (its images are the hub's; teardown removes it). The same run has aws_cluster_worker_cpu_scaling
-    back at its default (false), which removes the policy the previous test added. The run changes those two
-    things and nothing else (one run for both: each provisioning run here costs about a minute and a half).
-    Changes the policies: runs after the tests that read them."""
+    back at its default (false), which removes the policy the previous test added, and aws_cluster_logs false,
+    which drops the logs statements and the boot's `jhs-asg log` (a new launch template version) and leaves the
+    group and its events to teardown. The run changes those things and nothing else (one run for all: each
+    provisioning run here costs about a minute and a half). Changes the policies: runs after the tests that read
+    them."""
     asg = client("autoscaling")
-    settings = dict(provisioned["settings"], aws_cluster_ecr_repositories=[])
+    settings = dict(provisioned["settings"], aws_cluster_ecr_repositories=[], aws_cluster_logs=False)
     proc, _ = playbook(moto_endpoint, "provision", settings)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert changed_tasks(proc.stdout) == ["aws_cluster : IAM | least-privilege inline policies", PULL_ROLE_TASK,
-                                          CPU_POLICY_TASK]
+                                          "aws_cluster : Workers | launch template", CPU_POLICY_TASK]
     assert re.findall(r"^changed: .*$", proc.stdout, re.M) == ["changed: [localhost] => (item=manager)",
                                                                "changed: [localhost] => (item=worker)",
-                                                               "changed: [localhost]", "changed: [localhost]"]
+                                                               "changed: [localhost]", "changed: [localhost]",
+                                                               "changed: [localhost]"]
+    boot = heredoc(worker_user_data(client), "JHS_BOOT")
+    assert "jhs-asg log" not in boot and "/usr/local/sbin/jhs-asg continue" in boot
     for role in ("manager", "worker"):
         statements = policy(client, f"{CLUSTER}-{role}")["Statement"]
-        assert not [a for s in statements for a in s["Action"] if a.startswith(("ecr:", "sts:"))], role
+        assert not [a for s in statements for a in s["Action"] if a.startswith(("ecr:", "sts:", "logs:"))], role
+    # aws_cluster_logs false: the roles may no longer write logs; the group and its events are left for teardown
+    assert cluster_resources(client, CLUSTER)["log_groups"] == [f"/{CLUSTER}/containers"]
     assert f"{CLUSTER}-registry-pull" not in [r["RoleName"] for r in client("iam").list_roles()["Roles"]]
     assert "ECR |" not in proc.stdout and "no ECR repositories" in proc.stdout
     assert list(ecr_repositories(client, CLUSTER)) == [f"{CLUSTER}/notebook"]

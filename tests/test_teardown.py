@@ -99,8 +99,8 @@ def story(moto_endpoint, client):
     steps["imposters_after_keep"] = ecr_names(ecr, A)
     with ThreadPoolExecutor(max_workers=2) as pool:
         steps["delete_a"], steps["delete_b"] = pool.map(
-            lambda cluster: playbook(moto_endpoint, "teardown", {"cluster_name": cluster, "teardown_delete_user_data": True})[0],
-            [A, B])
+            lambda extra: playbook(moto_endpoint, "teardown", {"teardown_delete_user_data": True, **extra})[0],
+            [{"cluster_name": A}, {"cluster_name": B, "aws_cluster_teardown_keep_logs": True}])
     steps["a_after_delete"] = cluster_resources(client, A)
     steps["b_after_delete"] = cluster_resources(client, B)
     steps["imposters_after_delete"] = ecr_names(ecr, A)
@@ -118,7 +118,7 @@ def test_both_clusters_were_complete(story):
     for before in (story["a_before"], story["b_before"]):
         for kind in ("vpcs", "subnets", "security_groups", "instances", "volumes", "launch_templates",
                      "auto_scaling_groups", "iam_roles", "instance_profiles", "ssm_parameters", "efs", "efs_mount_targets",
-                     "ecr_repositories", "s3_buckets", "worker_images", "snapshots"):
+                     "ecr_repositories", "s3_buckets", "worker_images", "snapshots", "log_groups"):
             assert before.get(kind), kind
     assert story["a_before"]["ecr_repositories"] == [f"{A}/notebook"] and len(story["a_images"]) == 1
     assert story["b_before"]["ecr_repositories"] == [f"{B}/notebook"]
@@ -161,7 +161,9 @@ def test_teardown_with_delete_user_data_leaves_nothing(story):
         assert story[key].returncode == 0, story[key].stdout[-5000:]
         assert "Nothing kept" in story[key].stdout
     assert story["a_after_delete"] == {}
-    assert story["b_after_delete"] == {}
+    # B's teardown was told to keep the containers' logs (aws_cluster_teardown_keep_logs): their group stays alone
+    assert story["b_after_delete"] == {"log_groups": [f"/{B}/containers"]}
+    assert f"Kept: the log group /{B}/containers (aws_cluster_teardown_keep_logs)" in story["delete_b"].stdout
 
 
 def test_the_operator_policy_sufficed_for_provision_and_teardown(story, endpoint_log):

@@ -545,6 +545,51 @@ def test_user_server_runs_on_a_worker_and_answers_through_the_hub(site, aws, hub
     assert home.is_dir() and home.stat().st_uid == 1000
 
 
+def log_streams(aws, prefix: str) -> dict[str, list[str]]:
+    """The messages of each stream of the cluster's containers' log group (CloudWatch Logs) whose name starts with
+    prefix."""
+    logs, group = aws("logs"), jhs_names(CLUSTER)["log_group"]
+    streams = logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=prefix)["logStreams"]
+    return {s["logStreamName"]: [e["message"] for e in logs.get_log_events(
+        logGroupName=group, logStreamName=s["logStreamName"], startFromHead=True)["events"]] for s in streams}
+
+
+def test_every_containers_log_is_read_back_from_cloudwatch_logs(site, aws, hub):
+    """Every node's engine sends its containers' logs to the group provisioning made (awslogs, with the instance's
+    role, at the lab's endpoint), one stream per container name: a user's server's start, as its worker logged
+    it, is read back from the group; so are the hub's and the proxy's, and each worker's boot log. `docker logs`
+    still works on the node. No logs call of the run was refused."""
+    user = "logs" + uuid.uuid4().hex[:6]
+    assert hub.call("POST", f"/hub/api/users/{user}").status_code == 201
+    hub.start(user)
+    try:
+        mine: dict[str, list[str]] = {}
+
+        def read_back() -> bool:
+            mine.update(log_streams(aws, f"jupyter-{user}."))
+            return any(f"/user/{user}/lab" in m for messages in mine.values() for m in messages)
+        wait_for(read_back, 60, 2, what=f"{user}'s server's start in the log group")
+        (stream,) = mine     # one stream: <service>.<slot>.<task id>, the name its worker's `docker ps` shows
+        assert re.fullmatch(rf"jupyter-{user}\.1\.[0-9a-z]{{25}}", stream), stream
+        assert any("Jupyter Server" in m and "is running at" in m for m in mine[stream]), mine[stream][:20]
+        worker = service_node(manager_id(aws), user)
+        assert node_exec(worker, "docker", "inspect", "-f", "{{.HostConfig.LogConfig.Type}}", stream).stdout.strip() \
+            == "awslogs"
+        local = node_exec(worker, "docker", "logs", stream)
+        assert f"/user/{user}/lab" in local.stdout + local.stderr     # the engine's local copy (dual logging)
+    finally:
+        hub.stop(user)
+        hub.delete_user(user)
+    for name in ("jupyterhub", "jupyterhub-proxy"):
+        assert any(log_streams(aws, name).get(name, [])), f"no events in the stream {name}"
+    # each worker's boot log, put there when its boot ended (jhs-asg log), says it joined
+    for worker in worker_ids(aws):
+        boots = log_streams(aws, f"boot/{worker}/")
+        assert any(f"launch lifecycle action of {worker} completed with CONTINUE" in m
+                   for messages in boots.values() for m in messages), sorted(boots)
+    assert not [d for d in iam_denials() if "logs:" in d]
+
+
 def tls_handshake(host: str, port: int, highest: ssl.TLSVersion) -> str | None:
     """The protocol the server agrees to when the client offers TLS 1.0 up to `highest` (the client's own floor and
     security level lowered so that only the server can refuse); None when the server refuses the version (its

@@ -171,10 +171,12 @@ def meta(inst, path):
 
 
 class Handler(BaseHTTPRequestHandler):
-    def _send(self, code, body=b"", ctype="text/plain"):
+    def _send(self, code, body=b"", ctype="text/plain", headers=()):
         body = body.encode() if isinstance(body, str) else body
         self.send_response(code)
         self.send_header("Content-Type", ctype)
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -187,7 +189,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(400, "invalid TTL")
         token = secrets.token_urlsafe(32)
         TOKENS[token] = (self.client_address[0], time.time() + ttl)
-        self._send(200, token)
+        # AWS answers with the token's TTL too; aws-sdk-go v1 (dockerd's awslogs driver) reads it and gives up
+        # on the instance's credentials without it.
+        self._send(200, token, headers=[("X-aws-ec2-metadata-token-ttl-seconds", str(ttl))])
 
     def do_GET(self):
         token = self.headers.get("X-aws-ec2-metadata-token", "")
