@@ -3,8 +3,8 @@
 moto alone judges SSM and Auto Scaling requests against the resource "*", so a statement scoped to a parameter or
 to a group never allows anything; and it cannot judge a trust policy whose principal is a service. These tests run
 an endpoint of their own with enforcement on, and show: the lab's keys are an administrator's, unknown keys are
-refused (signatures are not checked: moto computes some wrongly), a role is judged by its ARN-scoped statements (each parameter of GetParameters, the group an instance id
-belongs to), the administrator (EC2's stand-in) assumes only roles that trust EC2, and a reset keeps it. The
+refused (signatures are not checked: moto computes some wrongly), a role is judged by its ARN-scoped statements (each
+parameter of GetParameters, the group an instance id belongs to, the log group or stream), the administrator (EC2's stand-in) assumes only roles that trust EC2, and a reset keeps it. The
 operator's keys (.lab/env: `make lab` and the tests' site.yml runs) hold exactly docs/aws-permissions.md's policy,
 rendered for the lab's cluster; what moto names no resource for is judged by its action.
 """
@@ -146,6 +146,27 @@ def test_cloudwatch_actions_are_judged_by_their_iam_name(endpoint, cluster):
     cloudwatch = as_role(endpoint, cluster["role"])("cloudwatch")
     cloudwatch.put_metric_data(Namespace="c", MetricData=[{"MetricName": "m", "Value": 1.0}])
     assert denied(cloudwatch.list_metrics)
+
+
+def test_a_role_writes_logs_only_where_its_statements_name_the_group_or_its_streams(endpoint, cluster):
+    """CloudWatch Logs requests are judged by the log group they name, or by its stream for CreateLogStream and
+    PutLogEvents (...:log-group:<group>:log-stream:<stream>), as on AWS: a statement on <group>:* allows both in that
+    group only; one on the group alone allows neither (the stream's ARN is not the group's)."""
+    logs = client(endpoint, "logs")
+    for group in ("/c/containers", "/d/containers", "/e/containers"):
+        logs.create_log_group(logGroupName=group)
+    arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:"
+    writer = as_role(endpoint, make_role(endpoint, f"c-logs-{uuid.uuid4().hex[:6]}", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+         "Resource": [f"{arn}/c/containers", f"{arn}/c/containers:*", f"{arn}/e/containers"]}]}))("logs")
+    event = [{"timestamp": 1, "message": "hello"}]
+    writer.create_log_stream(logGroupName="/c/containers", logStreamName="s")
+    writer.put_log_events(logGroupName="/c/containers", logStreamName="s", logEvents=event)
+    assert denied(writer.create_log_stream, logGroupName="/d/containers", logStreamName="s")
+    assert denied(writer.create_log_stream, logGroupName="/e/containers", logStreamName="s")   # the group alone
+    logs.create_log_stream(logGroupName="/d/containers", logStreamName="s")
+    assert denied(writer.put_log_events, logGroupName="/d/containers", logStreamName="s", logEvents=event)
+    assert denied(writer.get_log_events, logGroupName="/c/containers", logStreamName="s")   # writes, never reads
 
 
 def operator(url, service):
