@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 
 from conftest import ROOT
-from labutil import doc_blocks, doc_commands
+from labutil import MIGRATION_GUIDE, doc_blocks, doc_commands
 
 # ansible-playbook commands of the guide the lab's tests do not run, with the reason
 NOT_IN_THE_LAB = {
@@ -32,6 +32,15 @@ def test_every_marked_command_is_run_by_a_lab_test():
         playbook = next(a for a in argv[1:] if a.endswith(".yml"))
         assert (ROOT / playbook).is_file(), f"lab-test={name}: no {playbook}"
         assert f'doc_command("{name}")' in lab_tests, f"no lab test runs the guide's lab-test={name} command"
+
+
+def test_the_migration_guides_command_is_the_one_a_lab_test_runs():
+    """docs/migrating-from-chef.md's step 5 (lab-test=migrate-homes) is run, as written, by the lab's migration test."""
+    commands = doc_commands(MIGRATION_GUIDE)
+    assert sorted(commands) == ["migrate-homes"]
+    assert commands["migrate-homes"][1] == "playbooks/migrate_homes.yml" and (ROOT / commands["migrate-homes"][1]).is_file()
+    lab_tests = "".join(p.read_text() for p in (ROOT / "tests" / "lab").glob("test_*.py"))
+    assert 'doc_commands(MIGRATION_GUIDE)["migrate-homes"]' in lab_tests
 
 
 def test_every_other_playbook_command_of_the_guide_says_why_the_lab_does_not_run_it():

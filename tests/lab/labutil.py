@@ -20,6 +20,7 @@ FIRST_SITE_LOG = ROOT / ".lab" / "logs" / "site-first.log"
 
 
 DEPLOY_GUIDE = ROOT / "docs" / "deploy-aws.md"
+MIGRATION_GUIDE = ROOT / "docs" / "migrating-from-chef.md"
 DOC_BLOCK = re.compile(r"^ *```bash(?: lab-test=([a-z-]+))?[^\n]*\n(.*?)^ *```", re.M | re.S)
 
 

@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import socket
 import ssl
 import subprocess
@@ -25,8 +26,8 @@ import warnings
 import pytest
 import requests
 from conftest import jhs_names
-from labutil import (FIRST_SITE_LOG, ROOT, doc_command, lab_admin_keys, lab_cmd, node_containers, node_exec, read_env,
-                     wait_for)
+from labutil import (FIRST_SITE_LOG, MIGRATION_GUIDE, ROOT, doc_command, doc_commands, lab_admin_keys, lab_cmd,
+                     node_containers, node_exec, read_env, wait_for)
 
 from lab import config
 from lab.hubclient import HubClient
@@ -804,6 +805,65 @@ def test_two_users_cannot_read_each_others_files_by_any_path(site, aws, hub):
     finally:
         for user in (a, b):
             hub.stop(user)
+
+
+def test_an_old_hubs_shared_directory_is_migrated_into_per_user_homes(site, aws, hub):
+    """docs/migrating-from-chef.md, step 5, as written (lab-test=migrate-homes): the Chef project's one directory for
+    everyone, copied to a staging directory on EFS, becomes each user's own home: their files, with the home's owner;
+    nothing already in a home overwritten (a user who signed in first keeps what they wrote there); nothing for a
+    user without a directory; the rest left in the staging copy. A second run changes nothing, and the user's
+    server then finds their files and nobody else's."""
+    a, b, c = ("mig" + uuid.uuid4().hex[:6] for _ in range(3))
+    efs = ROOT / ".lab" / "efs"
+    staging = efs / "migration" / uuid.uuid4().hex[:8]
+    old = {a: {"notes.txt": "old notes", "data/results.csv": "1,2,3"}, b: {"thesis.tex": "old thesis", "fig.png": "png"},
+           "course": {"week1.ipynb": "{}"}}          # the old layout: root's files, a directory per user, and the rest
+    for owner, files in old.items():
+        for rel, text in files.items():
+            (staging / owner / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staging / owner / rel).write_text(text)
+    (staging / a / "data" / "latest.csv").symlink_to("results.csv")
+    home_b = efs / "home" / b                   # b signed in on the new hub first and wrote a file the old copy has too
+    home_b.mkdir(parents=True, mode=0o700)
+    (home_b / "thesis.tex").write_text("written on the new hub")
+    for path in (home_b, home_b / "thesis.tex"):
+        os.chown(path, 1000, 1000)
+    site_path = f"/mnt/efs/migration/{staging.name}"
+    argv = [("migrate_homes_source=" + site_path) if arg.startswith("migrate_homes_source=") else arg
+            for arg in doc_commands(MIGRATION_GUIDE)["migrate-homes"]]
+    argv += ["-e", json.dumps({"migrate_homes_users": [a, b, c]})]
+    env = {**os.environ, **site, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
+    try:
+        first = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert first.returncode == 0, first.stdout[-4000:]
+        assert re.search(rf"{a}: changed: 4 copied, \d+ given the owner, 0 kept", first.stdout), first.stdout[-3000:]
+        assert re.search(rf"{b}: changed: 1 copied, 1 given the owner, 1 kept", first.stdout), first.stdout[-3000:]
+        assert f"no directory there, nothing done: {c}" in first.stdout
+        home_a = efs / "home" / a
+        assert (home_a / "notes.txt").read_text() == "old notes" and (home_a / "data" / "results.csv").read_text() == "1,2,3"
+        assert os.readlink(home_a / "data" / "latest.csv") == "results.csv"
+        assert oct(home_a.stat().st_mode & 0o777) == "0o700"
+        for path in [home_a, *home_a.rglob("*"), *home_b.rglob("*")]:
+            assert (path.lstat().st_uid, path.lstat().st_gid) == (1000, 1000), path
+        assert (home_b / "thesis.tex").read_text() == "written on the new hub"
+        assert (home_b / "fig.png").read_text() == "png"
+        assert not (efs / "home" / c).exists() and not (efs / "home" / "course").exists()
+        assert sorted(p.name for p in staging.iterdir()) == sorted([a, b, "course"])     # the staging copy is untouched
+        again = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        hosts = recap(again.stdout)
+        assert again.returncode == 0 and hosts and all(h["changed"] == 0 for h in hosts.values()), again.stdout[-3000:]
+        # a's own server finds a's files, and nothing of b's or of the course
+        assert hub.call("POST", f"/hub/api/users/{a}").status_code == 201
+        hub.start(a)
+        seen = run_in_users_kernel(site, hub, a, "import os; print(sorted(n for n in os.listdir(os.path.expanduser('~'))"
+                                                  " if not n.startswith('.')));"
+                                                  "print(open(os.path.expanduser('~/data/latest.csv')).read())")
+        assert "['data', 'notes.txt']" in seen and "1,2,3" in seen, seen
+    finally:
+        if hub.call("GET", f"/hub/api/users/{a}").status_code == 200:
+            hub.stop(a)
+            hub.delete_user(a)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def token_session(hub) -> requests.Session:
