@@ -13,7 +13,9 @@ def test_argument_specs_match_defaults():
     specs = yaml.safe_load((ROLE / "meta/argument_specs.yml").read_text())["argument_specs"]
     main = specs["main"]["options"]
     shared = {"cluster_name", "aws_region", "aws_endpoint_url", "repo_url", "repo_version"}
-    assert set(main) - shared == set(defaults) - {"aws_cluster_delete_user_data"}
+    teardown_only = set(specs["teardown"]["options"]) - set(main)     # aws_cluster_delete_user_data, ..._keep_logs
+    assert teardown_only >= {"aws_cluster_delete_user_data", "aws_cluster_teardown_keep_logs"}
+    assert set(main) - shared == set(defaults) - teardown_only
     for name, value in defaults.items():
         spec = main.get(name) or specs["teardown"]["options"][name]
         assert spec["default"] == value, name
