@@ -29,6 +29,7 @@ VALID = {
 BAD_INPUTS = [
     ("cluster-name-format", {"cluster_name": "Bad_Name"}, "cluster_name=Bad_Name: use 3-28 characters"),
     ("unknown-region", {"aws_region": "mars-north-1"}, "aws_region=mars-north-1 is not a known AWS region"),
+    ("log-kms-key", {"aws_cluster_log_kms_key_arn": "my-key"}, "aws_cluster_log_kms_key_arn=my-key: leave it empty"),
     ("endpoint-url-scheme", {"aws_endpoint_url": "ftp://127.0.0.1:1"}, "aws_endpoint_url=ftp://127.0.0.1:1: leave it empty"),
     ("repo-url-missing", {"repo_url": ""}, "both are required; repo_url is a git URL"),
     ("repo-version-space", {"repo_version": "my branch"}, "repo_version=my branch: both are required"),

@@ -144,6 +144,8 @@ WORKER_OK = {"cluster_name": "hub", "aws_region": "eu-west-1", "swarm_worker_ins
      "docker_engine_log_driver must be one of: json-file, local, awslogs"),
     ("docker_engine", {"cluster_name": "hub", "aws_region": "eu-west-1", "docker_engine_log_max_size": "lots"},
      "docker_engine_log_max_size a size like 10m (got lots)"),
+    ("docker_engine", {"cluster_name": "hub", "aws_region": "eu-west-1", "docker_engine_awslogs_endpoint": "logs.example"},
+     "docker_engine_awslogs_endpoint empty or an http(s) URL (got 'logs.example')"),
     ("docker_engine", {"cluster_name": "hub", "aws_region": "eu-west-1",
                        "docker_engine_labels": {"jhs.node-pool": ""}},
      "docker_engine_labels: key 'jhs.node-pool'"),
