@@ -8,11 +8,12 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
 
-.PHONY: help venv docker browser images lab lab-up lab-down lab-status lint pytest molecule test settings-doc bench bench-autoscale
+.PHONY: help venv docker browser images lab lab-up lab-down lab-status lab-dashboard lint pytest molecule test settings-doc bench bench-autoscale
 
 help:
 	@echo "make lab       bring up the local lab and run site.yml against it (ends with the hub URL)"
 	@echo "make test      run every test: lint, pytest (incl. the lab and the molecule scenarios)"
+	@echo "make lab-dashboard  draw the lab cluster's CloudWatch dashboard into .lab/dashboard.png"
 	@echo "make lab-down  remove everything the lab created"
 
 $(BIN)/.installed: requirements.txt
@@ -50,6 +51,10 @@ lab-down: venv
 
 lab-status: venv
 	$(BIN)/python -m lab status
+
+# The cluster's CloudWatch dashboard, drawn from the lab endpoint's metrics into .lab/dashboard.png.
+lab-dashboard: venv
+	$(BIN)/python -m lab dashboard
 
 lint: venv
 	$(BIN)/yamllint -s .

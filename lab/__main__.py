@@ -564,6 +564,22 @@ def summary() -> int:
     return 0
 
 
+def dashboard(out: str, minutes: int) -> int:
+    """The lab cluster's dashboard as a PNG; each widget's series and how many points each had."""
+    from . import dashboard as board
+    from .reconciler import aws_client
+    name = config.cluster_names()["dashboard"]
+    try:
+        widgets = board.read(aws_client("cloudwatch"), name, minutes)
+    except Exception as e:   # no dashboard yet: site.yml has not provisioned this lab
+        raise LabError(f"dashboard {name}: {e} (run make lab first)") from None
+    size = board.draw(widgets, out, f"CloudWatch dashboard {name} (lab endpoint), the last {minutes} minutes")
+    for w in widgets:
+        print(f"{w.title}: " + ", ".join(f"{s.label} {len(s.points)} points" for s in w.series))
+    print(f"dashboard  {out} ({size[0]}x{size[1]})")
+    return 0
+
+
 def next_steps(hub: str) -> str:
     """What to do with a lab hub: how to sign in and open it, and three things to try."""
     from .reconciler import aws_client
@@ -582,7 +598,9 @@ try        1. start a server: sign in, Start My Server, open a notebook and run 
            2. scale the workers to 3; a new node joins by itself (make lab-status lists it), and the scaler
               removes it again once it has been empty for the cool-down (60 s here; docs/autoscaling.md):
               (set -a; . .lab/env; .venv/bin/python -c "import boto3; boto3.client('autoscaling').set_desired_capacity(AutoScalingGroupName='{group}', DesiredCapacity=3)")
-           3. read the hub's log, every spawn in it, over SSH as on AWS (the lab's key pair):
+           3. read the cluster's CloudWatch dashboard (users, nodes, reservations, spawn and API timings, the
+              group), drawn from the lab endpoint's metrics: make lab-dashboard, then open .lab/dashboard.png
+logs       the hub's, every spawn in it, over SSH as on AWS (the lab's key pair):
               ssh -F .lab/ssh/config admin@{manager} sudo docker logs jupyterhub
            make lab-down removes everything the lab made."""
 
@@ -599,6 +617,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also the Auto Scaling instances and the last N lines of the reconciler's and the boot logs")
     sub.add_parser("summary")
     sub.add_parser("images")
+    db = sub.add_parser("dashboard", help="draw the cluster's CloudWatch dashboard from the endpoint's metrics")
+    db.add_argument("--out", default=str(config.lab_dir() / "dashboard.png"), help="the PNG to write")
+    db.add_argument("--minutes", type=int, default=60, help="how far back (default 60)")
     r = sub.add_parser("reconcile")
     r.add_argument("--once", action="store_true")
     args = parser.parse_args(argv)
@@ -621,6 +642,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "images":
             config.lab_dir().mkdir(parents=True, exist_ok=True)
             print(json.dumps(build_images(), indent=1))
+        elif args.cmd == "dashboard":
+            return dashboard(args.out, args.minutes)
         elif args.cmd == "reconcile":
             from . import reconciler
             reconciler.run(json.loads((config.lab_dir() / "images.json").read_text())["cloud"], once=args.once)

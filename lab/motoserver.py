@@ -42,6 +42,10 @@ or its HeartbeatTimeout elapses. Groups without hooks take none of the paths bel
 moto sends no lifecycle notifications (SNS, SQS, EventBridge), so no client learns a LifecycleActionToken
 here: actions are completed by InstanceId.
 
+Group metrics: moto records EnableMetricsCollection but publishes nothing. On AWS a group with metrics collection
+on sends its Group* metrics to CloudWatch (namespace AWS/AutoScaling, dimension AutoScalingGroupName) each minute;
+a daemon thread does that here, so the cluster's dashboard has them as on AWS.
+
 IAM (`--enforce-iam`, which the lab passes): every request is judged by its caller's policies, as on AWS. moto
 does that (INITIAL_NO_AUTH_ACTION_COUNT) but judges SSM and Auto Scaling requests against the resource "*", so
 the nodes' ARN-scoped statements would allow nothing; it cannot judge a trust policy whose principal is a
@@ -68,6 +72,7 @@ from moto.autoscaling.models import (
 )
 from moto import settings
 from moto.autoscaling.responses import AutoScalingResponse
+from moto.cloudwatch.models import cloudwatch_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.authorization import ActionAuthenticatorMixin
 from moto.core.responses import EmptyResult
@@ -421,6 +426,44 @@ def _expire_lifecycle_actions():
                         _actions(state).pop(name, None)
 
 
+# --- Auto Scaling group metrics: each minute, as AWS publishes them with metrics collection on --------------------
+GROUP_METRICS_EVERY = float(os.environ.get("LAB_GROUP_METRICS_EVERY", "60"))   # seconds; tests shorten it
+
+
+def _group_metrics(group) -> dict[str, int]:
+    states = [s.lifecycle_state for s in group.instance_states]
+    return {"GroupMinSize": group.min_size, "GroupMaxSize": group.max_size,
+            "GroupDesiredCapacity": group.desired_capacity,
+            "GroupInServiceInstances": states.count("InService"),
+            "GroupPendingInstances": sum(s.startswith("Pending") for s in states),
+            "GroupStandbyInstances": sum(s.startswith("Standby") for s in states),
+            "GroupTerminatingInstances": sum(s.startswith("Terminating") for s in states),
+            "GroupTotalInstances": len(states)}
+
+
+def publish_group_metrics() -> None:
+    """Every group with metrics collection on: the metrics it enabled, into AWS/AutoScaling."""
+    with _LOCK:
+        for account, region, backend in list(autoscaling_backends.iter_backends()):
+            for group in list(backend.autoscaling_groups.values()):
+                if not group.metrics:
+                    continue
+                figures = _group_metrics(group)
+                cloudwatch_backends[account][region].put_metric_data("AWS/AutoScaling", [
+                    {"MetricName": name, "Value": figures[name], "Unit": "None",
+                     "Dimensions": [{"Name": "AutoScalingGroupName", "Value": group.name}]}
+                    for name in group.metrics if name in figures])
+
+
+def _publish_group_metrics_each_minute():
+    while True:
+        time.sleep(GROUP_METRICS_EVERY)
+        try:
+            publish_group_metrics()
+        except Exception:   # in the endpoint's log; the next minute tries again
+            traceback.print_exc()
+
+
 # --- IAM enforced (--enforce-iam): resource-level ARNs, the lab's administrator, EC2 assuming roles ------------
 # moto judges each signed request against its caller's policies once settings.INITIAL_NO_AUTH_ACTION_COUNT
 # requests have passed unchecked. Three things stand between that and the lab:
@@ -647,5 +690,6 @@ if __name__ == "__main__":
         sys.argv.remove("--enforce-iam")
         enforce_iam()
     threading.Thread(target=_expire_lifecycle_actions, name="lifecycle-hook-clock", daemon=True).start()
+    threading.Thread(target=_publish_group_metrics_each_minute, name="group-metrics", daemon=True).start()
     sys.argv[0] = "moto_server"
     sys.exit(main())

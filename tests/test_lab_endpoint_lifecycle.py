@@ -371,3 +371,43 @@ def test_a_termination_wait_times_out_and_the_instance_is_terminated(timeline):
     assert TIMEOUT <= timeline["moved"]["terminate"] < TIMEOUT + 4, timeline["moved"]
     assert timeline["then"]["terminate"] == {}
     assert timeline["ec2"][iid] == "terminated"
+
+
+# --- group metrics ---------------------------------------------------------------------------------------------
+def test_a_group_with_metrics_collection_publishes_its_group_metrics_each_period(monkeypatch):
+    """As AWS does each minute (here each second, LAB_GROUP_METRICS_EVERY): the metrics the group enabled, in
+    AWS/AutoScaling with its name as dimension; a group without metrics collection publishes none."""
+    import datetime as dt
+
+    import boto3
+    from conftest import local_endpoint
+    monkeypatch.setenv("LAB_GROUP_METRICS_EVERY", "1")
+    with local_endpoint() as url:
+        def client(service):
+            return boto3.client(service, endpoint_url=url, region_name=REGION, aws_access_key_id="testing",
+                                aws_secret_access_key="testing")
+        ec2, asg, cw = client("ec2"), client("autoscaling"), client("cloudwatch")
+        vpc = ec2.create_vpc(CidrBlock="10.78.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.78.1.0/24", AvailabilityZone=f"{REGION}a")["Subnet"]
+        ec2.create_launch_template(LaunchTemplateName="metrics", LaunchTemplateData={"ImageId": AMI,
+                                                                                      "InstanceType": "t3.micro"})
+        template = {"subnet": subnet["SubnetId"], "template": "metrics"}
+        collected, quiet = create_group(asg, template, 2, max_size=5), create_group(asg, template, 1)
+        asg.enable_metrics_collection(AutoScalingGroupName=collected, Granularity="1Minute",
+                                      Metrics=["GroupDesiredCapacity", "GroupInServiceInstances", "GroupMaxSize"])
+
+        def latest(group, metric):
+            end = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=1)
+            points = cw.get_metric_statistics(
+                Namespace="AWS/AutoScaling", MetricName=metric, StartTime=end - dt.timedelta(minutes=10),
+                EndTime=end, Period=60, Statistics=["Maximum"],
+                Dimensions=[{"Name": "AutoScalingGroupName", "Value": group}])["Datapoints"]
+            return max((p["Maximum"] for p in points), default=None)
+        deadline = time.monotonic() + 20
+        while latest(collected, "GroupInServiceInstances") is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert latest(collected, "GroupInServiceInstances") == 2
+        assert latest(collected, "GroupDesiredCapacity") == 2 and latest(collected, "GroupMaxSize") == 5
+        assert latest(collected, "GroupPendingInstances") is None   # not enabled
+        assert cw.list_metrics(Namespace="AWS/AutoScaling", Dimensions=[
+            {"Name": "AutoScalingGroupName", "Value": quiet}])["Metrics"] == []

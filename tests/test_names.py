@@ -62,9 +62,10 @@ def test_ssm_parameters_of_a_cluster():
         "notebook_images": "myhub-hub-notebook-images", "backup_bucket": "myhub-backup-bucket"}
 
 
-def test_the_scalers_metrics_namespace_is_the_owners():
-    scaler = load("jhs_scaler_for_names", ROOT / "roles" / "jupyterhub" / "files" / "jhs_scaler.py")
-    assert scaler.NAMESPACE == names.METRICS_NAMESPACE
+@pytest.mark.parametrize("module", ["jhs_scaler", "jhs_hub_metrics"])
+def test_the_metrics_namespace_of_the_scaler_and_the_hub_metrics_exporter_is_the_owners(module):
+    copy = load(f"{module}_for_names", ROOT / "roles" / "jupyterhub" / "files" / f"{module}.py")
+    assert copy.NAMESPACE == names.METRICS_NAMESPACE
 
 
 # ---- cluster_name --------------------------------------------------------------------------------------------

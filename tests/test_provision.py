@@ -130,6 +130,8 @@ def cluster_resources(client, cluster: str) -> dict[str, list[str]]:
     out["ecr_repositories"] = list(ecr_repositories(client, cluster))
     out["log_groups"] = [g["logGroupName"] for g in client("logs").describe_log_groups(
         logGroupNamePrefix=f"/{cluster}/")["logGroups"]]
+    out["dashboards"] = [d["DashboardName"] for d in client("cloudwatch").list_dashboards(
+        DashboardNamePrefix=f"{cluster}-")["DashboardEntries"] if d["DashboardName"] == f"{cluster}-dashboard"]
     out["s3_buckets"] = [name for name in s3_buckets(client) if name.startswith(f"{cluster}-")
                          and s3_tags(client, name).get("jhs:cluster") == cluster]
     return {k: sorted(v) for k, v in out.items() if v}
@@ -237,7 +239,8 @@ def test_check_mode_on_empty_account_creates_nothing_and_says_what_it_would(prov
                   f".dkr.ecr.{REGION}.amazonaws.com/{CLUSTER}/notebook (scan on push on, image tags mutable, "
                   "keep the newest 10 images)",
                   f"S3 bucket {CLUSTER}-hub-backups-",
-                  f"CloudWatch Logs group /{CLUSTER}/containers for the logs of every container (kept 30 days)"):
+                  f"CloudWatch Logs group /{CLUSTER}/containers for the logs of every container (kept 30 days)",
+                  f"CloudWatch dashboard {CLUSTER}-dashboard"):
         assert thing in proc.stdout
     assert re.search(rf"ECR repositories \d{{12}}\.dkr\.ecr\.{REGION}\.amazonaws\.com/{CLUSTER}/notebook ", proc.stdout)
 
@@ -538,6 +541,35 @@ def test_the_containers_log_group_kept_for_its_retention_and_written_only_by_the
     arn = f"arn:aws:logs:{REGION}:{account}:log-group:{group}"
     for role in ("manager", "worker"):
         assert logs_statements(policy(client, f"{CLUSTER}-{role}")["Statement"]) == [(LOGS_WRITE, [arn, arn + ":*"])]
+
+
+def test_the_clusters_dashboard_shows_users_nodes_reservations_timings_and_the_groups_metrics(provisioned, client):
+    """The dashboard provisioning puts: seven widgets of the region, each metric of the scaler's and the hub-metrics
+    exporter's namespace by the cluster's ClusterName, the group's own by its name. That each has data after a spawn
+    is the lab's test (tests/lab/test_site.py)."""
+    body = json.loads(client("cloudwatch").get_dashboard(DashboardName=f"{CLUSTER}-dashboard")["DashboardBody"])
+    widgets = body["widgets"]
+    assert [w["properties"]["title"] for w in widgets] == [
+        "Users running and spawns pending", "Worker nodes: Ready, desired, in service",
+        "CPU: reserved by servers vs allocatable", "Memory: reserved by servers vs allocatable", "Spawn duration",
+        "Hub API latency", "The workers' Auto Scaling group"]
+    named = {}
+    for w in widgets:
+        assert w["type"] == "metric" and w["properties"]["region"] == REGION and w["properties"]["period"] == 60
+        for namespace, metric, dimension, value, options in w["properties"]["metrics"]:
+            named.setdefault(namespace, set()).add((metric, dimension, value))
+            assert options["stat"] in ("Average", "Minimum", "Maximum") and options["label"]
+    hub = {(m, "ClusterName", CLUSTER) for m in (
+        "UsersRunning", "SpawnsPending", "NodesReady", "DesiredCapacity", "CpuReserved", "CpuAllocatable",
+        "MemoryReserved", "MemoryAllocatable", "SpawnDuration", "HubApiLatency")}
+    group = {(m, "AutoScalingGroupName", f"{CLUSTER}-workers") for m in (
+        "GroupInServiceInstances", "GroupDesiredCapacity", "GroupPendingInstances", "GroupTerminatingInstances",
+        "GroupMinSize", "GroupMaxSize")}
+    assert named == {"JupyterHubSwarm": hub, "AWS/AutoScaling": group}
+    # the group collects exactly those (and more): Auto Scaling publishes them
+    (g,) = client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[f"{CLUSTER}-workers"])[
+        "AutoScalingGroups"]
+    assert {m for m, _, _ in group} <= {m["Metric"] for m in g["EnabledMetrics"]}
 
 
 def test_secrets_stored_encrypted_kept_and_never_printed(provisioned, client):

@@ -118,7 +118,7 @@ def test_both_clusters_were_complete(story):
     for before in (story["a_before"], story["b_before"]):
         for kind in ("vpcs", "subnets", "security_groups", "instances", "volumes", "launch_templates",
                      "auto_scaling_groups", "iam_roles", "instance_profiles", "ssm_parameters", "efs", "efs_mount_targets",
-                     "ecr_repositories", "s3_buckets", "worker_images", "snapshots", "log_groups"):
+                     "ecr_repositories", "s3_buckets", "worker_images", "snapshots", "log_groups", "dashboards"):
             assert before.get(kind), kind
     assert story["a_before"]["ecr_repositories"] == [f"{A}/notebook"] and len(story["a_images"]) == 1
     assert story["b_before"]["ecr_repositories"] == [f"{B}/notebook"]

@@ -93,6 +93,7 @@ RESOURCE_SUFFIXES = {
     "cpu_target": "-cpu-target",      # its opt-in CPU target-tracking policy
     "worker_builder": "-worker-builder",   # the worker image's builder instance
     "registry_pull": "-registry-pull",     # IAM role, pull only, the manager assumes for the spawns' ECR token
+    "dashboard": "-dashboard",        # the CloudWatch dashboard of the cluster
 }
 # Names that continue after the prefix: <prefix><zone letter>, <prefix><content hash>, <prefix><account id>.
 RESOURCE_PREFIXES = {
@@ -101,8 +102,9 @@ RESOURCE_PREFIXES = {
     "worker_image_prefix": "-worker-",
     "backup_bucket_prefix": "-hub-backups-",
 }
-# CloudWatch namespace of the scaler's metrics (the manager may put metrics only there). The scaler, which runs
-# alone in a container, keeps its own copy (jhs_scaler.NAMESPACE); tests/test_names.py checks they agree.
+# CloudWatch namespace of the scaler's and the hub-metrics exporter's metrics (the manager may put metrics only
+# there). Both run alone in a container and keep their own copy (jhs_scaler.NAMESPACE, jhs_hub_metrics.NAMESPACE);
+# tests/test_names.py checks they agree.
 METRICS_NAMESPACE = "JupyterHubSwarm"
 
 

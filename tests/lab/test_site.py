@@ -591,6 +591,44 @@ def test_every_containers_log_is_read_back_from_cloudwatch_logs(site, aws, hub):
     assert not [d for d in iam_denials() if "logs:" in d]
 
 
+def test_the_dashboard_shows_only_metrics_with_data_after_a_spawn_and_is_drawn(site, aws, hub, tmp_path):
+    """The dashboard provisioning made names only metrics that have data once a server was spawned: the scaler's,
+    the hub-metrics exporter's (a spawn's duration, the API's latency, from /hub/metrics) and the group's own (the
+    endpoint publishes them each minute, as AWS does). `python -m lab dashboard` draws it as a PNG. /hub/metrics
+    answers the exporter's read:metrics token, and nothing else of the API does; nor does it answer without one."""
+    from lab import dashboard
+    from PIL import Image
+    user = "dash" + uuid.uuid4().hex[:6]
+    hub.create_user(user)
+    hub.start(user)
+    hub.stop(user)
+    hub.delete_user(user)
+    cw, name = aws("cloudwatch"), jhs_names(CLUSTER)["dashboard"]
+    empty: list[str] = []
+
+    def every_series_has_data() -> bool:
+        widgets = dashboard.read(cw, name, minutes=15)
+        empty[:] = [f"{w.title}: {s.label}" for w in widgets for s in w.series if not s.points]
+        return not empty and len(widgets) == 7
+    # the exporter reads every 10 s here; the group's metrics come each minute
+    wait_for(every_series_has_data, 150, 5, what="data for every metric of the dashboard", detail=lambda: empty)
+
+    proc = lab_cmd("dashboard", "--out", str(tmp_path / "dashboard.png"), "--minutes", "15")
+    assert "Spawn duration: mean" in proc.stdout and "0 points" not in proc.stdout, proc.stdout
+    with Image.open(tmp_path / "dashboard.png") as image:
+        assert image.format == "PNG" and image.size == (24 * dashboard.UNIT, 30 + 24 * dashboard.UNIT)
+
+    token = node_exec(manager_id(aws), "cat", "/etc/jupyterhub/secrets/metrics-token").stdout.strip()
+    session = requests.Session()
+    session.trust_env, session.verify = False, False
+    metrics = session.get(hub.url + "/hub/metrics", headers={"Authorization": f"token {token}"}, timeout=30)
+    assert metrics.status_code == 200 and "jupyterhub_server_spawn_duration_seconds_bucket" in metrics.text
+    assert session.get(hub.url + "/hub/metrics", timeout=30).status_code == 403
+    assert session.get(hub.url + "/hub/api/users", headers={"Authorization": f"token {token}"},
+                       timeout=30).status_code == 403
+    assert not [d for d in iam_denials() if "cloudwatch:" in d]
+
+
 def tls_handshake(host: str, port: int, highest: ssl.TLSVersion) -> str | None:
     """The protocol the server agrees to when the client offers TLS 1.0 up to `highest` (the client's own floor and
     security level lowered so that only the server can refuse); None when the server refuses the version (its
