@@ -104,8 +104,8 @@ def draw(widgets: list[Widget], path, title: str = "") -> tuple[int, int]:
         for frac in (0, 0.5, 1):
             y = py1 - frac * (py1 - py0)
             pen.text((x0 + 6, y - 6), _figure(top_value * frac), fill=(90, 90, 90), font=font)
-        if w.unit:
-            pen.text((x0 + 6, py0 - 14), w.unit, fill=(90, 90, 90), font=font)
+        if w.unit:   # the left axis' label, at the title row's right end
+            pen.text((x1 - 8 - pen.textlength(w.unit, font=font), y0 + 6), w.unit, fill=(90, 90, 90), font=font)
         span = (end - start).total_seconds() if start and end and end > start else 60.0
         for i, s in enumerate(w.series):
             colour = COLOURS[i % len(COLOURS)]

@@ -150,7 +150,7 @@ def rendered(tmp_path_factory):
     secrets = work / "secrets"
     secrets.mkdir(mode=0o700)
     for name, value in {"cookie-secret": "ab" * 32, "proxy-token": "proxy-token-for-tests",
-                        "oauth-client-secret": "oauth-secret-for-tests"}.items():
+                        "oauth-client-secret": "oauth-secret-for-tests", "metrics-token": "metrics-token-for-tests"}.items():
         (secrets / name).write_text(value + "\n")
         (secrets / name).chmod(0o600)
     return work
@@ -238,6 +238,9 @@ def test_rendered_config_loads_in_jupyterhub_without_unrecognized_options(auth, 
         "scopes": ["delete:servers", "list:users", "read:servers", "read:users:activity"],
         "services": ["jupyterhub-idle-culler"]}
     assert "hub-db-backup" in result["services"]
+    # The hub-metrics exporter's service: no process, a token that may read /hub/metrics and nothing else.
+    assert result["services"]["jhs-hub-metrics"] is None
+    assert result["roles"]["jhs-hub-metrics"] == {"scopes": ["read:metrics"], "services": ["jhs-hub-metrics"]}
 
 
 def test_profile_default_image_and_defaults(rendered, jh_images, tmp_path):

@@ -8,6 +8,7 @@ URL with the configured client id and callback; HTTP redirects to HTTPS; the dat
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import sqlite3
@@ -34,13 +35,13 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def fetch(url: str):
+def fetch(url: str, headers: dict | None = None):
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     opener = urllib.request.build_opener(NoRedirect, urllib.request.HTTPSHandler(context=ctx))
     try:
-        with opener.open(url, timeout=10) as resp:
+        with opener.open(urllib.request.Request(url, headers=headers or {}), timeout=10) as resp:
             return resp.status, resp.headers
     except urllib.error.HTTPError as err:
         return err.code, err.headers
@@ -181,6 +182,16 @@ def test_secrets_come_from_ssm_into_0600_files_and_no_log(hub):
         st = f.stat()
         assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == ((0o640, 0, 65532) if name == "proxy-token" else (0o600, 0, 0))
     assert (secrets_dir.stat().st_mode & 0o777) == 0o700
+    # the hub-metrics service's token: derived from the cookie secret, 0600 root, and /hub/metrics answers it alone
+    metrics_token = secrets_dir / "metrics-token"
+    assert metrics_token.read_text().strip() == hashlib.sha256(
+        (hub["values"]["cookie-secret"] + ":jhs-hub-metrics").encode()).hexdigest()
+    assert (metrics_token.stat().st_mode & 0o777, metrics_token.stat().st_uid) == (0o600, 0)
+    url = f"https://127.0.0.1:{hub['https']}/hub/"
+    auth = {"Authorization": f"token {metrics_token.read_text().strip()}"}
+    assert fetch(url + "metrics", auth)[0] == 200
+    assert fetch(url + "metrics")[0] == 403
+    assert fetch(url + "api/users", auth)[0] == 403
     logs = docker("logs", hub["container"]).stdout + docker("logs", hub["container"]).stderr
     config = (Path(hub["host"]["jupyterhub_config_dir"]) / "jupyterhub_config.py").read_text()
     inspect = docker("inspect", hub["container"]).stdout

@@ -12,7 +12,7 @@ small exporter reads the text each interval and publishes what changed since its
 Each as StatisticValues: SampleCount and Sum exact; Minimum and Maximum the bounds of the lowest and highest
 histogram buckets that gained an observation (JupyterHub keeps no exact extremes). An interval with no spawn or
 no request publishes nothing for that metric (the dashboard shows a gap, not a zero). Namespace JupyterHubSwarm,
-dimension ClusterName, as the scaler's metrics (docs/autoscaling.md, docs/operations.md).
+dimension ClusterName, as the scaler's metrics (docs/autoscaling.md, docs/monitoring.md).
 
 It runs in its own container on the manager's host network, so it calls AWS with the instance role's credentials
 as the scaler does (the hub's container never holds AWS credentials), and reads /hub/metrics through the proxy on
