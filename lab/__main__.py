@@ -240,6 +240,18 @@ def ensure_ecr(image: str) -> None:
     say(f"registry (Amazon ECR stand-in, ECR tokens of the local endpoint) at {config.ecr_addr()}")
 
 
+def ensure_proxy(image: str) -> None:
+    """An outbound (corporate) proxy on the lab's network, which a node told to (outbound_proxy) goes through."""
+    cur = inspect(config.PROXY_CONTAINER)
+    if cur and cur["Config"]["Image"] == image and cur["State"]["Running"]:
+        return
+    if cur:
+        docker("rm", "-f", "-v", config.PROXY_CONTAINER)
+    docker("run", "-d", "--name", config.PROXY_CONTAINER, "--label", f"{config.LABEL}=proxy",
+           "--network", config.NETWORK, "--ip", config.proxy_addr().split(":")[0], "--restart", "unless-stopped", image)
+    say(f"outbound proxy (tinyproxy) at {config.proxy_addr()}")
+
+
 def snapshot_repo() -> str:
     """Publish the working tree (tracked and untracked, not ignored) as branch `lab` of the lab's git
     repository, which lab instances ansible-pull from, the way AWS instances pull from repo_url.
@@ -404,10 +416,11 @@ def up() -> None:
         ensure_endpoint()
         base_ami = ensure_base_ami(tags["cloud"])
         ssh_config = ensure_key_pair()
-    with phase("metadata service, registry, ECR stand-in", started):
+    with phase("metadata service, registry, ECR stand-in, outbound proxy", started):
         ensure_imds(tags["imds"])
         ensure_registry(tags["registry"], tags["base"])
         ensure_ecr(tags["registry"])
+        ensure_proxy(tags["proxy"])
     with phase("repository for ansible-pull and the group's reconciler", started):
         snapshot_repo()
         ensure_git_daemon()

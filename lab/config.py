@@ -101,6 +101,13 @@ def registry_addr() -> str:
 
 
 ECR_CONTAINER = "jhs-lab-ecr"
+PROXY_CONTAINER = "jhs-lab-proxy"
+
+
+def proxy_addr() -> str:
+    """The lab's outbound (corporate) proxy, as nodes reach it (tinyproxy; tests/lab/test_site.py sends a node
+    through it)."""
+    return f"{service_range()[-5]}:3128"
 
 
 def ecr_addr() -> str:

@@ -11,6 +11,7 @@ Images:
   node  cloud's recipe + Docker engine and the modules' libraries: the molecule scenarios' nodes
   imds  base + the instance metadata stand-in server
   registry  base + Debian's docker-registry: the Docker Hub and ECR stand-ins
+  proxy  base + Debian's tinyproxy: an outbound (corporate) proxy on the lab's network
 """
 from __future__ import annotations
 
@@ -168,4 +169,5 @@ def build_all(log: Path) -> dict[str, str]:
     log.parent.mkdir(parents=True, exist_ok=True)
     base = build_base(log)
     return {"base": base, "cloud": build_from_dir("cloud", base, log), "node": build_from_dir("node", base, log),
-            "imds": build_from_dir("imds", base, log), "registry": build_from_dir("registry", base, log)}
+            "imds": build_from_dir("imds", base, log), "registry": build_from_dir("registry", base, log),
+            "proxy": build_from_dir("proxy", base, log)}

@@ -30,6 +30,8 @@ BAD_INPUTS = [
     ("cluster-name-format", {"cluster_name": "Bad_Name"}, "cluster_name=Bad_Name: use 3-28 characters"),
     ("unknown-region", {"aws_region": "mars-north-1"}, "aws_region=mars-north-1 is not a known AWS region"),
     ("log-kms-key", {"aws_cluster_log_kms_key_arn": "my-key"}, "aws_cluster_log_kms_key_arn=my-key: leave it empty"),
+    ("outbound-proxy", {"aws_cluster_worker_boot_vars": {"outbound_proxy": {"http": "proxy.corp:3128"}}},
+     "aws_cluster_worker_boot_vars: outbound_proxy.http=proxy.corp:3128: a proxy URL http://host:port"),
     ("awslogs-without-group", {"aws_cluster_logs": False, "docker_engine_log_driver": "awslogs"},
      "docker_engine_log_driver=awslogs (the manager's, or the workers' in aws_cluster_worker_boot_vars) with aws_cluster_logs=false"),
     ("endpoint-url-scheme", {"aws_endpoint_url": "ftp://127.0.0.1:1"}, "aws_endpoint_url=ftp://127.0.0.1:1: leave it empty"),

@@ -106,6 +106,9 @@ def test_notebook_image_starts_without_the_slow_import(jh_images):
     assert out.stdout.strip() == "rfc3987_syntax None", out.stdout
 
 
+PROXY = {"http": "http://proxy.corp.example.test:3128", "no_proxy": [".corp.example.test", "10.20.0.0/16"]}
+
+
 def combo_vars(auth: str, tls: str, cfg: Path, certs: Path) -> dict:
     v = {"cluster_name": "jhtest", "lab_mode": auth == "local" or tls == "selfsigned", "jupyterhub_config_dir": str(cfg),
          "jupyterhub_authenticator": auth, "jupyterhub_tls_mode": tls, "jupyterhub_domain": "hub.example.test",
@@ -119,7 +122,8 @@ def combo_vars(auth: str, tls: str, cfg: Path, certs: Path) -> dict:
         v.update(jupyterhub_oauth_client_id=f"{auth}-client-id")
     if auth == "github":
         v.update(jupyterhub_github_allowed_organizations=["jhs-org", "jhs-org:admins"],
-                 jupyterhub_notebook_capabilities=["CHOWN", "SETUID", "SETGID"], jupyterhub_pids_limit=0)
+                 jupyterhub_notebook_capabilities=["CHOWN", "SETUID", "SETGID"], jupyterhub_pids_limit=0,
+                 outbound_proxy=PROXY)   # the shared setting, which jupyterhub_outbound_proxy defaults to
     if auth == "oidc":
         v.update(jupyterhub_oidc_authorize_url="https://id.example.test/authorize",
                  jupyterhub_oidc_token_url="https://id.example.test/token",
@@ -226,6 +230,19 @@ def test_rendered_config_loads_in_jupyterhub_without_unrecognized_options(auth, 
     # The home was created by the pre-spawn hook, owned by the notebook user, before any service exists.
     assert result["home"] == "/mnt/efs/home/alice"
     assert result["home_owner"] == [1000, 1000]
+    # The outbound proxy (github's combination sets outbound_proxy): users' servers and the image builds go through
+    # it, in both spellings; the hub's names, the metadata service and localhost go direct.
+    build_args = json.loads((rendered / f"{auth}-{tls}" / "build-args.json").read_text())
+    proxied = {k: v for k, v in result["environment"].items() if k.lower().endswith("_proxy")}
+    if auth == "github":
+        direct = "localhost,127.0.0.1,169.254.169.254,.corp.example.test,10.20.0.0/16,jupyterhub,jupyterhub-proxy"
+        expected = {"HTTP_PROXY": PROXY["http"], "HTTPS_PROXY": PROXY["http"], "NO_PROXY": direct}
+        assert proxied == {**expected, **{k.lower(): v for k, v in expected.items()}}
+        assert build_args == {**expected, "NO_PROXY": direct.rsplit(",jupyterhub", 1)[0],
+                              **{k.lower(): v for k, v in expected.items()},
+                              "no_proxy": direct.rsplit(",jupyterhub", 1)[0]}
+    else:
+        assert proxied == {} and build_args == {}
     assert (efs / "home" / "alice").is_dir()
     assert result["volumes"] == {"/mnt/efs/home/{username}": "/home/jovyan"}
     # SQLite off NFS in the user server.
@@ -294,6 +311,10 @@ BAD_CASES = {
     "vars_secrets_bad_cookie": ({"jupyterhub_secrets_source": "vars", "jupyterhub_cookie_secret": "short",
                                  "jupyterhub_proxy_token": "x" * 20}, "jupyterhub_cookie_secret must be 64 hex digits"),
     "hub_database_on_nfs": ({"jupyterhub_state_dir": "/mnt/efs/hub"}, "SQLite breaks on NFS"),
+    "outbound_proxy_no_proxy_a_string": ({"outbound_proxy": {"http": "http://proxy:3128", "no_proxy": "a,b"}},
+                                         "jupyterhub_outbound_proxy: outbound_proxy.no_proxy must be a list"),
+    "hub_metrics_every_second": ({"jupyterhub_hub_metrics_enabled": True, "jupyterhub_hub_metrics_interval": 1},
+                                 "jupyterhub_hub_metrics_interval=1: at least 10 seconds"),
     "state_device_neither_id_nor_path": ({"jupyterhub_state_device": "xvdf"},
                                          "jupyterhub_state_device (xvdf) must be empty, an EBS volume id (vol-...) or a /dev/ path"),
     "backup_bucket_not_a_bucket_name": ({"jupyterhub_backup_s3_bucket": "s3://My_Bucket"},

@@ -223,3 +223,31 @@ def test_homes_owner_and_mode_come_from_the_owner():
     assert (hub["jupyterhub_notebook_uid"], hub["jupyterhub_notebook_gid"]) == (
         "{{ 'uid' | jhs_home }}", "{{ 'gid' | jhs_home }}")
     assert "'mode' | jhs_home" in (ROOT / "roles/jupyterhub/templates/jupyterhub_config.py.j2").read_text()
+
+
+# ---- the outbound proxy -------------------------------------------------------------------------------------
+
+def test_the_proxys_environment_in_both_spellings_with_what_always_goes_direct():
+    env = names.proxy_env({"http": "http://proxy.corp:3128", "no_proxy": [".corp", "10.0.0.0/8"]}, ["jupyterhub"])
+    direct = "localhost,127.0.0.1,169.254.169.254,.corp,10.0.0.0/8,jupyterhub"
+    assert env == {"HTTP_PROXY": "http://proxy.corp:3128", "HTTPS_PROXY": "http://proxy.corp:3128", "NO_PROXY": direct,
+                   "http_proxy": "http://proxy.corp:3128", "https_proxy": "http://proxy.corp:3128", "no_proxy": direct}
+    assert names.proxy_env({"http": "http://a:1", "https": "http://b:2"})["HTTPS_PROXY"] == "http://b:2"
+    assert names.proxy_env({}) == names.proxy_env(None) == names.proxy_env({"no_proxy": [".corp"]}) == {}
+
+
+@pytest.mark.parametrize("value", [{}, None, "", {"http": "http://proxy:3128"},
+                                   {"http": "https://proxy.corp:443/", "https": "http://p2:8080", "no_proxy": [".a"]}])
+def test_outbound_proxy_accepted(value):
+    assert names.proxy_error(value) == ""
+
+
+@pytest.mark.parametrize("value,message", [
+    ({"http": "proxy:3128"}, "outbound_proxy.http=proxy:3128: a proxy URL"),
+    ({"https": "http://proxy:3128"}, "set http (https defaults to it)"),
+    ({"http": "http://p:1", "no_proxy": "a,b"}, "no_proxy must be a list"),
+    ({"http": "http://p:1", "no_proxy": ["a,b"]}, "no_proxy must be a list"),
+    ({"http_proxy": "http://p:1"}, "outbound_proxy must be a dict of http, https"),
+    ("http://p:1", "outbound_proxy must be a dict of http, https")])
+def test_outbound_proxy_refused_naming_what_is_allowed(value, message):
+    assert message in names.proxy_error(value)

@@ -203,7 +203,8 @@ def provisioned(moto_endpoint, client):
                                 aws_cluster_dns_record=True, aws_cluster_domain=DOMAIN, aws_cluster_hosted_zone=ZONE,
                                 aws_cluster_worker_desired_capacity=1, aws_cluster_key_name=KEY_PAIR,
                                 aws_cluster_worker_verify_commit=True,
-                                aws_cluster_worker_boot_vars={"docker_engine_registry_mirrors": ["http://10.10.255.253:5000"]})
+                                aws_cluster_worker_boot_vars={"docker_engine_registry_mirrors": ["http://10.10.255.253:5000"],
+                                                              "outbound_proxy": PROXY})
     client("ec2").create_key_pair(KeyName=KEY_PAIR)
     result = {"oauth_secret": oauth_secret, "settings": settings}
     result["before_check"] = account_state(client)
@@ -659,7 +660,13 @@ def test_worker_user_data_contract(provisioned, client, moto_endpoint, tmp_path)
     assert pull.endswith(f"-e cluster_name={CLUSTER} -e aws_region={REGION} -e aws_endpoint_url={moto_endpoint}")
     boot_vars = json.loads(re.search(r"<<'JHS_VARS'\n(.*?)\nJHS_VARS\n", script, re.S).group(1))
     assert boot_vars == {"cluster_name": CLUSTER, "aws_region": REGION, "aws_endpoint_url": moto_endpoint,
-                         "docker_engine_registry_mirrors": ["http://10.10.255.253:5000"]}
+                         "docker_engine_registry_mirrors": ["http://10.10.255.253:5000"], "outbound_proxy": PROXY}
+    # the outbound proxy: the user-data's apt, pip and git go through it, and so does every boot (boot.env)
+    no_proxy = "localhost,127.0.0.1,169.254.169.254,.corp.example.test"
+    head = script.split("JHS_VENV=", 1)[0]
+    for key, value in (("HTTP_PROXY", PROXY["http"]), ("HTTPS_PROXY", PROXY["http"]), ("NO_PROXY", no_proxy)):
+        assert f"export {key}={value}\n" in head and f"export {key.lower()}={value}\n" in head
+        assert f"\n{key}={value}\n" in heredoc(script, "JHS_ENV")
     assert "chmod 0600 /etc/jhs/boot-vars.json" in script
     # a bounded retry (3 attempts, 30 s apart by default), then the instance reports itself Unhealthy and abandons
     # its launch; after a successful attempt it completes the launch with CONTINUE (test_worker_boot_completes_...)
@@ -677,6 +684,9 @@ def test_worker_user_data_contract(provisioned, client, moto_endpoint, tmp_path)
     path.write_text(script)
     syntax = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
     assert syntax.returncode == 0, syntax.stderr
+
+
+PROXY = {"http": "http://proxy.corp.example.test:3128", "no_proxy": [".corp.example.test"]}
 
 
 def heredoc(user_data: str, marker: str) -> str:

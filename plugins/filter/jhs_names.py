@@ -6,6 +6,8 @@
     cluster_name | jhs_cluster_name_error    '' or the preflight message (the setting and what is allowed)
     aws_region | jhs_region_error            '' or the preflight message (the regions botocore knows)
     'uid' | jhs_home                         uid, gid or mode of a user's home directory
+    outbound_proxy | jhs_proxy_env(direct)   the proxy's environment ({} without one), NO_PROXY with direct too
+    outbound_proxy | jhs_proxy_error         '' or the preflight message
 
 Found through ansible.cfg's filter_plugins (plugins/filter), which ansible-pull on a worker reads from the
 repository it checked out. The module is loaded by its path, next to this file, as a controller plugin cannot
@@ -50,4 +52,6 @@ class FilterModule:
             "jhs_cluster_name_error": _names.cluster_name_error,
             "jhs_region_error": _names.region_error,
             "jhs_home": jhs_home,
+            "jhs_proxy_env": _names.proxy_env,
+            "jhs_proxy_error": _names.proxy_error,
         }

@@ -174,3 +174,45 @@ HOME_MODE = "0700"
 def home() -> dict:
     """{uid, gid, mode} of a user's home directory (mode as the octal string Ansible's file module takes)."""
     return {"uid": HOME_UID, "gid": HOME_GID, "mode": HOME_MODE}
+
+
+# ---- an outbound (corporate) proxy --------------------------------------------------------------------------
+# The shared setting outbound_proxy: {http: URL, https: URL (default: http), no_proxy: [host, .domain, CIDR, ...]}.
+# Whatever goes through it (apt, the Docker engine's pulls, image builds, users' servers, the workers' boot) gets
+# the same environment from proxy_env. These always go direct: the instance metadata service (a proxy would answer
+# with its own address's credentials, or not at all) and the host itself.
+PROXY_ALWAYS_DIRECT = ("localhost", "127.0.0.1", "169.254.169.254")
+
+
+def proxy_error(value) -> str:
+    """'' for a valid outbound_proxy (empty or unset included), else the message a preflight shows."""
+    if value in (None, "", {}):
+        return ""
+    if not isinstance(value, dict) or set(value) - {"http", "https", "no_proxy"}:
+        return ("outbound_proxy must be a dict of http, https (URLs) and no_proxy (a list of hosts, .domains and "
+                f"CIDRs), got {value!r}")
+    for key in ("http", "https"):
+        url = value.get(key) or ""
+        if url and not re.match(r"^https?://[^/\s:]+(:\d{1,5})?/?$", url):
+            return f"outbound_proxy.{key}={url}: a proxy URL http://host:port (or https://host:port)"
+    if (value.get("https") or "") and not (value.get("http") or ""):
+        return "outbound_proxy: set http (https defaults to it); https alone leaves apt's and pulls' HTTP direct"
+    no_proxy = value.get("no_proxy") or []
+    if not isinstance(no_proxy, list) or not all(isinstance(h, str) and h and "," not in h and " " not in h
+                                                 for h in no_proxy):
+        return f"outbound_proxy.no_proxy must be a list of hosts, .domains or CIDRs (no commas), got {no_proxy!r}"
+    return ""
+
+
+def proxy_env(value, *direct) -> dict:
+    """The environment of a process behind outbound_proxy: HTTP_PROXY, HTTPS_PROXY and NO_PROXY, and their lower-case
+    spellings (curl, apt and Python read one or the other); NO_PROXY is PROXY_ALWAYS_DIRECT, the setting's no_proxy
+    and `direct` (what the caller knows must not go through it). {} without a proxy."""
+    if not isinstance(value, dict) or not value.get("http"):
+        return {}
+    http, https = value["http"], value.get("https") or value["http"]
+    no_proxy = ",".join(dict.fromkeys([*PROXY_ALWAYS_DIRECT, *(value.get("no_proxy") or []),
+                                       *[d for group in direct for d in ([group] if isinstance(group, str) else group)
+                                         if d]]))
+    env = {"HTTP_PROXY": http, "HTTPS_PROXY": https, "NO_PROXY": no_proxy}
+    return {**env, **{k.lower(): v for k, v in env.items()}}

@@ -1253,6 +1253,71 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
     assert node_exec(worker, "systemctl", "is-active", "jhs-server-isolation.service").stdout.strip() == "active"
 
 
+def set_outbound_proxy(lab_env: dict, node: str, proxy: dict) -> subprocess.CompletedProcess:
+    """The docker_engine role's outbound proxy tasks on one node (tests/lab/outbound_proxy.yml), with outbound_proxy
+    as an operator sets it."""
+    env = {**os.environ, **lab_env, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
+    return subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "tests/lab/outbound_proxy.yml",
+                           "-i", "inventories/lab", "-e", json.dumps({"target": node, "outbound_proxy": proxy})],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_a_node_behind_an_outbound_proxy_pulls_and_installs_through_it(site, aws):
+    """A corporate network: the worker's direct way to the lab registry is closed (a rule on the lab's bridge, as
+    a firewall would), so its pulls fail, until outbound_proxy sends its engine and apt through the lab's proxy
+    (tinyproxy): then a pull and `apt-get update` succeed, and the proxy's log has the worker's requests. Back to
+    no proxy, the files go and the engine goes direct again. (Image builds and users' servers get the same setting:
+    tests/test_jupyterhub_config.py; the workers' boot: tests/test_provision.py.)"""
+    from lab.images import debian_mirror
+    manager = manager_id(aws)
+    worker = sorted(ready_workers(manager))[0]
+    worker_ip = private_ips(aws, [worker])[worker]
+    registry_ip, registry_port = config.registry_addr().split(":")
+    proxy = {"http": f"http://{config.proxy_addr()}"}
+    image = f"{config.registry_addr()}/library/debian:bookworm-slim"
+    close = ["DOCKER-USER", "-s", worker_ip, "-d", registry_ip, "-p", "tcp", "--dport", registry_port,
+             "-j", "REJECT", "--reject-with", "tcp-reset"]
+
+    def pull() -> subprocess.CompletedProcess:
+        return node_exec(worker, "docker", "pull", "-q", image)
+
+    def engine_env() -> str:
+        return node_exec(worker, "systemctl", "show", "-P", "Environment", "docker").stdout
+    since = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert subprocess.run(["iptables", "-I", *close[:1], "1", *close[1:]], capture_output=True).returncode == 0
+    try:
+        refused = pull()
+        assert refused.returncode != 0, refused.stdout     # the direct way is closed: the test can fail
+        on = set_outbound_proxy(site, worker, proxy)
+        assert on.returncode == 0, on.stdout[-3000:] + on.stderr[-2000:]
+        assert "RUNNING HANDLER [docker_engine : Restart Docker engine]" in on.stdout
+        wait_for(lambda: node_exec(worker, "docker", "version").returncode == 0, 60, 1, what="the worker's engine")
+        assert f"HTTP_PROXY={proxy['http']}" in engine_env() and "169.254.169.254" in engine_env()
+        pulled = pull()
+        assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+        apt = node_exec(worker, "apt-get", "update", "-q")
+        assert apt.returncode == 0, apt.stdout[-2000:] + apt.stderr[-2000:]
+        logs = subprocess.run(["docker", "logs", "--since", since, config.PROXY_CONTAINER], capture_output=True,
+                              text=True)
+        log = logs.stdout + logs.stderr
+        assert f"http://{config.registry_addr()}/v2/library/debian/manifests/bookworm-slim" in log, log[-3000:]
+        assert worker_ip in log, log[-3000:]
+        mirror_host = urllib.parse.urlsplit(debian_mirror()).hostname   # the nodes' apt source (lab/images.py)
+        assert mirror_host in log, (mirror_host, log[-3000:])
+        # the same run again changes nothing (and restarts nothing)
+        again = set_outbound_proxy(site, worker, proxy)
+        assert again.returncode == 0 and recap(again.stdout)[worker]["changed"] == 0, again.stdout[-3000:]
+    finally:
+        off = set_outbound_proxy(site, worker, {})
+        subprocess.run(["iptables", "-D", *close], capture_output=True)
+    assert off.returncode == 0, off.stdout[-3000:] + off.stderr[-2000:]
+    wait_for(lambda: node_exec(worker, "docker", "version").returncode == 0, 60, 1, what="the worker's engine")
+    assert "HTTP_PROXY" not in engine_env()
+    assert node_exec(worker, "test", "-e", "/etc/apt/apt.conf.d/80jhs-outbound-proxy").returncode == 1
+    assert pull().returncode == 0      # direct again
+    wait_for(lambda: worker in ready_workers(manager), 120, 2, what="the worker Ready again after its engine restarts")
+
+
 def run_hub_settings(lab_env: dict, *extra: str) -> subprocess.CompletedProcess:
     """docs/deploy-aws.md's "change a hub setting only": playbooks/manager.yml limited to the hub's config and run."""
     env = {**os.environ, **lab_env, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
