@@ -55,6 +55,7 @@ Nothing else differs from `moto_server`; the tests' own endpoint (tests/conftest
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import sys
@@ -62,6 +63,7 @@ import threading
 import time
 import traceback
 import uuid
+from urllib.parse import parse_qs, urlparse
 
 from moto.autoscaling.exceptions import ValidationError
 from moto.autoscaling.models import (
@@ -73,6 +75,7 @@ from moto.autoscaling.models import (
 from moto import settings
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.cloudwatch.models import cloudwatch_backends
+from moto.cloudwatch.responses import CloudWatchResponse
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.authorization import ActionAuthenticatorMixin
 from moto.core.responses import EmptyResult
@@ -486,8 +489,13 @@ def _publish_group_metrics_each_minute():
 # - moto names CloudWatch's actions monitoring:... (its signing name): here cloudwatch:..., as IAM does.
 # - moto recomputes a request's signature wrongly for some REST services (EFS's DescribeFileSystems is refused
 #   with SignatureDoesNotMatch), so signatures are not checked: a caller is known by its access key id.
-# Conditions: moto evaluates only StringEquals on values it is given and gives none for these services, so a
-# statement's Condition is not checked here (docs/aws-permissions.md says which statements have one).
+# - Conditions: moto evaluates only StringEquals, on values it is given, and gives none for these services; an
+#   absent key passes. Here the keys the nodes' roles are scoped by are given and judged as AWS judges them:
+#   cloudwatch:namespace (PutMetricData's Namespace) and s3:prefix (a bucket listing's prefix), with StringEquals,
+#   StringNotEquals, StringLike and StringNotLike (a value matching any of the statement's; a key the request lacks
+#   fails every operator but the Not ones, as on AWS without ...IfExists). Conditions on other keys (aws:RequestTag,
+#   aws:ResourceTag, iam:PassedToService in the operator's policy) stay unjudged: the lab would need each
+#   resource's tags at each call (docs/lab.md lists the gap).
 LAB_ADMIN_USER = "jhs-lab-admin"
 _OPERATOR_POLICY_FILE: list[str] = []   # --operator-policy: read again whenever the operator is seeded
 IAM_ENFORCED = "lab endpoint: every request is judged by IAM from here on (--enforce-iam)"
@@ -554,9 +562,13 @@ _authorize_one = ActionAuthenticatorMixin._authenticate_and_authorize_normal_act
 
 
 def _authorize_each(self, resource="*"):
-    """Each ARN a request acts on is judged (moto judges one)."""
-    for arn in resource if isinstance(resource, list) else [resource]:
-        _authorize_one(self, arn)
+    """Each ARN a request acts on is judged (moto judges one), with the values of the judged condition keys."""
+    _REQUEST_CONDITION_VALUES.values = _cloudwatch_condition_values(self)
+    try:
+        for arn in resource if isinstance(resource, list) else [resource]:
+            _authorize_one(self, arn)
+    finally:
+        _REQUEST_CONDITION_VALUES.values = {}
 
 
 # A request names its service by its signing name, which is not always the service's IAM prefix (CloudWatch signs as
@@ -577,15 +589,12 @@ def _action_with_iam_prefix(self, *args, **kwargs):
     self._action = _IAM_ACTIONS.get(action, action)
 
 
-_check_action = IAMRequestBase.check_action_permitted
-
-
 def _logged_denial(self, resource: str) -> None:
     """A refusal names the caller, the action and the resource in the endpoint's log (.lab/logs/moto.log), where
     the lab's reader finds which statement a role lacks. With LAB_IAM_AUDIT=1 in the endpoint's environment it is
     logged as `IAM audit: would deny ...` and let through: one run then lists everything a policy lacks."""
     try:
-        _check_action(self, resource)
+        _check_action_with_conditions(self, resource)
     except Exception:
         if os.environ.get("LAB_IAM_AUDIT") == "1":
             print(f"IAM audit: would deny {self._access_key.arn} {self._action} on {resource}", file=sys.stderr,
@@ -593,6 +602,76 @@ def _logged_denial(self, resource: str) -> None:
             return
         print(f"IAM denied: {self._access_key.arn} {self._action} on {resource}", file=sys.stderr, flush=True)
         raise
+
+
+JUDGED_CONDITION_KEYS = {"cloudwatch:namespace", "s3:prefix"}
+_REQUEST_CONDITION_VALUES = threading.local()   # the values of a request being judged (one thread a request)
+
+
+def _cloudwatch_condition_values(self) -> dict[str, str]:
+    if isinstance(self, CloudWatchResponse) and self._get_action() == "PutMetricData":
+        return {"cloudwatch:namespace": self._get_param("Namespace")}
+    return {}
+
+
+def _condition_values(request) -> dict[str, str]:
+    """The judged keys' values of a request: set by the response object (CloudWatch), or read from an S3 request's
+    query (a bucket listing's prefix)."""
+    values = dict(getattr(_REQUEST_CONDITION_VALUES, "values", {}) or {})
+    if request._action == "s3:ListBucket":
+        prefix = parse_qs(urlparse(request._path).query).get("prefix")
+        if prefix:
+            values["s3:prefix"] = prefix[0]
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _string_like(pattern: str, value: str) -> bool:
+    return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
+
+
+_OPERATORS = {"StringEquals": lambda want, got: got == want, "StringLike": _string_like}
+
+
+def _judged_conditions_hold(self, values) -> bool:
+    """Every condition of the statement on a judged key holds for the request's values (others are left to moto)."""
+    for operator, keys in (self._statement.get("Condition") or {}).items():
+        negated = operator.startswith("StringNot")
+        match = _OPERATORS.get(operator.replace("Not", "", 1) if negated else operator)
+        for key, wanted in keys.items():
+            if key not in JUDGED_CONDITION_KEYS or match is None:
+                continue
+            got = (values or {}).get(key)
+            found = got is not None and any(match(w, got) for w in (wanted if isinstance(wanted, list) else [wanted]))
+            if found == negated:
+                return False
+    return True
+
+
+_moto_check_conditions = IAMPolicyStatement._check_conditions
+
+
+def _check_conditions(self, incoming_condition_values=None) -> bool:
+    return _judged_conditions_hold(self, incoming_condition_values) and _moto_check_conditions(
+        IAMPolicyStatement({**self._statement, "Condition": {
+            op: {k: v for k, v in keys.items() if k not in JUDGED_CONDITION_KEYS}
+            for op, keys in (self._statement.get("Condition") or {}).items()}}), incoming_condition_values)
+
+
+def _check_action_with_conditions(self, resource: str) -> None:
+    """moto's check_action_permitted, with the request's values of the judged condition keys."""
+    if self._action == "sts:GetCallerIdentity":
+        return
+    values = _condition_values(self)
+    permitted = False
+    for policy in self._access_key.collect_policies():
+        result = IAMPolicy(policy).is_action_permitted(self._action, resource, None, values)
+        if result == PermissionResult.DENIED:
+            self._raise_access_denied()
+        permitted = permitted or result == PermissionResult.PERMITTED
+    if self._is_assuming_role_operation(resource):
+        permitted = permitted and self._check_role_trust_relationship(resource)
+    if not permitted:
+        self._raise_access_denied()
 
 
 _statement_permits = IAMPolicyStatement.is_action_permitted
@@ -669,6 +748,7 @@ def enforce_iam() -> None:
     IAMRequestBase.check_action_permitted = _logged_denial
     IAMRequestBase.__init__ = _action_with_iam_prefix
     IAMPolicyStatement.is_action_permitted = _unnamed_resource_judged_by_action
+    IAMPolicyStatement._check_conditions = _check_conditions
     _reset = moto_api_backend.reset
 
     def reset_and_seed() -> None:   # POST /moto-api/reset wipes IAM: the lab's users come back

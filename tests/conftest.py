@@ -37,6 +37,12 @@ def jhs_names(cluster: str) -> dict:
     return _names_owner().names(cluster)
 
 
+def home_owner() -> tuple[int, int]:
+    """(uid, gid) of a user's home directory, from their one owner (plugins/module_utils/jhs_names.py)."""
+    home = _names_owner().home()
+    return home["uid"], home["gid"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

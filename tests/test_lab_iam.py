@@ -148,6 +148,29 @@ def test_cloudwatch_actions_are_judged_by_their_iam_name(endpoint, cluster):
     assert denied(cloudwatch.list_metrics)
 
 
+def test_a_statements_condition_on_the_metrics_namespace_or_the_listed_prefix_is_judged(endpoint, cluster):
+    """The nodes' roles are scoped by conditions where the resource cannot be: the manager puts metrics in its
+    namespace only (cloudwatch:namespace, StringEquals) and lists the backups bucket under its prefix only (s3:prefix,
+    StringLike). The endpoint judges both as AWS does: another namespace, another prefix or none is refused."""
+    bucket = f"c-hub-backups-{uuid.uuid4().hex[:6]}"
+    s3 = client(endpoint, "s3")
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_object(Bucket=bucket, Key="hub-backups/jupyterhub-1.sqlite", Body=b"db")
+    s3.put_object(Bucket=bucket, Key="elsewhere/x", Body=b"x")
+    role = as_role(endpoint, make_role(endpoint, f"c-manager-{uuid.uuid4().hex[:6]}", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["cloudwatch:PutMetricData"], "Resource": "*",
+         "Condition": {"StringEquals": {"cloudwatch:namespace": "JupyterHubSwarm"}}},
+        {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}",
+         "Condition": {"StringLike": {"s3:prefix": ["hub-backups/*"]}}}]}))
+    metric = [{"MetricName": "UsersRunning", "Value": 1.0}]
+    role("cloudwatch").put_metric_data(Namespace="JupyterHubSwarm", MetricData=metric)
+    assert denied(role("cloudwatch").put_metric_data, Namespace="SomethingElse", MetricData=metric)
+    listed = role("s3").list_objects_v2(Bucket=bucket, Prefix="hub-backups/")["Contents"]
+    assert [o["Key"] for o in listed] == ["hub-backups/jupyterhub-1.sqlite"]
+    assert denied(role("s3").list_objects_v2, Bucket=bucket, Prefix="elsewhere/")
+    assert denied(role("s3").list_objects_v2, Bucket=bucket)          # no prefix: the key is absent, as on AWS
+
+
 def test_a_role_writes_logs_only_where_its_statements_name_the_group_or_its_streams(endpoint, cluster):
     """CloudWatch Logs requests are judged by the log group they name, or by its stream for CreateLogStream and
     PutLogEvents (...:log-group:<group>:log-stream:<stream>), as on AWS: a statement on <group>:* allows both in that

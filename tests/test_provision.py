@@ -872,6 +872,8 @@ def run_jhs_boot(user_data: str, tmp_path: Path, pull_rc: int, asg_rc: int = 0) 
     for real, stand_in in (("/opt/jhs/venv/bin/ansible-pull", tmp_path / "ansible-pull"),
                            ("/usr/local/sbin/jhs-asg", tmp_path / "jhs-asg"),
                            ("/etc/jhs/boot.env", tmp_path / "boot.env"),
+                           ("/run/jhs-boot-log-from", tmp_path / "boot-log-from"),
+                           ("/var/log/jhs-boot.log", tmp_path / "jhs-boot.log"),
                            ("imds=http://169.254.169.254/latest", "imds=http://127.0.0.1:9/latest"),
                            ("/dev/console", tmp_path / "console")):
         assert real in boot, real
@@ -917,15 +919,24 @@ def test_worker_boot_completes_the_launch_hook(provisioned, client, tmp_path):
 
 def test_jhs_asg_puts_the_boot_log_into_the_clusters_log_group(provisioned, client, moto_endpoint, worker_aws,
                                                               tmp_path):
-    """jhs-asg log (the end of every boot): the whole boot log, one event per line in order (an empty line as a
-    space, CloudWatch Logs takes no empty event), in a new stream boot/<instance id>/<UTC time> of the cluster's
-    group, in batches CloudWatch Logs takes (this one needs two); the stream is named in the boot log."""
+    """jhs-asg log (the end of every boot): this boot's part of the boot log (from the offset its start wrote), one
+    event per line in order (an empty line as a space, CloudWatch Logs takes no empty event), in a new stream
+    boot/<instance id>/<UTC time> of the cluster's group, in batches CloudWatch Logs takes (this one needs two);
+    the stream is named in the boot log. An earlier boot's part, shipped at its own end, is not sent again."""
+    user_data = worker_user_data(client)
+    # each boot's start notes where its part begins: the user-data on the first boot, jhs-boot on every boot
+    mark = "[ -e /run/jhs-boot-log-from ] || stat -c %s /var/log/jhs-boot.log >/run/jhs-boot-log-from"
+    assert user_data.split("exec >>/var/log/jhs-boot.log", 1)[0].count(mark) == 1
+    assert heredoc(user_data, "JHS_BOOT").split("set -a", 1)[0].count(mark) == 1
     path = tmp_path / "jhs-asg"
-    path.write_text(jhs_asg_script(worker_user_data(client)))
+    path.write_text(jhs_asg_script(user_data))
     log = tmp_path / "jhs-boot.log"
+    earlier = "".join(f"jhs-boot: an earlier boot's line {i}\n" for i in range(50))
     lines = [f"TASK [line {i}] " + "*" * 300 for i in range(3000)] + ["", "jhs-boot: the last line"]
-    log.write_text("\n".join(lines) + "\n")
-    env = dict(jhs_asg_env(worker_aws), AWS_ENDPOINT_URL=moto_endpoint, JHS_BOOT_LOG=str(log))
+    log.write_text(earlier + "\n".join(lines) + "\n")
+    (tmp_path / "log-from").write_text(f"{len(earlier.encode())}\n")
+    env = dict(jhs_asg_env(worker_aws), AWS_ENDPOINT_URL=moto_endpoint, JHS_BOOT_LOG=str(log),
+               JHS_BOOT_LOG_FROM=str(tmp_path / "log-from"))
     proc = subprocess.run([str(VENV_BIN / "python"), str(path), "log"], env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr

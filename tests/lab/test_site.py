@@ -25,7 +25,7 @@ import warnings
 
 import pytest
 import requests
-from conftest import jhs_names
+from conftest import home_owner, jhs_names
 from labutil import (FIRST_SITE_LOG, MIGRATION_GUIDE, ROOT, doc_command, doc_commands, lab_admin_keys, lab_cmd,
                      node_containers, node_exec, read_env, wait_for)
 
@@ -543,7 +543,7 @@ def test_user_server_runs_on_a_worker_and_answers_through_the_hub(site, aws, hub
         assert f"--- {worker} /var/log/jhs-boot.log (last 5 lines)\n" in status and "user-data done" in status, status
     # the user's home is on the shared file system, owned by the notebook user
     home = ROOT / ".lab" / "efs" / "home" / user
-    assert home.is_dir() and home.stat().st_uid == 1000
+    assert home.is_dir() and home.stat().st_uid == home_owner()[0]
 
 
 def log_streams(aws, prefix: str) -> dict[str, list[str]]:
@@ -865,7 +865,7 @@ def test_an_old_hubs_shared_directory_is_migrated_into_per_user_homes(site, aws,
     home_b.mkdir(parents=True, mode=0o700)
     (home_b / "thesis.tex").write_text("written on the new hub")
     for path in (home_b, home_b / "thesis.tex"):
-        os.chown(path, 1000, 1000)
+        os.chown(path, *home_owner())
     site_path = f"/mnt/efs/migration/{staging.name}"
     argv = [("migrate_homes_source=" + site_path) if arg.startswith("migrate_homes_source=") else arg
             for arg in doc_commands(MIGRATION_GUIDE)["migrate-homes"]]
@@ -882,7 +882,7 @@ def test_an_old_hubs_shared_directory_is_migrated_into_per_user_homes(site, aws,
         assert os.readlink(home_a / "data" / "latest.csv") == "results.csv"
         assert oct(home_a.stat().st_mode & 0o777) == "0o700"
         for path in [home_a, *home_a.rglob("*"), *home_b.rglob("*")]:
-            assert (path.lstat().st_uid, path.lstat().st_gid) == (1000, 1000), path
+            assert (path.lstat().st_uid, path.lstat().st_gid) == home_owner(), path
         assert (home_b / "thesis.tex").read_text() == "written on the new hub"
         assert (home_b / "fig.png").read_text() == "png"
         assert not (efs / "home" / c).exists() and not (efs / "home" / "course").exists()
