@@ -54,8 +54,9 @@ def test_up_down_up_leaves_no_leftovers_and_no_duplicates():
 
     lab_cmd("up")
     first = inventory()
-    # imds + registry containers, the registry's volume, one network, moto + reconciler + git daemon
-    assert first == {"containers": 3, "networks": 1, "volumes": 2, "processes": 3, "lab_dir": 1}, first
+    # the metadata stand-in, the two registries and the outbound proxy; the registries' volumes; one network; moto,
+    # the reconciler and the git daemon
+    assert first == {"containers": 4, "networks": 1, "volumes": 2, "processes": 3, "lab_dir": 1}, first
     lab_cmd("up")                                    # `make lab` twice: nothing duplicated
     assert inventory() == first
 
