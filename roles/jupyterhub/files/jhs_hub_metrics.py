@@ -171,13 +171,15 @@ def run(args) -> None:
     exporter = Exporter(args, boto3.client("cloudwatch", **kw))
     log.info("%s every %ss into %s (ClusterName=%s)%s", args.url, args.every, NAMESPACE, args.cluster,
              " (dry run)" if args.dry_run else "")
+    from botocore.exceptions import NoCredentialsError
     while True:
         try:
             exporter.step()
+        except NoCredentialsError as e:   # none found when the client was made; a client never looks again (as the
+            log.error("pass failed: %s", e)   # scaler does: a new one)
+            exporter.cloudwatch = boto3.client("cloudwatch", **kw)
         except Exception as e:   # the hub restarting, AWS unavailable for a moment: the next pass reads afresh
             log.error("pass failed: %s: %s", type(e).__name__, e)
-            if "NoCredentials" in type(e).__name__:   # a client never looks for credentials again
-                exporter.cloudwatch = boto3.client("cloudwatch", **kw)
         if args.once:
             return
         time.sleep(args.every)
