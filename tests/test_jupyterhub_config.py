@@ -28,7 +28,10 @@ HUB_ADDRESS = "10.9.8.7"
 def jh_images(tmp_path_factory):
     """Build the hub and notebook images once per session with the role's tasks; second run must change nothing."""
     work = tmp_path_factory.mktemp("jh-images")
-    inv = write_inventory(work / "inventory.yml", {"builder": image_vars(lab_base_image(), work)})
+    # The role's entry point images runs its preflight, which wants a whole valid hub: the lab's login and TLS.
+    inv = write_inventory(work / "inventory.yml", {"builder": {
+        **image_vars(lab_base_image(), work), "lab_mode": True, "jupyterhub_authenticator": "local",
+        "jupyterhub_tls_mode": "selfsigned"}})
     first = run_playbook("images.yml", inv, timeout=1500)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
     second = run_playbook("images.yml", inv)

@@ -114,3 +114,58 @@ def test_the_tags_check_catches_an_include_whose_tags_stop_at_the_include():
              {"name": "stops", "ansible.builtin.include_tasks": "b.yml", "tags": ["x"]},
              {"name": "untagged", "ansible.builtin.include_tasks": "c.yml"}]
     assert tagged_includes_without_apply(tasks) == ["stops"]
+
+
+INCLUDE_KEYS = {f"{ns}{kind}_role" for ns in ("", "ansible.builtin.", "ansible.legacy.") for kind in ("include", "import")}
+
+
+def role_entry_uses(node, where: str) -> list[tuple[str, str, str]]:
+    """Every (role, tasks_from, where) that a YAML document's include_role/import_role tasks ask for."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in INCLUDE_KEYS and isinstance(value, dict) and "tasks_from" in value:
+                found.append((value["name"], str(value["tasks_from"]).removesuffix(".yml"), where))
+            found += role_entry_uses(value, where)
+    elif isinstance(node, list):
+        for item in node:
+            found += role_entry_uses(item, where)
+    return found
+
+
+def undeclared_entry_points(uses: list[tuple[str, str, str]], roles_dir: Path) -> list[str]:
+    """The uses whose role declares no such entry point in meta/argument_specs.yml (or has no task file for it)."""
+    bad = []
+    for role, entry, where in uses:
+        specs = roles_dir / role / "meta/argument_specs.yml"
+        declared = yaml.safe_load(specs.read_text())["argument_specs"] if specs.exists() else {}
+        if entry not in declared or not (roles_dir / role / "tasks" / f"{entry}.yml").exists():
+            bad.append(f"{where}: {role} tasks_from {entry} is not a declared entry point")
+    return bad
+
+
+def test_every_tasks_from_names_a_declared_entry_point():
+    """No task file, playbook or test reaches into a role's internals (issue 16, item 4): a role is entered only
+    through an entry point its meta/argument_specs.yml declares, which also validates the settings it is given."""
+    files = [ROOT / "site.yml", *(ROOT / "playbooks").rglob("*.yml"), *(ROOT / "roles").rglob("tasks/*.yml"),
+             *(ROOT / "tests").rglob("*.yml"), *(ROOT / "molecule").rglob("*.yml")]
+    uses = []
+    for path in files:
+        for doc in yaml.safe_load_all(path.read_text()):
+            uses += role_entry_uses(doc, str(path.relative_to(ROOT)))
+    assert len(uses) >= 10   # the walk finds them (the bake, the hub's jobs, teardown, restore, the tests' own)
+    assert undeclared_entry_points(uses, ROOT / "roles") == []
+
+
+def test_the_entry_point_check_catches_an_include_of_an_internal_task_file(tmp_path):
+    (tmp_path / "demo/meta").mkdir(parents=True)
+    (tmp_path / "demo/tasks").mkdir()
+    (tmp_path / "demo/meta/argument_specs.yml").write_text("argument_specs: {main: {}, job: {}}\n")
+    for name in ("main", "job", "step"):
+        (tmp_path / f"demo/tasks/{name}.yml").write_text("[]\n")
+    play = [{"hosts": "all", "tasks": [
+        {"name": "a", "ansible.builtin.include_role": {"name": "demo", "tasks_from": "job"}},
+        {"name": "b", "block": [{"name": "c", "ansible.builtin.import_role": {"name": "demo", "tasks_from": "step.yml"}}]}]}]
+    uses = role_entry_uses(play, "play.yml")
+    assert uses == [("demo", "job", "play.yml"), ("demo", "step", "play.yml")]
+    assert undeclared_entry_points(uses, tmp_path) == ["play.yml: demo tasks_from step is not a declared entry point"]
