@@ -49,7 +49,8 @@ a daemon thread does that here, so the cluster's dashboard has them as on AWS.
 IAM (`--enforce-iam`, which the lab passes): every request is judged by its caller's policies, as on AWS. moto
 does that (INITIAL_NO_AUTH_ACTION_COUNT) but judges SSM and Auto Scaling requests against the resource "*", so
 the nodes' ARN-scoped statements would allow nothing; it cannot judge a trust policy whose principal is a
-service; and it knows no caller for the lab's fixed keys. Mended below (enforce_iam).
+service; it knows no caller for the lab's fixed keys; and it takes a condition on tags as met. Mended below
+(enforce_iam).
 
 Nothing else differs from `moto_server`; the tests' own endpoint (tests/conftest.py) runs this too.
 """
@@ -84,6 +85,8 @@ from moto.ec2.models import EC2Backend
 from moto.ec2.models.elastic_block_store import Volume
 from moto.ec2.models.launch_templates import LaunchTemplateVersion
 from moto.ec2.models.security_groups import SecurityGroupRule
+from moto.ec2.responses import EC2Response
+from moto.efs.responses import EFSResponse
 from moto.iam.access_control import (
     AssumedRoleAccessKey,
     IAMPolicy,
@@ -493,9 +496,11 @@ def _publish_group_metrics_each_minute():
 #   absent key passes. Here the keys the nodes' roles are scoped by are given and judged as AWS judges them:
 #   cloudwatch:namespace (PutMetricData's Namespace) and s3:prefix (a bucket listing's prefix), with StringEquals,
 #   StringNotEquals, StringLike and StringNotLike (a value matching any of the statement's; a key the request lacks
-#   fails every operator but the Not ones, as on AWS without ...IfExists). Conditions on other keys (aws:RequestTag,
-#   aws:ResourceTag, iam:PassedToService in the operator's policy) stay unjudged: the lab would need each
-#   resource's tags at each call (docs/lab.md lists the gap).
+#   fails every operator but the Not ones, as on AWS without ...IfExists). The operator policy's aws:RequestTag/<key>
+#   and aws:ResourceTag/<key> are judged too, for the EC2 and EFS requests whose resources and tags the lab reads
+#   (_tagged_resources, below). A statement whose condition does not hold does not apply (moto answers DENIED, which
+#   overrides every Allow). Conditions on other keys (iam:PassedToService, iam:AWSServiceName) stay unjudged
+#   (docs/lab.md lists the gaps).
 LAB_ADMIN_USER = "jhs-lab-admin"
 _OPERATOR_POLICY_FILE: list[str] = []   # --operator-policy: read again whenever the operator is seeded
 IAM_ENFORCED = "lab endpoint: every request is judged by IAM from here on (--enforce-iam)"
@@ -558,14 +563,147 @@ def _logs_resources(self):
     return [f"{arn}:log-stream:{stream}"] if stream else [arn]
 
 
+# The operator policy lets EC2 and EFS resources be created only when the request tags them with the cluster
+# (aws:RequestTag/jhs:cluster) and changed or deleted only when they carry that tag (aws:ResourceTag/jhs:cluster).
+# moto names no resource for these services and gives no tags, so both conditions passed. For the actions of those
+# statements a request here names the resources AWS authorizes, each judged with its own values (all must be allowed):
+# - each resource type it creates as "<type>/*" (AWS's ARN for a resource not made yet), its aws:RequestTag/<key> the
+#   tags the request gives that type (TagSpecifications; EFS: Tags);
+# - each existing resource it names, by its ARN, its aws:ResourceTag/<key> its tags in moto's state (a resource moto
+#   does not know, or without the key, lacks it, and StringEquals on it fails, as on AWS); CreateTags and EFS's
+#   TagResource with the tags they set as aws:RequestTag/<key> too.
+# A request of such an action that names none of the parameters read here (e.g. a security group by its name) stays
+# judged by its action on "*", its tags unjudged (docs/lab.md lists what is not judged).
+_EC2_CREATES = {"CreateVpc": ["vpc"], "CreateSubnet": ["subnet"], "CreateInternetGateway": ["internet-gateway"],
+                "CreateNatGateway": ["natgateway"], "CreateRouteTable": ["route-table"],
+                "CreateSecurityGroup": ["security-group"], "AllocateAddress": ["elastic-ip"],
+                "CreateVolume": ["volume"], "CreateLaunchTemplate": ["launch-template"],
+                "RunInstances": ["instance", "volume", "network-interface"]}   # its root volume and interface too
+_EC2_NAMES = {   # action: the parameters naming the existing resources it acts on, as AWS authorizes it
+    "CreateSubnet": ["VpcId"], "CreateRouteTable": ["VpcId"], "CreateSecurityGroup": ["VpcId"],
+    "CreateNatGateway": ["SubnetId", "AllocationId"],
+    "RunInstances": ["ImageId", "SubnetId", "SecurityGroupIds", "KeyName", "LaunchTemplate"],
+    "ModifyVpcAttribute": ["VpcId"], "DeleteVpc": ["VpcId"], "ModifySubnetAttribute": ["SubnetId"],
+    "DeleteSubnet": ["SubnetId"], "AttachInternetGateway": ["InternetGatewayId", "VpcId"],
+    "DetachInternetGateway": ["InternetGatewayId", "VpcId"], "DeleteInternetGateway": ["InternetGatewayId"],
+    "DeleteNatGateway": ["NatGatewayId"], "CreateRoute": ["RouteTableId"], "ReplaceRoute": ["RouteTableId"],
+    "DeleteRoute": ["RouteTableId"], "AssociateRouteTable": ["RouteTableId", "SubnetId"],
+    "DisassociateRouteTable": ["AssociationId"], "DeleteRouteTable": ["RouteTableId"],
+    **dict.fromkeys(["AuthorizeSecurityGroupIngress", "RevokeSecurityGroupIngress", "AuthorizeSecurityGroupEgress",
+                     "RevokeSecurityGroupEgress", "UpdateSecurityGroupRuleDescriptionsIngress",
+                     "UpdateSecurityGroupRuleDescriptionsEgress", "ModifySecurityGroupRules", "DeleteSecurityGroup"],
+                    ["GroupId"]),
+    "AssociateAddress": ["AllocationId", "PublicIp", "InstanceId", "NetworkInterfaceId"],
+    "DisassociateAddress": ["AssociationId", "PublicIp"], "ReleaseAddress": ["AllocationId", "PublicIp"],
+    "AttachVolume": ["VolumeId", "InstanceId"], "DetachVolume": ["VolumeId", "InstanceId"],
+    "DeleteVolume": ["VolumeId"],
+    **dict.fromkeys(["ModifyInstanceAttribute", "ModifyInstanceMetadataOptions", "CreateImage"], ["InstanceId"]),
+    **dict.fromkeys(["StartInstances", "StopInstances", "TerminateInstances"], ["InstanceIds"]),
+    **dict.fromkeys(["CreateLaunchTemplateVersion", "ModifyLaunchTemplate", "DeleteLaunchTemplate",
+                     "DeleteLaunchTemplateVersions"], ["LaunchTemplateId", "LaunchTemplateName"]),
+    "CreateTags": ["Resources"], "DeleteTags": ["Resources"], "DeregisterImage": ["ImageId"],
+    "DeleteSnapshot": ["SnapshotId"],
+}
+_EC2_ID_TYPES = {"vpc": "vpc", "subnet": "subnet", "igw": "internet-gateway", "nat": "natgateway", "rtb": "route-table",
+                 "sg": "security-group", "eipalloc": "elastic-ip", "vol": "volume", "lt": "launch-template",
+                 "i": "instance", "ami": "image", "snap": "snapshot", "eni": "network-interface"}
+_EFS_NAMES = {"CreateMountTarget": "FileSystemId", "PutLifecycleConfiguration": "FileSystemId",
+              "DeleteFileSystem": "FileSystemId", "TagResource": "ResourceId", "UntagResource": "ResourceId",
+              "DeleteMountTarget": "MountTargetId", "ModifyMountTargetSecurityGroups": "MountTargetId"}
+_EFS_ID_TYPES = {"fs": "file-system", "fsap": "access-point"}
+
+
+def _tag_values(condition_key: str, tags: dict[str, str]) -> dict[str, str]:
+    return {_canonical(f"{condition_key}/{key}"): value for key, value in tags.items()}
+
+
+def _tagged_resources(self, named: list[tuple[str, dict]], created: list[tuple[str, dict]],
+                      request_tags: dict[str, str]):
+    """The ARNs a request is judged on, each with its tags as condition values (kept for _authorize_each): `named`, the
+    existing resources (ARN, tags in moto's state), with `request_tags` (the tags the request sets); `created`, the
+    resources it creates ("<type>/*", the tags it gives them). "*" when it names none: judged as before."""
+    values = {arn: {TAGS_READ: "yes", **_tag_values("aws:RequestTag", request_tags),
+                    **_tag_values("aws:ResourceTag", tags)} for arn, tags in named}
+    values.update({arn: {TAGS_READ: "yes", **_tag_values("aws:RequestTag", tags)} for arn, tags in created})
+    self._lab_resource_values = values
+    return list(values) or "*"
+
+
+def _ec2_ids(backend, param: str, value) -> list[str]:
+    """The ids of the resources a parameter names (a launch template's by its name, an association's resource)."""
+    if isinstance(value, list):
+        return [i for v in value for i in _ec2_ids(backend, param, v)]
+    if isinstance(value, dict):   # RunInstances' LaunchTemplate
+        return _ec2_ids(backend, "LaunchTemplateId", value["LaunchTemplateId"]) if value.get("LaunchTemplateId") \
+            else _ec2_ids(backend, "LaunchTemplateName", value.get("LaunchTemplateName"))
+    if not value:
+        return []
+    if param == "LaunchTemplateName":
+        return [backend.launch_template_name_to_ids.get(value, value)]
+    if param == "PublicIp":
+        return [a.allocation_id for a in backend.addresses if a.public_ip == value] or [value]
+    if param == "AssociationId" and value.startswith("eipassoc-"):
+        return [a.allocation_id for a in backend.addresses if a.association_id == value] or [value]
+    if param == "AssociationId":   # a route table's association with a subnet or gateway
+        return [t.id for t in backend.route_tables.values() if value in t._associations] or [value]
+    return [value]
+
+
+def _ec2_arn(self, resource_type: str, resource_id: str) -> str:
+    account = "" if resource_type in ("image", "snapshot") else self.current_account   # AWS's ARNs have none
+    return f"arn:{get_partition(self.region)}:ec2:{self.region}:{account}:{resource_type}/{resource_id}"
+
+
+def _ec2_resources(self):
+    action = self._get_action()
+    if action not in _EC2_CREATES and action not in _EC2_NAMES:
+        return "*"
+    backend = self.ec2_backend
+    named = []
+    for param in _EC2_NAMES.get(action, []):
+        for resource_id in _ec2_ids(backend, param, self._get_param(param)):
+            prefix = resource_id.split("-")[0]
+            resource_type = "key-pair" if param == "KeyName" else _EC2_ID_TYPES.get(prefix, prefix)
+            named.append((_ec2_arn(self, resource_type, resource_id), dict(backend.tags.get(resource_id, {}))))
+    if not named and action not in _EC2_CREATES:   # it names its resources otherwise (e.g. a group by its name)
+        return "*"
+    specs = {spec.get("ResourceType"): {t["Key"]: t.get("Value", "") for t in spec.get("Tags", [])}
+             for spec in self._get_param("TagSpecifications") or []}
+    created = [(_ec2_arn(self, t, "*"), specs.get(t, {})) for t in _EC2_CREATES.get(action, [])]
+    sets = {t["Key"]: t.get("Value", "") for t in self._get_param("Tags") or []} if action == "CreateTags" else {}
+    return _tagged_resources(self, named, created, sets)
+
+
+def _efs_resources(self):
+    action = self._get_action()
+    backend = self.efs_backend
+    arn = f"arn:{get_partition(self.region)}:elasticfilesystem:{self.region}:{self.current_account}:"
+    request_tags = {t["Key"]: t.get("Value", "") for t in self._get_param("Tags") or []}
+    if action == "CreateFileSystem":
+        return _tagged_resources(self, [], [(f"{arn}file-system/*", request_tags)], {})
+    resource_id = self._get_param(_EFS_NAMES[action]) if action in _EFS_NAMES else None
+    if resource_id and _EFS_NAMES[action] == "MountTargetId":
+        target = backend.mount_targets_by_id.get(resource_id)
+        resource_id = target.file_system_id if target else None
+    if not resource_id:
+        return "*"
+    resource_type = _EFS_ID_TYPES.get(resource_id.split("-")[0], "file-system")
+    tags = backend.tagging_service.get_tag_dict_for_resource(resource_id)
+    return _tagged_resources(self, [(f"{arn}{resource_type}/{resource_id}", tags)], [],
+                             request_tags if action == "TagResource" else {})
+
+
 _authorize_one = ActionAuthenticatorMixin._authenticate_and_authorize_normal_action
 
 
 def _authorize_each(self, resource="*"):
-    """Each ARN a request acts on is judged (moto judges one), with the values of the judged condition keys."""
-    _REQUEST_CONDITION_VALUES.values = _cloudwatch_condition_values(self)
+    """Each ARN a request acts on is judged (moto judges one), with the values of the judged condition keys: the
+    request's, and each resource's own where the lab named them (its tags: see _tagged_resources)."""
+    request_values = _cloudwatch_condition_values(self)
+    resource_values = getattr(self, "_lab_resource_values", {})
     try:
         for arn in resource if isinstance(resource, list) else [resource]:
+            _REQUEST_CONDITION_VALUES.values = {**request_values, **resource_values.get(arn, {})}
             _authorize_one(self, arn)
     finally:
         _REQUEST_CONDITION_VALUES.values = {}
@@ -605,6 +743,8 @@ def _logged_denial(self, resource: str) -> None:
 
 
 JUDGED_CONDITION_KEYS = {"cloudwatch:namespace", "s3:prefix"}
+JUDGED_TAG_KEYS = ("aws:requesttag/", "aws:resourcetag/")   # judged in the requests whose tags the lab reads
+TAGS_READ = "lab:tags-read"   # in a request's values: the lab named the resource and read the tags (_tagged_resources)
 _REQUEST_CONDITION_VALUES = threading.local()   # the values of a request being judged (one thread a request)
 
 
@@ -625,6 +765,19 @@ def _condition_values(request) -> dict[str, str]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _canonical(key: str) -> str:
+    """A condition key as the lab keeps its values: IAM's key names are case-insensitive, a tag's key (after "/") is
+    not."""
+    name, slash, tag = key.partition("/")
+    return name.lower() + slash + tag
+
+
+def _judged(key: str, values) -> bool:
+    """The lab judges this key for a request with these values (others are left to moto, which passes them)."""
+    key = _canonical(key)
+    return key in JUDGED_CONDITION_KEYS or (key.startswith(JUDGED_TAG_KEYS) and TAGS_READ in (values or {}))
+
+
 def _string_like(pattern: str, value: str) -> bool:
     return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
 
@@ -638,9 +791,9 @@ def _judged_conditions_hold(self, values) -> bool:
         negated = operator.startswith("StringNot")
         match = _OPERATORS.get(operator.replace("Not", "", 1) if negated else operator)
         for key, wanted in keys.items():
-            if key not in JUDGED_CONDITION_KEYS or match is None:
+            if not _judged(key, values) or match is None:
                 continue
-            got = (values or {}).get(key)
+            got = (values or {}).get(_canonical(key))
             found = got is not None and any(match(w, got) for w in (wanted if isinstance(wanted, list) else [wanted]))
             if found == negated:
                 return False
@@ -653,7 +806,7 @@ _moto_check_conditions = IAMPolicyStatement._check_conditions
 def _check_conditions(self, incoming_condition_values=None) -> bool:
     return _judged_conditions_hold(self, incoming_condition_values) and _moto_check_conditions(
         IAMPolicyStatement({**self._statement, "Condition": {
-            op: {k: v for k, v in keys.items() if k not in JUDGED_CONDITION_KEYS}
+            op: {k: v for k, v in keys.items() if not _judged(k, incoming_condition_values)}
             for op, keys in (self._statement.get("Condition") or {}).items()}}), incoming_condition_values)
 
 
@@ -677,12 +830,16 @@ def _check_action_with_conditions(self, resource: str) -> None:
 _statement_permits = IAMPolicyStatement.is_action_permitted
 
 
-def _unnamed_resource_judged_by_action(self, action, resource="*", *args, **kwargs):
-    """A request moto names no resource for ("*") is judged by its action alone (see above)."""
+def _statement_judged(self, action, resource="*", principal=None, values=None):
+    """A statement whose condition does not hold does not apply, as on AWS (moto answers DENIED, which would override
+    another statement that allows the request, e.g. CreateTags on a resource carrying the cluster's tag, without it in
+    the request). A request moto names no resource for ("*") is judged by its action alone (see above)."""
+    if self._statement.get("Condition") and not self._check_conditions(values):
+        return PermissionResult.NEUTRAL
     if resource == "*" and self._statement.get("Resource") not in (None, "*"):
         return _statement_permits(IAMPolicyStatement({**self._statement, "Resource": "*"}), action, resource,
-                                  *args, **kwargs)
-    return _statement_permits(self, action, resource, *args, **kwargs)
+                                  principal, values)
+    return _statement_permits(self, action, resource, principal, values)
 
 
 _trust = IAMRequestBase._check_role_trust_relationship
@@ -742,12 +899,14 @@ def enforce_iam() -> None:
     SimpleSystemManagerResponse._determine_resource = _ssm_resources
     AutoScalingResponse._determine_resource = _autoscaling_resources
     LogsResponse._determine_resource = _logs_resources
+    EC2Response._determine_resource = _ec2_resources
+    EFSResponse._determine_resource = _efs_resources
     ActionAuthenticatorMixin._authenticate_and_authorize_normal_action = _authorize_each
     IAMRequestBase._check_role_trust_relationship = _ec2_assumes_roles_that_trust_it
     IAMRequestBase.check_signature = lambda self: None
     IAMRequestBase.check_action_permitted = _logged_denial
     IAMRequestBase.__init__ = _action_with_iam_prefix
-    IAMPolicyStatement.is_action_permitted = _unnamed_resource_judged_by_action
+    IAMPolicyStatement.is_action_permitted = _statement_judged
     IAMPolicyStatement._check_conditions = _check_conditions
     _reset = moto_api_backend.reset
 

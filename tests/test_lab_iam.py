@@ -6,7 +6,9 @@ an endpoint of their own with enforcement on, and show: the lab's keys are an ad
 refused (signatures are not checked: moto computes some wrongly), a role is judged by its ARN-scoped statements (each
 parameter of GetParameters, the group an instance id belongs to, the log group or stream), the administrator (EC2's stand-in) assumes only roles that trust EC2, and a reset keeps it. The
 operator's keys (.lab/env: `make lab` and the tests' site.yml runs) hold exactly docs/aws-permissions.md's policy,
-rendered for the lab's cluster; what moto names no resource for is judged by its action.
+rendered for the lab's cluster; what moto names no resource for is judged by its action. The policy's conditions on
+tags are judged: EC2 and EFS resources are created only tagged with the lab's cluster (aws:RequestTag/jhs:cluster), and
+changed or deleted only when they carry that tag on the endpoint (aws:ResourceTag/jhs:cluster).
 """
 from __future__ import annotations
 
@@ -219,6 +221,101 @@ def test_the_operator_may_do_what_its_policy_names_and_nothing_else(endpoint, cl
     assert denied(operator(endpoint, "iam").create_user, UserName="jhs-not-allowed")
     assert denied(ec2.create_vpn_gateway, Type="ipsec.1")
     assert denied(operator(endpoint, "ssm").get_parameter, Name="/d/join")
+
+
+def cluster_tag(cluster=CLUSTER):
+    return [{"Key": "jhs:cluster", "Value": cluster}]
+
+
+def tagged(resource_type, cluster=CLUSTER):
+    """A TagSpecifications that tags what the request creates with the cluster."""
+    return [{"ResourceType": resource_type, "Tags": cluster_tag(cluster)}]
+
+
+@pytest.fixture(scope="module")
+def operators_vpc(endpoint):
+    return client(endpoint, "ec2").create_vpc(CidrBlock="10.77.0.0/16", TagSpecifications=tagged("vpc"))["Vpc"]["VpcId"]
+
+
+def test_the_operator_creates_ec2_resources_only_tagged_with_its_cluster(endpoint, cluster, operators_vpc):
+    """aws:RequestTag/jhs:cluster (CreateTaggedNetworkComputeAndStorage): a create is allowed when the request tags what
+    it creates with the lab's cluster; untagged or tagged with another cluster it is refused. RunInstances creates the
+    instance and its root volume: both must be tagged."""
+    ec2 = operator(endpoint, "ec2")
+    zone = f"{REGION}a"
+    ec2.create_volume(AvailabilityZone=zone, Size=1, TagSpecifications=tagged("volume"))
+    assert denied(ec2.create_volume, AvailabilityZone=zone, Size=1)
+    assert denied(ec2.create_volume, AvailabilityZone=zone, Size=1, TagSpecifications=tagged("volume", "another"))
+    ec2.create_route_table(VpcId=operators_vpc, TagSpecifications=tagged("route-table"))
+    assert denied(ec2.create_route_table, VpcId=operators_vpc)
+    assert denied(ec2.create_route_table, VpcId=operators_vpc, TagSpecifications=tagged("route-table", "another"))
+    ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, TagSpecifications=tagged("instance") + tagged("volume"))
+    assert denied(ec2.run_instances, ImageId=AMI, MinCount=1, MaxCount=1)
+    assert denied(ec2.run_instances, ImageId=AMI, MinCount=1, MaxCount=1,
+                  TagSpecifications=tagged("instance", "another") + tagged("volume", "another"))
+
+
+def test_the_operator_changes_and_deletes_only_what_carries_its_clusters_tag(endpoint, cluster, operators_vpc):
+    """aws:ResourceTag/jhs:cluster (ChangeAndDeleteOnlyWhatCarriesTheClusterTag), from each resource's tags on the
+    endpoint: the operator's own resources may be changed and deleted, those of another cluster (made by the
+    administrator) may not; a request naming several resources is refused if any one lacks the tag."""
+    admin, ec2 = client(endpoint, "ec2"), operator(endpoint, "ec2")
+    zone = f"{REGION}a"
+    own = ec2.create_volume(AvailabilityZone=zone, Size=1, TagSpecifications=tagged("volume"))["VolumeId"]
+    foreign = admin.create_volume(AvailabilityZone=zone, Size=1,
+                                  TagSpecifications=tagged("volume", "another"))["VolumeId"]
+    untagged = admin.create_volume(AvailabilityZone=zone, Size=1)["VolumeId"]
+    assert denied(ec2.delete_volume, VolumeId=foreign)
+    assert denied(ec2.delete_volume, VolumeId=untagged)
+    ec2.delete_volume(VolumeId=own)
+    admin_group = admin.create_security_group(GroupName="another-nodes", Description="d", VpcId=operators_vpc,
+                                              TagSpecifications=tagged("security-group", "another"))["GroupId"]
+    own_group = ec2.create_security_group(GroupName="nodes", Description="d", VpcId=operators_vpc,
+                                          TagSpecifications=tagged("security-group"))["GroupId"]
+    rule = [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "10.77.0.0/16"}]}]
+    ec2.authorize_security_group_ingress(GroupId=own_group, IpPermissions=rule)
+    assert denied(ec2.authorize_security_group_ingress, GroupId=admin_group, IpPermissions=rule)
+    assert denied(ec2.delete_security_group, GroupId=admin_group)
+    ec2.delete_security_group(GroupId=own_group)
+    mine = ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1,
+                             TagSpecifications=tagged("instance") + tagged("volume"))["Instances"][0]["InstanceId"]
+    theirs = admin.run_instances(ImageId=AMI, MinCount=1, MaxCount=1,
+                                 TagSpecifications=tagged("instance", "another"))["Instances"][0]["InstanceId"]
+    assert denied(ec2.stop_instances, InstanceIds=[mine, theirs])   # each instance is judged
+    assert denied(ec2.terminate_instances, InstanceIds=[theirs])
+    ec2.stop_instances(InstanceIds=[mine])
+    ec2.terminate_instances(InstanceIds=[mine])
+    # Tags: the operator tags its own resources with anything (the resource carries the cluster's tag: one statement
+    # allows it, the other's condition, on the request's tags, does not hold and does not refuse it), and never adds
+    # a tag to another cluster's resource, alone or among its own.
+    vpc = ec2.create_vpc(CidrBlock="10.76.0.0/16", TagSpecifications=tagged("vpc"))["Vpc"]["VpcId"]
+    ec2.create_tags(Resources=[vpc], Tags=[{"Key": "Name", "Value": "mine"}])
+    assert denied(ec2.create_tags, Resources=[theirs], Tags=[{"Key": "Name", "Value": "mine"}])
+    assert denied(ec2.create_tags, Resources=[vpc, theirs], Tags=[{"Key": "Name", "Value": "mine"}])
+    assert denied(ec2.delete_tags, Resources=[theirs], Tags=[{"Key": "jhs:cluster"}])
+
+
+def test_the_operator_creates_and_changes_only_its_clusters_file_systems(endpoint, cluster):
+    """EFS (a REST API: the tags in CreateFileSystem's body, the file system's id in the path): a file system is created
+    only tagged with the lab's cluster (EfsOfTheCluster), and changed or deleted only when it carries that tag
+    (EfsChangesOnlyOnTheClusterFileSystem), whether named by its id or by one of its mount targets."""
+    admin, efs = client(endpoint, "efs"), operator(endpoint, "efs")
+    assert denied(efs.create_file_system, CreationToken=f"untagged-{uuid.uuid4().hex[:6]}")
+    assert denied(efs.create_file_system, CreationToken=f"another-{uuid.uuid4().hex[:6]}", Tags=cluster_tag("another"))
+    own = efs.create_file_system(CreationToken=f"own-{uuid.uuid4().hex[:6]}", Tags=cluster_tag())["FileSystemId"]
+    foreign = admin.create_file_system(CreationToken=f"foreign-{uuid.uuid4().hex[:6]}",
+                                       Tags=cluster_tag("another"))["FileSystemId"]
+    efs.tag_resource(ResourceId=own, Tags=[{"Key": "Name", "Value": "home"}])
+    assert denied(efs.tag_resource, ResourceId=foreign, Tags=[{"Key": "Name", "Value": "home"}])
+    assert denied(efs.put_lifecycle_configuration, FileSystemId=foreign,
+                  LifecyclePolicies=[{"TransitionToIA": "AFTER_30_DAYS"}])
+    ec2 = client(endpoint, "ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.75.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.75.1.0/24", AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"]
+    target = admin.create_mount_target(FileSystemId=foreign, SubnetId=subnet)["MountTargetId"]
+    assert denied(efs.delete_mount_target, MountTargetId=target)
+    assert denied(efs.delete_file_system, FileSystemId=foreign)
+    efs.delete_file_system(FileSystemId=own)
 
 
 def test_a_reset_keeps_the_administrator_and_the_operator(endpoint, cluster):
