@@ -496,11 +496,12 @@ def _publish_group_metrics_each_minute():
 #   absent key passes. Here the keys the nodes' roles are scoped by are given and judged as AWS judges them:
 #   cloudwatch:namespace (PutMetricData's Namespace) and s3:prefix (a bucket listing's prefix), with StringEquals,
 #   StringNotEquals, StringLike and StringNotLike (a value matching any of the statement's; a key the request lacks
-#   fails every operator but the Not ones, as on AWS without ...IfExists). The operator policy's aws:RequestTag/<key>
-#   and aws:ResourceTag/<key> are judged too, for the EC2 and EFS requests whose resources and tags the lab reads
-#   (_tagged_resources, below). A statement whose condition does not hold does not apply (moto answers DENIED, which
-#   overrides every Allow). Conditions on other keys (iam:PassedToService, iam:AWSServiceName) stay unjudged
-#   (docs/lab.md lists the gaps).
+#   fails every operator but the Not ones, as on AWS without ...IfExists), and Null ("true": the key is absent). The
+#   operator policy's aws:RequestTag/<key> and aws:ResourceTag/<key> are judged too, for the EC2 and EFS requests whose
+#   resources and tags the lab reads (_tagged_resources, below). A statement's operators and keys must all hold
+#   (AND). A statement whose condition does not hold does not apply (moto answers DENIED, which overrides every
+#   Allow). Conditions on other keys (iam:PassedToService, iam:AWSServiceName) stay unjudged (docs/lab.md lists the
+#   gaps).
 LAB_ADMIN_USER = "jhs-lab-admin"
 _OPERATOR_POLICY_FILE: list[str] = []   # --operator-policy: read again whenever the operator is seeded
 IAM_ENFORCED = "lab endpoint: every request is judged by IAM from here on (--enforce-iam)"
@@ -785,17 +786,28 @@ def _string_like(pattern: str, value: str) -> bool:
 _OPERATORS = {"StringEquals": lambda want, got: got == want, "StringLike": _string_like}
 
 
+def _condition_holds(operator: str, wanted: list, got: str | None) -> bool | None:
+    """One key's condition under one operator, for the request's value of the key (None: the request lacks it); None
+    when the lab does not judge the operator (left to moto, which passes it). `Null`, as on AWS: "true" holds when the
+    key is absent from the request's context, "false" when it is present (a JSON true or false is taken alike)."""
+    if operator == "Null":
+        return any(str(w).lower() == ("true" if got is None else "false") for w in wanted)
+    negated = operator.startswith("StringNot")
+    match = _OPERATORS.get(operator.replace("Not", "", 1) if negated else operator)
+    if match is None:
+        return None
+    return (got is not None and any(match(w, got) for w in wanted)) != negated
+
+
 def _judged_conditions_hold(self, values) -> bool:
-    """Every condition of the statement on a judged key holds for the request's values (others are left to moto)."""
+    """Every condition of the statement on a judged key holds for the request's values (others are left to moto): its
+    operators and, under each, its keys all must hold (AND), a key holding for any of its values (OR), as on AWS."""
     for operator, keys in (self._statement.get("Condition") or {}).items():
-        negated = operator.startswith("StringNot")
-        match = _OPERATORS.get(operator.replace("Not", "", 1) if negated else operator)
         for key, wanted in keys.items():
-            if not _judged(key, values) or match is None:
+            if not _judged(key, values):
                 continue
             got = (values or {}).get(_canonical(key))
-            found = got is not None and any(match(w, got) for w in (wanted if isinstance(wanted, list) else [wanted]))
-            if found == negated:
+            if _condition_holds(operator, wanted if isinstance(wanted, list) else [wanted], got) is False:
                 return False
     return True
 

@@ -297,8 +297,8 @@ def test_the_operator_changes_and_deletes_only_what_carries_its_clusters_tag(end
 
 def test_the_operator_creates_and_changes_only_its_clusters_file_systems(endpoint, cluster):
     """EFS (a REST API: the tags in CreateFileSystem's body, the file system's id in the path): a file system is created
-    only tagged with the lab's cluster (EfsOfTheCluster), and changed or deleted only when it carries that tag
-    (EfsChangesOnlyOnTheClusterFileSystem), whether named by its id or by one of its mount targets."""
+    only tagged with the lab's cluster (EfsCreateTheClusterFileSystem), and changed or deleted only when it carries
+    that tag (EfsChangesOnlyOnTheClusterFileSystem), whether named by its id or by one of its mount targets."""
     admin, efs = client(endpoint, "efs"), operator(endpoint, "efs")
     assert denied(efs.create_file_system, CreationToken=f"untagged-{uuid.uuid4().hex[:6]}")
     assert denied(efs.create_file_system, CreationToken=f"another-{uuid.uuid4().hex[:6]}", Tags=cluster_tag("another"))
@@ -316,6 +316,52 @@ def test_the_operator_creates_and_changes_only_its_clusters_file_systems(endpoin
     assert denied(efs.delete_mount_target, MountTargetId=target)
     assert denied(efs.delete_file_system, FileSystemId=foreign)
     efs.delete_file_system(FileSystemId=own)
+
+
+def test_the_operator_never_tags_another_clusters_resource_as_its_own(endpoint, cluster):
+    """The operator tags with its cluster's tag only what carries that tag already or no jhs:cluster tag at all
+    (TagForTheClusterWhatCarriesNoClusterTag, EfsTagForTheClusterWhatCarriesNoClusterTag: aws:RequestTag and the
+    `Null` operator on aws:ResourceTag, both required): a resource of another cluster (made by the administrator) is
+    never re-tagged as the lab cluster's, which would let the operator change or delete it through the statements
+    scoped by aws:ResourceTag. Tagging at creation, an untagged resource (the Elastic IPs, the launch template, the
+    images the role tags right after making them) and its own resources still work."""
+    admin, ec2 = client(endpoint, "ec2"), operator(endpoint, "ec2")
+    zone, name = f"{REGION}a", [{"Key": "Name", "Value": "mine"}]
+    theirs = admin.create_volume(AvailabilityZone=zone, Size=1,
+                                 TagSpecifications=tagged("volume", "another"))["VolumeId"]
+    untagged = admin.create_volume(AvailabilityZone=zone, Size=1)["VolumeId"]
+    own = ec2.create_volume(AvailabilityZone=zone, Size=1, TagSpecifications=tagged("volume"))["VolumeId"]   # on create
+    assert denied(ec2.create_tags, Resources=[theirs], Tags=cluster_tag())
+    assert denied(ec2.create_tags, Resources=[theirs], Tags=cluster_tag() + name)
+    assert denied(ec2.create_tags, Resources=[untagged, theirs], Tags=cluster_tag())   # each resource is judged
+    assert denied(ec2.create_tags, Resources=[untagged], Tags=name)   # untagged, but the request sets no cluster tag
+    assert denied(ec2.delete_volume, VolumeId=theirs)
+    ec2.create_tags(Resources=[untagged], Tags=cluster_tag() + name)
+    ec2.create_tags(Resources=[own], Tags=cluster_tag() + name)
+    ec2.delete_volume(VolumeId=untagged)   # now the cluster's
+    ec2.delete_volume(VolumeId=own)
+    address = ec2.allocate_address(Domain="vpc")["AllocationId"]   # as the role does: allocated untagged, tagged after
+    ec2.create_tags(Resources=[address], Tags=cluster_tag())
+    ec2.release_address(AllocationId=address)
+    their_address = admin.allocate_address(Domain="vpc", TagSpecifications=tagged("elastic-ip", "another"))
+    assert denied(ec2.create_tags, Resources=[their_address["AllocationId"]], Tags=cluster_tag())
+    their_instance = admin.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, TagSpecifications=tagged(
+        "instance", "another"))["Instances"][0]["InstanceId"]
+    assert denied(ec2.create_tags, Resources=[their_instance], Tags=cluster_tag())
+    assert denied(ec2.terminate_instances, InstanceIds=[their_instance])
+
+    admin_efs, efs = client(endpoint, "efs"), operator(endpoint, "efs")
+    foreign = admin_efs.create_file_system(CreationToken=f"foreign-{uuid.uuid4().hex[:6]}",
+                                           Tags=cluster_tag("another"))["FileSystemId"]
+    bare = admin_efs.create_file_system(CreationToken=f"bare-{uuid.uuid4().hex[:6]}")["FileSystemId"]
+    mine = efs.create_file_system(CreationToken=f"mine-{uuid.uuid4().hex[:6]}", Tags=cluster_tag())["FileSystemId"]
+    assert denied(efs.tag_resource, ResourceId=foreign, Tags=cluster_tag())
+    assert denied(efs.tag_resource, ResourceId=bare, Tags=name)
+    assert denied(efs.delete_file_system, FileSystemId=foreign)
+    efs.tag_resource(ResourceId=bare, Tags=cluster_tag())
+    efs.tag_resource(ResourceId=mine, Tags=cluster_tag() + name)
+    efs.delete_file_system(FileSystemId=bare)
+    efs.delete_file_system(FileSystemId=mine)
 
 
 def test_a_reset_keeps_the_administrator_and_the_operator(endpoint, cluster):
