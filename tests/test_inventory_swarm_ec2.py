@@ -13,11 +13,12 @@ import boto3
 import pytest
 import yaml
 
-from conftest import REGION, ROOT, VENV_BIN
+from conftest import REGION, ROOT, VENV_BIN, jhs_names
 
 CLUSTER_A = "invt-alpha"
 CLUSTER_B = "invt-beta"
 CLUSTER_C = "invt-gamma"   # its ASG carries no jhs:* tags: found by the conventional name
+WORKERS_A = jhs_names(CLUSTER_A)["workers"]   # cluster A's Auto Scaling group
 AMI = "ami-12c6146b"   # one of the images moto knows
 
 
@@ -28,33 +29,34 @@ def _clients(url):
 
 
 def _make_cluster(url, name, octet, workers=2, tag_asg=True):
-    """A manager with a public IP, a builder, and an ASG `<name>-workers` across two AZs."""
+    """A manager with a public IP, a builder, and the cluster's ASG (jhs_names' workers) across two AZs."""
+    names = jhs_names(name)
     ec2, asg = _clients(url)
     vpc = ec2.create_vpc(CidrBlock=f"10.{octet}.0.0/16")["Vpc"]["VpcId"]
     subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.{octet}.{i + 1}.0/24",
                                  AvailabilityZone=f"{REGION}{az}")["Subnet"]["SubnetId"]
                for i, az in enumerate("ab")]
 
-    def tags(role):
+    def tags(role, name_tag):
         return [{"ResourceType": "instance", "Tags": [
-            {"Key": "Name", "Value": f"{name}-{role}"}, {"Key": "jhs:cluster", "Value": name},
+            {"Key": "Name", "Value": name_tag}, {"Key": "jhs:cluster", "Value": name},
             {"Key": "jhs:role", "Value": role}]}]
 
     manager = ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, InstanceType="t3.small",
                                 NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": subnets[0],
                                                     "AssociatePublicIpAddress": True}],
-                                TagSpecifications=tags("manager"))["Instances"][0]["InstanceId"]
-    builder = ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, SubnetId=subnets[0],
-                                TagSpecifications=tags("builder"))["Instances"][0]["InstanceId"]
-    ec2.create_launch_template(LaunchTemplateName=f"{name}-worker",
+                                TagSpecifications=tags("manager", names["manager"]))["Instances"][0]["InstanceId"]
+    builder = ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, SubnetId=subnets[0],   # Name: the test's own
+                                TagSpecifications=tags("builder", f"{name}-builder"))["Instances"][0]["InstanceId"]
+    ec2.create_launch_template(LaunchTemplateName=names["worker"],
                                LaunchTemplateData={"ImageId": AMI, "InstanceType": "t3.micro"})
     asg.create_auto_scaling_group(
-        AutoScalingGroupName=f"{name}-workers", MinSize=0, MaxSize=10, DesiredCapacity=workers,
-        LaunchTemplate={"LaunchTemplateName": f"{name}-worker", "Version": "$Latest"},
+        AutoScalingGroupName=names["workers"], MinSize=0, MaxSize=10, DesiredCapacity=workers,
+        LaunchTemplate={"LaunchTemplateName": names["worker"], "Version": "$Latest"},
         VPCZoneIdentifier=",".join(subnets),
-        Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True, "ResourceId": f"{name}-workers",
+        Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True, "ResourceId": names["workers"],
                "ResourceType": "auto-scaling-group"}
-              for k, v in (("Name", f"{name}-worker"), ("jhs:cluster", name), ("jhs:role", "worker"),
+              for k, v in (("Name", names["worker"]), ("jhs:cluster", name), ("jhs:role", "worker"),
                            ("jhs:node-pool", "default")) if tag_asg or k == "Name"])
     return {"manager": manager, "builder": builder}
 
@@ -67,7 +69,8 @@ def _describe(url, ids):
 
 def _asg_members(url, name):
     _, asg = _clients(url)
-    groups = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[f"{name}-workers"])["AutoScalingGroups"]
+    groups = asg.describe_auto_scaling_groups(
+        AutoScalingGroupNames=[jhs_names(name)["workers"]])["AutoScalingGroups"]
     group = groups[0]
     return {i["InstanceId"]: i for i in group["Instances"]}
 
@@ -83,11 +86,11 @@ def clusters(moto_endpoint):
     ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1)
     # A launch lifecycle hook as the project sets it up; moto does not hold instances in Pending:Wait for it
     # (see test_lifecycle_wait_states_with_stubbed_autoscaling for that path).
-    asg.put_lifecycle_hook(LifecycleHookName="join-swarm", AutoScalingGroupName=f"{CLUSTER_A}-workers",
+    asg.put_lifecycle_hook(LifecycleHookName="join-swarm", AutoScalingGroupName=WORKERS_A,
                            LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING", HeartbeatTimeout=300,
                            DefaultResult="ABANDON")
     standby = sorted(_asg_members(moto_endpoint, CLUSTER_A))[0]
-    asg.enter_standby(AutoScalingGroupName=f"{CLUSTER_A}-workers", InstanceIds=[standby],
+    asg.enter_standby(AutoScalingGroupName=WORKERS_A, InstanceIds=[standby],
                       ShouldDecrementDesiredCapacity=True)
     for cluster, name in ((a, CLUSTER_A), (b, CLUSTER_B), (c, CLUSTER_C)):
         cluster["members"] = _asg_members(moto_endpoint, name)
@@ -181,7 +184,7 @@ def test_host_variables(clusters, aws_env, tmp_path):
         assert hv["swarm_role"] == "worker"
         assert hv["swarm_lifecycle_state"] == member["LifecycleState"]
         assert hv["swarm_launch_template_version"] == member["LaunchTemplate"]["Version"] == "1"
-        assert hv["swarm_asg_name"] == f"{CLUSTER_A}-workers"
+        assert hv["swarm_asg_name"] == WORKERS_A
         assert hv["swarm_node_pool"] == "default"
     manager = plain(hostvars[a["manager"]])
     assert manager["swarm_role"] == "manager" and manager["swarm_lifecycle_state"] is None
@@ -516,7 +519,7 @@ def test_lifecycle_wait_states_with_stubbed_autoscaling(clusters, moto_endpoint,
                                                         group_tagged):
     """EC2 from the local endpoint; the Auto Scaling answers stubbed with Pending:Wait, Terminating:Wait and
     Pending, which moto never reports. The Stubber also pins the exact requests: the cluster's tag first, and
-    the conventional name `<cluster>-workers` only when no tagged group has it."""
+    the conventional name (jhs_names' workers) only when no tagged group has it."""
     from botocore.stub import Stubber
     from ansible.inventory.data import InventoryData
     from ansible.parsing.dataloader import DataLoader
@@ -527,7 +530,7 @@ def test_lifecycle_wait_states_with_stubbed_autoscaling(clusters, moto_endpoint,
         monkeypatch.setenv(key, value)
     _, real_asg = _clients(moto_endpoint)
     group = real_asg.describe_auto_scaling_groups(
-        AutoScalingGroupNames=[f"{CLUSTER_A}-workers"])["AutoScalingGroups"][0]
+        AutoScalingGroupNames=[WORKERS_A])["AutoScalingGroups"][0]
     ids = sorted(i["InstanceId"] for i in group["Instances"])
     states = dict(zip(ids, ["Pending:Wait", "Terminating:Wait", "Pending"]))
     for member in group["Instances"]:
@@ -547,7 +550,7 @@ def test_lifecycle_wait_states_with_stubbed_autoscaling(clusters, moto_endpoint,
                                  {"Filters": [{"Name": "tag:jhs:cluster", "Values": [CLUSTER_A]}]})
             if not group_tagged:
                 stubber.add_response("describe_auto_scaling_groups", answer,
-                                     {"AutoScalingGroupNames": [f"{CLUSTER_A}-workers"]})
+                                     {"AutoScalingGroupNames": [WORKERS_A]})
             stubber.activate()
             stubbers.append(stubber)
         return conn

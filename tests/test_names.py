@@ -183,17 +183,42 @@ RESOURCE_SUFFIXES = sorted({*names.RESOURCE_SUFFIXES.values(), *names.RESOURCE_P
                             *names.SSM_NAME_TAGS.values()})
 
 
+def resource_name_pattern(suffix: str) -> str:
+    return rf"[}}>'\"]{re.escape(suffix.rstrip('-'))}(?![a-z0-9])"
+
+
 @pytest.mark.parametrize("suffix", RESOURCE_SUFFIXES)
 def test_each_resource_name_has_one_owner(suffix):
-    assert files_matching(rf"[}}>'\"]{re.escape(suffix.rstrip('-'))}(?![a-z0-9])") == {OWNER_REL}
+    assert files_matching(resource_name_pattern(suffix)) == {OWNER_REL}
+
+
+@pytest.mark.parametrize("suffix", RESOURCE_SUFFIXES)
+def test_no_test_builds_a_resource_name_by_hand(suffix):
+    """f"{CLUSTER}-workers", f"Auto Scaling Group {name}-workers", `<cluster>-workers`: tests take resource names from
+    the owner (conftest.jhs_names(cluster)["workers"]); this file alone pins them (above)."""
+    assert [path for path, text in TEST_TEXTS.items() if re.search(resource_name_pattern(suffix), text)] == []
+
+
+ROOTED_IN_CLUSTER_NAME = r"|".join((
+    r"(?:\{\{\s*cluster_name\s*\}\}|\bcluster_name\s*~\s*['\"]|\{cluster(?:_name)?\})[-/]",   # {{ cluster_name }}/, {cluster}-
+    r"/\{\{\s*cluster_name", r"['\"]/['\"]\s*~\s*cluster_name", r"/\{cluster\}"))
 
 
 def test_names_rooted_in_cluster_name_have_one_owner():
     """'/' ~ cluster_name (SSM, log group), cluster_name ~ '/' (ECR): only the owner builds them."""
-    code_ref = r"(?:\{\{\s*cluster_name\s*\}\}|\bcluster_name\s*~\s*['\"]|\{cluster(?:_name)?\})"
-    assert files_matching(rf"{code_ref}[-/]|/\{{\{{\s*cluster_name|['\"]/['\"]\s*~\s*cluster_name|/\{{cluster\}}") == {
-        OWNER_REL}
+    assert files_matching(ROOTED_IN_CLUSTER_NAME) == {OWNER_REL}
     assert files_matching(r"<cluster(?:_name)?>-[a-z]") <= {OWNER_REL}   # names in descriptions too
+
+
+# A copy not yet taken from the owner, in a test outside this change: its SSM paths /<cluster>/hub/<leaf> built in a
+# loop. Remove it from here once that test asks conftest.jhs_names(cluster)["ssm"].
+TESTS_NOT_YET_ON_THE_OWNER = {"tests/test_jupyterhub_hub.py"}
+
+
+def test_no_test_builds_a_name_rooted_in_cluster_name_by_hand():
+    """Tests take /<cluster> (ssm_prefix), <cluster>/ (ecr_prefix) and the rest from the owner too."""
+    assert {path for path, text in TEST_TEXTS.items()
+            if re.search(ROOTED_IN_CLUSTER_NAME, text)} == TESTS_NOT_YET_ON_THE_OWNER
 
 
 def test_the_cluster_name_rule_has_one_owner():

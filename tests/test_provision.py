@@ -30,7 +30,9 @@ from conftest import REGION, ROOT, VENV_BIN, credentials_later, git_repo, jhs_na
 pytestmark = pytest.mark.slow   # several full provision runs against the local endpoint
 
 CLUSTER = "prov-a"
-SSM = jhs_names(CLUSTER)["ssm"]
+NAMES = jhs_names(CLUSTER)
+SSM = NAMES["ssm"]
+NOTEBOOK_REPO = NAMES["ecr_prefix"] + "notebook"   # the ECR repository aws_cluster_ecr_repositories makes by default
 ZONE = "example.test"
 DOMAIN = "hub.example.test"
 BASE_AMI = "ami-1e749f67"     # one of the images the local endpoint serves
@@ -93,6 +95,7 @@ def tags_of(resource: dict) -> dict[str, str]:
 
 def cluster_resources(client, cluster: str) -> dict[str, list[str]]:
     """Everything on the endpoint that carries the cluster's tag (or lives under its names), by kind."""
+    names = jhs_names(cluster)
     ec2 = client("ec2")
     f = [{"Name": "tag:jhs:cluster", "Values": [cluster]}]
     out = {
@@ -120,19 +123,19 @@ def cluster_resources(client, cluster: str) -> dict[str, list[str]]:
                         if tags_of(iam.list_role_tags(RoleName=r["RoleName"])).get("jhs:cluster") == cluster]
     out["instance_profiles"] = [p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]
                                 if tags_of(p).get("jhs:cluster") == cluster
-                                or p["InstanceProfileName"] in (f"{cluster}-manager", f"{cluster}-worker")]
+                                or p["InstanceProfileName"] in (names["manager"], names["worker"])]
     out["ssm_parameters"] = [p["Name"] for p in client("ssm").get_parameters_by_path(
-        Path=f"/{cluster}", Recursive=True)["Parameters"]]
+        Path=names["ssm_prefix"], Recursive=True)["Parameters"]]
     efs = client("efs")
     out["efs"] = [fs["FileSystemId"] for fs in efs.describe_file_systems(CreationToken=cluster)["FileSystems"]]
     out["efs_mount_targets"] = [mt["MountTargetId"] for fs in out["efs"]
                                 for mt in efs.describe_mount_targets(FileSystemId=fs)["MountTargets"]]
     out["ecr_repositories"] = list(ecr_repositories(client, cluster))
     out["log_groups"] = [g["logGroupName"] for g in client("logs").describe_log_groups(
-        logGroupNamePrefix=f"/{cluster}/")["logGroups"]]
+        logGroupNamePrefix=names["ssm_prefix"] + "/")["logGroups"]]   # any group under /<cluster>/
     out["dashboards"] = [d["DashboardName"] for d in client("cloudwatch").list_dashboards(
-        DashboardNamePrefix=f"{cluster}-")["DashboardEntries"] if d["DashboardName"] == f"{cluster}-dashboard"]
-    out["s3_buckets"] = [name for name in s3_buckets(client) if name.startswith(f"{cluster}-")
+        DashboardNamePrefix=names["dashboard"])["DashboardEntries"] if d["DashboardName"] == names["dashboard"]]
+    out["s3_buckets"] = [name for name in s3_buckets(client) if name.startswith(names["backup_bucket_prefix"])
                          and s3_tags(client, name).get("jhs:cluster") == cluster]
     return {k: sorted(v) for k, v in out.items() if v}
 
@@ -153,7 +156,7 @@ def ecr_repositories(client, cluster: str) -> dict[str, dict]:
     ecr = client("ecr")
     found = {}
     for repo in ecr.describe_repositories()["repositories"]:
-        if repo["repositoryName"].startswith(f"{cluster}/"):
+        if repo["repositoryName"].startswith(jhs_names(cluster)["ecr_prefix"]):
             tags = {"tags": ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"])["tags"]}
             if tags_of(tags).get("jhs:cluster") == cluster:
                 found[repo["repositoryName"]] = dict(repo, tags=tags_of(tags))
@@ -214,7 +217,7 @@ def provisioned(moto_endpoint, client):
     result["first"], result["first_seconds"] = playbook(moto_endpoint, "provision", settings)
     assert result["first"].returncode == 0, result["first"].stdout[-5000:]
     # The hub scales workers between runs; provision must leave the desired capacity alone.
-    client("autoscaling").set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=2)
+    client("autoscaling").set_desired_capacity(AutoScalingGroupName=NAMES["workers"], DesiredCapacity=2)
     # The no-change run and two check runs, side by side: none of them changes anything when provisioning is
     # right, so they see the state they would see one after another (and when one does change something, its
     # own test fails).
@@ -235,15 +238,15 @@ def test_check_mode_on_empty_account_creates_nothing_and_says_what_it_would(prov
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert provisioned["before_check"] == provisioned["after_check"]
     assert "a real run would create" in proc.stdout
-    for thing in (f"VPC {CLUSTER}-vpc 10.10.0.0/16", f"Auto Scaling Group {CLUSTER}-workers", "NAT gateway",
-                  f"security groups {CLUSTER}-hub", f"manager instance {CLUSTER}-manager",
-                  f".dkr.ecr.{REGION}.amazonaws.com/{CLUSTER}/notebook (scan on push on, image tags mutable, "
+    for thing in (f"VPC {NAMES['vpc']} 10.10.0.0/16", f"Auto Scaling Group {NAMES['workers']}", "NAT gateway",
+                  f"security groups {NAMES['hub']}", f"manager instance {NAMES['manager']}",
+                  f".dkr.ecr.{REGION}.amazonaws.com/{NOTEBOOK_REPO} (scan on push on, image tags mutable, "
                   "keep the newest 10 images)",
-                  f"S3 bucket {CLUSTER}-hub-backups-",
-                  f"CloudWatch Logs group /{CLUSTER}/containers for the logs of every container (kept 30 days)",
-                  f"CloudWatch dashboard {CLUSTER}-dashboard"):
+                  f"S3 bucket {NAMES['backup_bucket_prefix']}",
+                  f"CloudWatch Logs group {NAMES['log_group']} for the logs of every container (kept 30 days)",
+                  f"CloudWatch dashboard {NAMES['dashboard']}"):
         assert thing in proc.stdout
-    assert re.search(rf"ECR repositories \d{{12}}\.dkr\.ecr\.{REGION}\.amazonaws\.com/{CLUSTER}/notebook ", proc.stdout)
+    assert re.search(rf"ECR repositories \d{{12}}\.dkr\.ecr\.{REGION}\.amazonaws\.com/{NOTEBOOK_REPO} ", proc.stdout)
 
 
 def test_first_run_creates_second_run_changes_nothing(provisioned):
@@ -283,7 +286,7 @@ def test_check_mode_reports_a_drift_and_changes_nothing(provisioned, client):
         "aws_cluster : Workers | Auto Scaling Group across the private subnets"]
     assert recap(proc.stdout)["changed"] == 5
     (group,) = client("autoscaling").describe_auto_scaling_groups(
-        AutoScalingGroupNames=[f"{CLUSTER}-workers"])["AutoScalingGroups"]
+        AutoScalingGroupNames=[NAMES["workers"]])["AutoScalingGroups"]
     assert group["MaxSize"] == 10
 
 
@@ -294,10 +297,10 @@ def test_check_mode_reports_ecr_drift_and_changes_nothing(provisioned, client):
     drift = re.search(r"TASK \[aws_cluster : ECR \| repositories a real run would create or change\][^\n]*\n[^\n]*\n"
                       r"changed: \[localhost\] =>(.*?)\nTASK \[", proc.stdout, re.S)
     assert drift, proc.stdout[-3000:]
-    assert f"{CLUSTER}/notebook: lifecycle policy changed" in drift.group(1)
-    assert f"{CLUSTER}/base: create" in drift.group(1)
-    assert list(ecr_repositories(client, CLUSTER)) == [f"{CLUSTER}/notebook"]
-    lifecycle = json.loads(client("ecr").get_lifecycle_policy(repositoryName=f"{CLUSTER}/notebook")["lifecyclePolicyText"])
+    assert f"{NOTEBOOK_REPO}: lifecycle policy changed" in drift.group(1)
+    assert f"{NAMES['ecr_prefix']}base: create" in drift.group(1)
+    assert list(ecr_repositories(client, CLUSTER)) == [NOTEBOOK_REPO]
+    lifecycle = json.loads(client("ecr").get_lifecycle_policy(repositoryName=NOTEBOOK_REPO)["lifecyclePolicyText"])
     assert lifecycle["rules"][0]["selection"]["countNumber"] == 10
 
 
@@ -305,7 +308,7 @@ def test_network_two_zones_public_and_private(provisioned, client):
     ec2 = client("ec2")
     vpcs = ec2.describe_vpcs(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]}])["Vpcs"]
     assert len(vpcs) == 1 and vpcs[0]["CidrBlock"] == "10.10.0.0/16"
-    assert tags_of(vpcs[0])["Name"] == f"{CLUSTER}-vpc"
+    assert tags_of(vpcs[0])["Name"] == NAMES["vpc"]
     vpc_id = vpcs[0]["VpcId"]
     subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]
     tiers = {tier: [s for s in subnets if tags_of(s).get("jhs:tier") == tier] for tier in ("public", "private")}
@@ -321,11 +324,11 @@ def test_network_two_zones_public_and_private(provisioned, client):
     assert len(nats) == 1 and nats[0]["SubnetId"] in {s["SubnetId"] for s in tiers["public"]}
     tables = ec2.describe_route_tables(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]}])["RouteTables"]
     by_name = {tags_of(t)["Name"]: t for t in tables}
-    public_routes = {r["DestinationCidrBlock"]: r for r in by_name[f"{CLUSTER}-public"]["Routes"]}
-    private_routes = {r["DestinationCidrBlock"]: r for r in by_name[f"{CLUSTER}-private"]["Routes"]}
+    public_routes = {r["DestinationCidrBlock"]: r for r in by_name[NAMES["public"]]["Routes"]}
+    private_routes = {r["DestinationCidrBlock"]: r for r in by_name[NAMES["private"]]["Routes"]}
     assert public_routes["0.0.0.0/0"]["GatewayId"] == igws[0]["InternetGatewayId"]
     assert private_routes["0.0.0.0/0"]["NatGatewayId"] == nats[0]["NatGatewayId"]
-    assert {a["SubnetId"] for a in by_name[f"{CLUSTER}-private"]["Associations"]} == {s["SubnetId"] for s in tiers["private"]}
+    assert {a["SubnetId"] for a in by_name[NAMES["private"]]["Associations"]} == {s["SubnetId"] for s in tiers["private"]}
 
 
 def groups(client) -> dict[str, dict]:
@@ -335,8 +338,8 @@ def groups(client) -> dict[str, dict]:
 
 def test_security_groups_least_exposure(provisioned, client):
     sgs = groups(client)
-    assert set(sgs) == {f"{CLUSTER}-hub", f"{CLUSTER}-nodes", f"{CLUSTER}-efs"}
-    hub, nodes, efs = sgs[f"{CLUSTER}-hub"], sgs[f"{CLUSTER}-nodes"], sgs[f"{CLUSTER}-efs"]
+    assert set(sgs) == {NAMES["hub"], NAMES["nodes"], NAMES["efs"]}
+    hub, nodes, efs = sgs[NAMES["hub"]], sgs[NAMES["nodes"]], sgs[NAMES["efs"]]
     hub_rules = {(p["IpProtocol"], p["FromPort"], p["ToPort"]): [r["CidrIp"] for r in p["IpRanges"]] for p in hub["IpPermissions"]}
     assert hub_rules == {("tcp", 80, 80): ["0.0.0.0/0"], ("tcp", 443, 443): ["0.0.0.0/0"]}  # no SSH by default
     node_rules = {(p["IpProtocol"], p.get("FromPort"), p.get("ToPort")): p for p in nodes["IpPermissions"]}
@@ -367,7 +370,7 @@ def test_the_nodes_group_lets_through_what_dockers_swarm_needs_between_nodes(pro
         "swarm_manager_network_encrypted"]
     assert encrypted is True
     required = {**SWARM_FLOWS, **(ENCRYPTED_OVERLAY_FLOWS if encrypted else {})}
-    nodes = groups(client)[f"{CLUSTER}-nodes"]
+    nodes = groups(client)[NAMES["nodes"]]
 
     def allowed(proto: str, port: int | None) -> bool:
         for perm in nodes["IpPermissions"]:
@@ -394,7 +397,7 @@ def test_efs_encrypted_with_backups_lifecycle_and_mount_targets(provisioned, cli
     (fs,) = efs.describe_file_systems(CreationToken=CLUSTER)["FileSystems"]
     assert fs["Encrypted"] is True
     tags = tags_of({"Tags": efs.list_tags_for_resource(ResourceId=fs["FileSystemId"])["Tags"]})
-    assert tags["jhs:cluster"] == CLUSTER and tags["Name"] == f"{CLUSTER}-home"
+    assert tags["jhs:cluster"] == CLUSTER and tags["Name"] == NAMES["home"]
     assert efs.describe_backup_policy(FileSystemId=fs["FileSystemId"])["BackupPolicy"]["Status"] == "ENABLED"
     lifecycle = efs.describe_lifecycle_configuration(FileSystemId=fs["FileSystemId"])["LifecyclePolicies"]
     assert lifecycle == [{"TransitionToIA": "AFTER_30_DAYS"}]
@@ -402,7 +405,7 @@ def test_efs_encrypted_with_backups_lifecycle_and_mount_targets(provisioned, cli
     private = client("ec2").describe_subnets(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]},
                                                       {"Name": "tag:jhs:tier", "Values": ["private"]}])["Subnets"]
     assert sorted(t["SubnetId"] for t in targets) == sorted(s["SubnetId"] for s in private)
-    efs_sg = groups(client)[f"{CLUSTER}-efs"]["GroupId"]
+    efs_sg = groups(client)[NAMES["efs"]]["GroupId"]
     for target in targets:
         assert efs.describe_mount_target_security_groups(MountTargetId=target["MountTargetId"])["SecurityGroups"] == [efs_sg]
 
@@ -411,7 +414,7 @@ def test_hub_backups_bucket_private_encrypted_expiring_and_published(provisioned
     """The bucket the manager copies the hub database's backups into (jupyterhub's jhs-backup-copy)."""
     s3 = client("s3")
     account = client("sts").get_caller_identity()["Account"]
-    bucket = f"{CLUSTER}-hub-backups-{account}"
+    bucket = NAMES["backup_bucket_prefix"] + account
     assert bucket in s3_buckets(client)
     assert s3_tags(client, bucket) == {"jhs:cluster": CLUSTER, "jhs:data": "hub-backups", "Name": bucket}
     (rule,) = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
@@ -426,14 +429,14 @@ def test_hub_backups_bucket_private_encrypted_expiring_and_published(provisioned
     parameter = client("ssm").get_parameter(Name=SSM["backup_bucket"])["Parameter"]
     assert (parameter["Type"], parameter["Value"]) == ("String", bucket)
     # The manager may put, get and list under hub-backups/ only, and nothing else in S3.
-    manager = {s["Sid"]: s for s in policy(client, f"{CLUSTER}-manager")["Statement"]}
+    manager = {s["Sid"]: s for s in policy(client, NAMES["manager"])["Statement"]}
     assert manager["CopyHubBackupsToTheBucket"]["Action"] == ["s3:PutObject", "s3:GetObject"]
     assert manager["CopyHubBackupsToTheBucket"]["Resource"] == f"arn:aws:s3:::{bucket}/hub-backups/*"
     assert manager["ListHubBackups"]["Resource"] == f"arn:aws:s3:::{bucket}"
     assert manager["ListHubBackups"]["Condition"] == {"StringLike": {"s3:prefix": ["hub-backups/*"]}}
     s3_actions = [a for s in manager.values() for a in s["Action"] if a.startswith("s3:")]
     assert sorted(s3_actions) == ["s3:GetObject", "s3:ListBucket", "s3:PutObject"]
-    worker = policy(client, f"{CLUSTER}-worker")["Statement"]
+    worker = policy(client, NAMES["worker"])["Statement"]
     assert not [a for s in worker for a in s["Action"] if a.startswith("s3:")]
 
 
@@ -457,10 +460,10 @@ def ecr_statements(statements: list[dict]) -> list[tuple[list[str], object]]:
 def test_iam_roles_split_and_least_privilege(provisioned, client):
     iam = client("iam")
     account = client("sts").get_caller_identity()["Account"]
-    asg_arn = f"arn:aws:autoscaling:{REGION}:{account}:autoScalingGroup:*:autoScalingGroupName/{CLUSTER}-workers"
+    asg_arn = f"arn:aws:autoscaling:{REGION}:{account}:autoScalingGroup:*:autoScalingGroupName/{NAMES['workers']}"
     param = f"arn:aws:ssm:{REGION}:{account}:parameter"
     for role in ("manager", "worker"):
-        name = f"{CLUSTER}-{role}"
+        name = NAMES[role]
         got = iam.get_role(RoleName=name)["Role"]
         trust = got["AssumeRolePolicyDocument"]
         trust = json.loads(trust) if isinstance(trust, str) else trust
@@ -468,7 +471,7 @@ def test_iam_roles_split_and_least_privilege(provisioned, client):
         assert tags_of(iam.list_role_tags(RoleName=name))["jhs:role"] == role
         profile = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
         assert [r["RoleName"] for r in profile["Roles"]] == [name]
-    worker = policy(client, f"{CLUSTER}-worker")["Statement"]
+    worker = policy(client, NAMES["worker"])["Statement"]
     actions = {a for s in worker for a in s["Action"]}
     assert actions == {"ssm:GetParameter", "ssm:GetParameters", "autoscaling:CompleteLifecycleAction",
                        "autoscaling:RecordLifecycleActionHeartbeat", "autoscaling:SetInstanceHealth"} \
@@ -476,9 +479,9 @@ def test_iam_roles_split_and_least_privilege(provisioned, client):
     assert worker[0]["Resource"] == [param + SSM["join_token"], param + SSM["manager_addr"], param + SSM["efs_id"]]
     assert worker[1]["Resource"] == asg_arn
     # ECR: log in anywhere (GetAuthorizationToken has no resource), pull only from the cluster's repositories.
-    repository_arn = f"arn:aws:ecr:{REGION}:{account}:repository/{CLUSTER}/notebook"
+    repository_arn = f"arn:aws:ecr:{REGION}:{account}:repository/{NOTEBOOK_REPO}"
     assert ecr_statements(worker) == [(ECR_LOGIN, "*"), (ECR_PULL, [repository_arn])]
-    manager = {s["Sid"]: s for s in policy(client, f"{CLUSTER}-manager")["Statement"]}
+    manager = {s["Sid"]: s for s in policy(client, NAMES["manager"])["Statement"]}
     assert manager["PublishSwarmJoinParameters"]["Resource"] == [param + SSM["join_token"], param + SSM["manager_addr"]]
     # the hub publishes the images it spawns, for the worker-image bake to pre-pull
     assert manager["PublishNotebookImages"]["Resource"] == param + SSM["notebook_images"]
@@ -504,7 +507,7 @@ def test_iam_roles_split_and_least_privilege(provisioned, client):
     assert ecr_statements(list(manager.values())) == [(ECR_LOGIN, "*"), (ECR_PUSH_PULL, [repository_arn])]
     # The token the hub sends with every spawn (and root on a worker can read) is a pull-only role's, which the
     # manager alone may assume.
-    pull = f"{CLUSTER}-registry-pull"
+    pull = NAMES["registry_pull"]
     pull_arn = f"arn:aws:iam::{account}:role/{pull}"
     assert manager["AssumeTheRegistryPullRole"] == {"Sid": "AssumeTheRegistryPullRole", "Effect": "Allow",
                                                     "Action": ["sts:AssumeRole"], "Resource": pull_arn}
@@ -514,7 +517,7 @@ def test_iam_roles_split_and_least_privilege(provisioned, client):
     trust = got["AssumeRolePolicyDocument"]
     trust = json.loads(trust) if isinstance(trust, str) else trust
     assert [(s["Principal"], s["Action"]) for s in trust["Statement"]] == [
-        ({"AWS": f"arn:aws:iam::{account}:role/{CLUSTER}-manager"}, "sts:AssumeRole")]
+        ({"AWS": f"arn:aws:iam::{account}:role/{NAMES['manager']}"}, "sts:AssumeRole")]
     assert tags_of(iam.list_role_tags(RoleName=pull))["jhs:role"] == "registry-pull"
     statements = policy(client, pull)["Statement"]
     assert ecr_statements(statements) == [(ECR_LOGIN, "*"), (ECR_PULL, [repository_arn])]
@@ -534,21 +537,21 @@ def test_the_containers_log_group_kept_for_its_retention_and_written_only_by_the
     retention setting's default and the cluster's tags; both instance roles may create streams and put events in
     it and in no other group, and nothing more of CloudWatch Logs."""
     logs = client("logs")
-    group = f"/{CLUSTER}/containers"
+    group = NAMES["log_group"]
     (found,) = [g for g in logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"] if g["logGroupName"] == group]
     assert found["retentionInDays"] == 30
     assert logs.list_tags_log_group(logGroupName=group)["tags"]["jhs:cluster"] == CLUSTER
     account = client("sts").get_caller_identity()["Account"]
     arn = f"arn:aws:logs:{REGION}:{account}:log-group:{group}"
     for role in ("manager", "worker"):
-        assert logs_statements(policy(client, f"{CLUSTER}-{role}")["Statement"]) == [(LOGS_WRITE, [arn, arn + ":*"])]
+        assert logs_statements(policy(client, NAMES[role])["Statement"]) == [(LOGS_WRITE, [arn, arn + ":*"])]
 
 
 def test_the_clusters_dashboard_shows_users_nodes_reservations_timings_and_the_groups_metrics(provisioned, client):
     """The dashboard provisioning puts: seven widgets of the region, each metric of the scaler's and the hub-metrics
     exporter's namespace by the cluster's ClusterName, the group's own by its name. That each has data after a spawn
     is the lab's test (tests/lab/test_site.py)."""
-    body = json.loads(client("cloudwatch").get_dashboard(DashboardName=f"{CLUSTER}-dashboard")["DashboardBody"])
+    body = json.loads(client("cloudwatch").get_dashboard(DashboardName=NAMES["dashboard"])["DashboardBody"])
     widgets = body["widgets"]
     assert [w["properties"]["title"] for w in widgets] == [
         "Users running and spawns pending", "Worker nodes: Ready, desired, in service",
@@ -563,12 +566,12 @@ def test_the_clusters_dashboard_shows_users_nodes_reservations_timings_and_the_g
     hub = {(m, "ClusterName", CLUSTER) for m in (
         "UsersRunning", "SpawnsPending", "NodesReady", "DesiredCapacity", "CpuReserved", "CpuAllocatable",
         "MemoryReserved", "MemoryAllocatable", "SpawnDuration", "HubApiLatency")}
-    group = {(m, "AutoScalingGroupName", f"{CLUSTER}-workers") for m in (
+    group = {(m, "AutoScalingGroupName", NAMES["workers"]) for m in (
         "GroupInServiceInstances", "GroupDesiredCapacity", "GroupPendingInstances", "GroupTerminatingInstances",
         "GroupMinSize", "GroupMaxSize")}
     assert named == {"JupyterHubSwarm": hub, "AWS/AutoScaling": group}
     # the group collects exactly those (and more): Auto Scaling publishes them
-    (g,) = client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[f"{CLUSTER}-workers"])[
+    (g,) = client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[NAMES["workers"]])[
         "AutoScalingGroups"]
     assert {m for m, _, _ in group} <= {m["Metric"] for m in g["EnabledMetrics"]}
 
@@ -576,7 +579,7 @@ def test_the_clusters_dashboard_shows_users_nodes_reservations_timings_and_the_g
 def test_secrets_stored_encrypted_kept_and_never_printed(provisioned, client):
     ssm = client("ssm")
     names = {p["Name"]: p for p in ssm.describe_parameters(
-        ParameterFilters=[{"Key": "Path", "Option": "Recursive", "Values": [f"/{CLUSTER}"]}])["Parameters"]}
+        ParameterFilters=[{"Key": "Path", "Option": "Recursive", "Values": [NAMES["ssm_prefix"]]}])["Parameters"]}
     expected = {SSM["cookie_secret"], SSM["proxy_token"], SSM["oauth_client_secret"],
                 SSM["manager_addr"], SSM["efs_id"]}
     # the backups bucket's name is no secret (a String, test_hub_backups_bucket_...)
@@ -603,12 +606,12 @@ def test_secrets_stored_encrypted_kept_and_never_printed(provisioned, client):
 def test_ecr_repository_for_notebook_images(provisioned, client):
     ecr = client("ecr")
     (repo,) = ecr_repositories(client, CLUSTER).values()
-    assert repo["repositoryName"] == f"{CLUSTER}/notebook"
-    assert repo["tags"] == {"jhs:cluster": CLUSTER, "Name": f"{CLUSTER}/notebook"}
+    assert repo["repositoryName"] == NOTEBOOK_REPO
+    assert repo["tags"] == {"jhs:cluster": CLUSTER, "Name": NOTEBOOK_REPO}
     assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
     assert repo["imageTagMutability"] == "MUTABLE"
     assert repo["encryptionConfiguration"]["encryptionType"] == "AES256"
-    lifecycle = json.loads(ecr.get_lifecycle_policy(repositoryName=f"{CLUSTER}/notebook")["lifecyclePolicyText"])
+    lifecycle = json.loads(ecr.get_lifecycle_policy(repositoryName=NOTEBOOK_REPO)["lifecyclePolicyText"])
     (rule,) = lifecycle["rules"]
     assert rule["selection"] == {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 10}
     assert rule["action"] == {"type": "expire"}
@@ -619,7 +622,7 @@ def test_ecr_repository_for_notebook_images(provisioned, client):
 
 def launch_template(client) -> dict:
     ec2 = client("ec2")
-    (version,) = ec2.describe_launch_template_versions(LaunchTemplateName=f"{CLUSTER}-worker",
+    (version,) = ec2.describe_launch_template_versions(LaunchTemplateName=NAMES["worker"],
                                                        Versions=["$Latest"])["LaunchTemplateVersions"]
     return version
 
@@ -633,10 +636,10 @@ def test_launch_template_hardened(provisioned, client):
     assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
     (root,) = data["BlockDeviceMappings"]
     assert root["Ebs"]["Encrypted"] is True and root["Ebs"]["VolumeType"] == "gp3"
-    assert data["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{CLUSTER}-worker")
-    assert data["SecurityGroupIds"] == [groups(client)[f"{CLUSTER}-nodes"]["GroupId"]]
+    assert data["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{NAMES['worker']}")
+    assert data["SecurityGroupIds"] == [groups(client)[NAMES["nodes"]]["GroupId"]]
     assert data["KeyName"] == KEY_PAIR           # workers reachable over SSH (through the manager) as the manager is
-    (lt,) = client("ec2").describe_launch_templates(LaunchTemplateNames=[f"{CLUSTER}-worker"])["LaunchTemplates"]
+    (lt,) = client("ec2").describe_launch_templates(LaunchTemplateNames=[NAMES["worker"]])["LaunchTemplates"]
     lt_tags = client("ec2").describe_tags(Filters=[{"Name": "resource-id", "Values": [lt["LaunchTemplateId"]]}])
     assert tags_of(lt_tags)["jhs:cluster"] == CLUSTER
 
@@ -672,7 +675,8 @@ def test_worker_user_data_contract(provisioned, client, moto_endpoint, tmp_path)
     # its launch; after a successful attempt it completes the launch with CONTINUE (test_worker_boot_completes_...)
     assert "attempts=3\n" in script and "    sleep 30\n" in script
     asg = jhs_asg_script(script)
-    assert f'GROUP = "{CLUSTER}-workers"\n' in asg and f'LAUNCH_HOOK = "{CLUSTER}-launch"\n' in asg
+    group, launch_hook = NAMES["workers"], NAMES["launch"]
+    assert f'GROUP = "{group}"\n' in asg and f'LAUNCH_HOOK = "{launch_hook}"\n' in asg
     assert 'set_instance_health(InstanceId=iid, HealthStatus="Unhealthy"' in asg
     compiled = subprocess.run([str(VENV_BIN / "python"), "-c", "import sys; compile(sys.stdin.read(), 'jhs-asg', 'exec')"],
                               input=asg, capture_output=True, text=True)
@@ -776,8 +780,8 @@ def test_jhs_asg_completes_the_launch_hook_and_reports_health(provisioned, clien
     in the cluster's group and launch hook; no action waiting (ValidationError) is logged and not an error."""
     path = tmp_path / "jhs-asg"
     path.write_text(jhs_asg_script(worker_user_data(client)))
-    iid, launch = WorkerAwsStandIn.instance_id, {"AutoScalingGroupName": f"{CLUSTER}-workers",
-                                                 "LifecycleHookName": f"{CLUSTER}-launch"}
+    iid, launch = WorkerAwsStandIn.instance_id, {"AutoScalingGroupName": NAMES["workers"],
+                                                 "LifecycleHookName": NAMES["launch"]}
     for action, result in (("continue", "CONTINUE"), ("abandon", "ABANDON")):
         proc, calls = run_jhs_asg(path, worker_aws, action)
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -790,7 +794,7 @@ def test_jhs_asg_completes_the_launch_hook_and_reports_health(provisioned, clien
     # a later boot (no action waiting): logged, exit 0
     proc, calls = run_jhs_asg(path, worker_aws, "continue", ("ValidationError", 400))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert len(calls) == 1 and f"no launch lifecycle action of {iid} waits in {CLUSTER}-workers" in proc.stdout
+    assert len(calls) == 1 and f"no launch lifecycle action of {iid} waits in {NAMES['workers']}" in proc.stdout
     # any other failure: one line in the log and a non-zero exit, for the boot script to say what it means
     proc, calls = run_jhs_asg(path, worker_aws, "continue", ("AccessDenied", 403))
     assert proc.returncode == 1 and len(calls) == 1
@@ -807,7 +811,7 @@ def test_jhs_asg_heartbeats_keep_the_launch_until_no_action_waits_or_their_limit
     path = tmp_path / "jhs-asg"
     path.write_text(jhs_asg_script(user_data))
     beat = {"Action": "RecordLifecycleActionHeartbeat", "InstanceId": WorkerAwsStandIn.instance_id,
-            "AutoScalingGroupName": f"{CLUSTER}-workers", "LifecycleHookName": f"{CLUSTER}-launch"}
+            "AutoScalingGroupName": NAMES["workers"], "LifecycleHookName": NAMES["launch"]}
     # the limit: 2.4 s of beats 1 s apart is two beats
     proc, calls = run_jhs_asg(path, worker_aws, "heartbeat 1 2.4")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -940,7 +944,7 @@ def test_jhs_asg_puts_the_boot_log_into_the_clusters_log_group(provisioned, clie
     proc = subprocess.run([str(VENV_BIN / "python"), str(path), "log"], env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    logs, group = client("logs"), f"/{CLUSTER}/containers"
+    logs, group = client("logs"), NAMES["log_group"]
     (stream,) = [s["logStreamName"] for s in logs.describe_log_streams(
         logGroupName=group, logStreamNamePrefix=f"boot/{WorkerAwsStandIn.instance_id}/")["logStreams"]]
     assert re.fullmatch(rf"boot/{WorkerAwsStandIn.instance_id}/\d{{8}}T\d{{6}}Z", stream), stream
@@ -951,7 +955,7 @@ def test_jhs_asg_puts_the_boot_log_into_the_clusters_log_group(provisioned, clie
 
 def test_auto_scaling_group(provisioned, client):
     asg = client("autoscaling")
-    (group,) = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[f"{CLUSTER}-workers"])["AutoScalingGroups"]
+    (group,) = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[NAMES["workers"]])["AutoScalingGroups"]
     assert (group["MinSize"], group["MaxSize"]) == (0, 10)
     assert group["DesiredCapacity"] == 2            # set by "the hub" between runs, left alone by provision
     assert group["HealthCheckGracePeriod"] == 300
@@ -959,26 +963,26 @@ def test_auto_scaling_group(provisioned, client):
     # hook existed, so no instance is InService without having joined (none boots here; the endpoint replaces a
     # launch whose hook times out with another that waits).
     assert group["Instances"] and {i["LifecycleState"] for i in group["Instances"]} == {"Pending:Wait"}, group["Instances"]
-    assert group["LaunchTemplate"]["LaunchTemplateName"] == f"{CLUSTER}-worker"
+    assert group["LaunchTemplate"]["LaunchTemplateName"] == NAMES["worker"]
     private = client("ec2").describe_subnets(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]},
                                                       {"Name": "tag:jhs:tier", "Values": ["private"]}])["Subnets"]
     assert sorted(group["VPCZoneIdentifier"].split(",")) == sorted(s["SubnetId"] for s in private)
     tags = {t["Key"]: t for t in group["Tags"]}
     for key, value in {"jhs:cluster": CLUSTER, "jhs:role": "worker", "jhs:node-pool": "default",
-                       "Name": f"{CLUSTER}-worker"}.items():
+                       "Name": NAMES["worker"]}.items():
         assert tags[key]["Value"] == value and tags[key]["PropagateAtLaunch"] is True
     hooks = {h["LifecycleHookName"]: h for h in
-             asg.describe_lifecycle_hooks(AutoScalingGroupName=f"{CLUSTER}-workers")["LifecycleHooks"]}
-    assert set(hooks) == {f"{CLUSTER}-launch", f"{CLUSTER}-drain"}
+             asg.describe_lifecycle_hooks(AutoScalingGroupName=NAMES["workers"])["LifecycleHooks"]}
+    assert set(hooks) == {NAMES["launch"], NAMES["drain"]}
     # InService only once the node has joined (its boot completes the hook); a boot that never does is abandoned
-    launch = hooks[f"{CLUSTER}-launch"]
+    launch = hooks[NAMES["launch"]]
     assert launch["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_LAUNCHING"
     assert launch["HeartbeatTimeout"] == 900 and launch["DefaultResult"] == "ABANDON"
-    drain = hooks[f"{CLUSTER}-drain"]
+    drain = hooks[NAMES["drain"]]
     assert drain["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING"
     assert drain["HeartbeatTimeout"] == 600 and drain["DefaultResult"] == "CONTINUE"
     # no CPU target tracking by default: the hub's scaler sizes the group (test_cpu_target_tracking_is_opt_in)
-    assert asg.describe_policies(AutoScalingGroupName=f"{CLUSTER}-workers")["ScalingPolicies"] == []
+    assert asg.describe_policies(AutoScalingGroupName=NAMES["workers"])["ScalingPolicies"] == []
     # Instances the group launched carry the propagated tags. (Not terminated: an endpoint that holds a launch in
     # Pending:Wait abandons it after the launch hook's timeout, no worker boots here, and launches another.)
     workers = client("ec2").describe_instances(Filters=[{"Name": "tag:jhs:role", "Values": ["worker"]},
@@ -993,11 +997,11 @@ def test_manager_instance_volume_address_and_dns(provisioned, client):
                                             {"Name": "tag:jhs:role", "Values": ["manager"]},
                                             {"Name": "instance-state-name", "Values": ["running"]}])
     (manager,) = [i for r in found["Reservations"] for i in r["Instances"]]
-    assert tags_of(manager)["Name"] == f"{CLUSTER}-manager"
-    assert manager["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{CLUSTER}-manager")
+    assert tags_of(manager)["Name"] == NAMES["manager"]
+    assert manager["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{NAMES['manager']}")
     assert manager["KeyName"] == KEY_PAIR
     sg = groups(client)
-    assert {g["GroupId"] for g in manager["SecurityGroups"]} == {sg[f"{CLUSTER}-hub"]["GroupId"], sg[f"{CLUSTER}-nodes"]["GroupId"]}
+    assert {g["GroupId"] for g in manager["SecurityGroups"]} == {sg[NAMES["hub"]]["GroupId"], sg[NAMES["nodes"]]["GroupId"]}
     assert manager["MetadataOptions"]["HttpTokens"] == "required"
     subnet = ec2.describe_subnets(SubnetIds=[manager["SubnetId"]])["Subnets"][0]
     assert tags_of(subnet)["jhs:tier"] == "public"
@@ -1036,8 +1040,8 @@ def test_cpu_target_tracking_is_opt_in(provisioned, client, moto_endpoint):
     assert on.returncode == 0, on.stdout[-4000:]
     assert changed_tasks(on.stdout) == [CPU_POLICY_TASK] and recap(on.stdout)["changed"] == 1, \
         re.findall(r"^changed: .*$", on.stdout, re.M)
-    (scaling,) = asg.describe_policies(AutoScalingGroupName=f"{CLUSTER}-workers")["ScalingPolicies"]
-    assert scaling["PolicyName"] == f"{CLUSTER}-cpu-target" and scaling["PolicyType"] == "TargetTrackingScaling"
+    (scaling,) = asg.describe_policies(AutoScalingGroupName=NAMES["workers"])["ScalingPolicies"]
+    assert scaling["PolicyName"] == NAMES["cpu_target"] and scaling["PolicyType"] == "TargetTrackingScaling"
     config = scaling["TargetTrackingConfiguration"]
     assert config["PredefinedMetricSpecification"]["PredefinedMetricType"] == "ASGAverageCPUUtilization"
     assert config["TargetValue"] == 70.0
@@ -1064,17 +1068,17 @@ def test_no_ecr_repositories_no_ecr_statements_and_cpu_scaling_off_again(provisi
     boot = heredoc(worker_user_data(client), "JHS_BOOT")
     assert "jhs-asg log" not in boot and "/usr/local/sbin/jhs-asg continue" in boot
     for role in ("manager", "worker"):
-        statements = policy(client, f"{CLUSTER}-{role}")["Statement"]
+        statements = policy(client, NAMES[role])["Statement"]
         assert not [a for s in statements for a in s["Action"] if a.startswith(("ecr:", "sts:", "logs:"))], role
     # aws_cluster_logs false: the roles may no longer write logs; the group and its events are left for teardown
-    assert cluster_resources(client, CLUSTER)["log_groups"] == [f"/{CLUSTER}/containers"]
-    assert f"{CLUSTER}-registry-pull" not in [r["RoleName"] for r in client("iam").list_roles()["Roles"]]
+    assert cluster_resources(client, CLUSTER)["log_groups"] == [NAMES["log_group"]]
+    assert NAMES["registry_pull"] not in [r["RoleName"] for r in client("iam").list_roles()["Roles"]]
     assert "ECR |" not in proc.stdout and "no ECR repositories" in proc.stdout
-    assert list(ecr_repositories(client, CLUSTER)) == [f"{CLUSTER}/notebook"]
-    assert asg.describe_policies(AutoScalingGroupName=f"{CLUSTER}-workers")["ScalingPolicies"] == []
+    assert list(ecr_repositories(client, CLUSTER)) == [NOTEBOOK_REPO]
+    assert asg.describe_policies(AutoScalingGroupName=NAMES["workers"])["ScalingPolicies"] == []
     # the hooks are untouched by either run
-    hooks = asg.describe_lifecycle_hooks(AutoScalingGroupName=f"{CLUSTER}-workers")["LifecycleHooks"]
-    assert sorted(h["LifecycleHookName"] for h in hooks) == [f"{CLUSTER}-drain", f"{CLUSTER}-launch"]
+    hooks = asg.describe_lifecycle_hooks(AutoScalingGroupName=NAMES["workers"])["LifecycleHooks"]
+    assert sorted(h["LifecycleHookName"] for h in hooks) == [NAMES["drain"], NAMES["launch"]]
 
 
 def test_a_baked_worker_image_stays_in_the_launch_template(provisioned, client, moto_endpoint):
@@ -1095,11 +1099,11 @@ def test_a_baked_worker_image_stays_in_the_launch_template(provisioned, client, 
                                                      {"Key": "jhs:role", "Value": "worker-image"}])
         return image_id
 
-    baked = image(f"{CLUSTER}-worker-baked", CLUSTER)
+    baked = image(NAMES["worker_image_prefix"] + "baked", CLUSTER)
     image("other-worker-baked", "other-cluster")     # newer, but another cluster's
 
     def default_image() -> str:
-        (v,) = ec2.describe_launch_template_versions(LaunchTemplateName=f"{CLUSTER}-worker",
+        (v,) = ec2.describe_launch_template_versions(LaunchTemplateName=NAMES["worker"],
                                                      Versions=["$Default"])["LaunchTemplateVersions"]
         return v["LaunchTemplateData"]["ImageId"]
 
@@ -1119,5 +1123,5 @@ def test_a_baked_worker_image_stays_in_the_launch_template(provisioned, client, 
     assert base.returncode == 0, base.stdout[-4000:]
     assert default_image() == BASE_AMI
     (group,) = client("autoscaling").describe_auto_scaling_groups(
-        AutoScalingGroupNames=[f"{CLUSTER}-workers"])["AutoScalingGroups"]
+        AutoScalingGroupNames=[NAMES["workers"]])["AutoScalingGroups"]
     assert (group["MinSize"], group["DesiredCapacity"]) == (3, 3)

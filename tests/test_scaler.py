@@ -12,7 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import credentials_later
+from conftest import credentials_later, jhs_names
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ROOT / "roles" / "jupyterhub" / "files"
@@ -313,8 +313,9 @@ def test_the_running_scaler_uses_credentials_that_come_late(aws_env, tmp_path):
     first clients find none (a client never looks again): the scaler makes new ones and goes on once they are there
     (here its next AWS answer is that the group does not exist)."""
     env, write_credentials = credentials_later(aws_env, tmp_path)   # Docker: the test run's engine
-    proc = subprocess.Popen([sys.executable, str(FILES / "jhs_scaler.py"), "run", "--group", "late-creds-workers",
-                             "--cluster", "late-creds", "--drain-hook", "late-creds-drain", "--region", "eu-west-1",
+    names = jhs_names("late-creds")
+    proc = subprocess.Popen([sys.executable, str(FILES / "jhs_scaler.py"), "run", "--group", names["workers"],
+                             "--cluster", "late-creds", "--drain-hook", names["drain"], "--region", "eu-west-1",
                              "--endpoint-url", aws_env["AWS_ENDPOINT_URL"], "--every", "0.5", "--dry-run"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -325,7 +326,7 @@ def test_the_running_scaler_uses_credentials_that_come_late(aws_env, tmp_path):
     finally:
         proc.kill()
         out, _ = proc.communicate()
-    before, found, after = out.partition("Auto Scaling group late-creds-workers not found")
+    before, found, after = out.partition(f"Auto Scaling group {names['workers']} not found")
     assert "Unable to locate credentials" in before and found, out
 
 
@@ -408,8 +409,9 @@ def test_a_pass_scales_out_protects_marks_and_sends_its_figures_to_cloudwatch(bo
             {"DesiredState": "running", "NodeID": "n1", "ServiceID": "user-svc", "Spec": reservation},
             {"DesiredState": "running", "NodeID": "n2", "ServiceID": "other", "Spec": reservation},
             {"DesiredState": "running", "ServiceID": "pending-svc", "Spec": reservation}])
-        args = sc.parser().parse_args(["run", "--group", name, "--cluster", name, "--drain-hook", f"{name}-drain",
-                                       "--region", "eu-west-1", "--metrics-every", "0", "--reserve-memory", "0"])
+        args = sc.parser().parse_args(["run", "--group", name, "--cluster", name,
+                                       "--drain-hook", jhs_names(name)["drain"], "--region", "eu-west-1",
+                                       "--metrics-every", "0", "--reserve-memory", "0"])
         d = sc.Scaler(args, swarm, asg, cw).step()
         assert d.desired == 3 and "1 pending spawn(s) need 1 more node(s)" in d.reason
         group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0]

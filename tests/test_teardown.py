@@ -13,7 +13,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import REGION, local_endpoint
+from conftest import REGION, jhs_names, local_endpoint
 from test_provision import cluster_resources, cluster_settings, make_client, recap
 from test_provision import playbook as run_playbook
 
@@ -23,8 +23,12 @@ from lab.config import AWS_CREDENTIALS, OPERATOR_CREDENTIALS
 pytestmark = pytest.mark.slow   # several full provision runs against the local endpoint
 
 A, B = "td-alpha", "td-beta"
+A_NAMES, B_NAMES = jhs_names(A), jhs_names(B)
+# their ECR repositories (aws_cluster_ecr_repositories' default)
+A_NOTEBOOK, B_NOTEBOOK = A_NAMES["ecr_prefix"] + "notebook", B_NAMES["ecr_prefix"] + "notebook"
 # Named like A's repositories, but not A's: one untagged, one tagged with B.
-IMPOSTERS = {f"{A}/imposter": [], f"{A}/of-beta": [{"Key": "jhs:cluster", "Value": B}]}
+IMPOSTERS = {A_NAMES["ecr_prefix"] + "imposter": [],
+             A_NAMES["ecr_prefix"] + "of-beta": [{"Key": "jhs:cluster", "Value": B}]}
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +76,11 @@ def story(moto_endpoint, client):
     manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
                 "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2,
                            "digest": "sha256:" + "0" * 64}, "layers": []}
-    ecr.put_image(repositoryName=f"{A}/notebook", imageManifest=json.dumps(manifest), imageTag="v1")
-    steps["a_images"] = ecr.list_images(repositoryName=f"{A}/notebook")["imageIds"]
+    ecr.put_image(repositoryName=A_NOTEBOOK, imageManifest=json.dumps(manifest), imageTag="v1")
+    steps["a_images"] = ecr.list_images(repositoryName=A_NOTEBOOK)["imageIds"]
     # A backup in A's bucket: teardown with user data deletes the bucket with its backups.
     account = client("sts").get_caller_identity()["Account"]
-    steps["a_bucket"] = f"{A}-hub-backups-{account}"
+    steps["a_bucket"] = A_NAMES["backup_bucket_prefix"] + account
     client("s3").put_object(Bucket=steps["a_bucket"], Key="hub-backups/jupyterhub-20261201T030000Z.sqlite", Body=b"db")
     # A worker image baked for each cluster (as playbooks/worker_image.yml tags it, its snapshots too): teardown
     # deregisters A's and deletes its snapshots, even keeping user data; B's stays.
@@ -85,7 +89,8 @@ def story(moto_endpoint, client):
         (manager,) = [i["InstanceId"] for r in ec2.describe_instances(Filters=[
             {"Name": "tag:jhs:cluster", "Values": [cluster]}, {"Name": "tag:jhs:role", "Values": ["manager"]},
             {"Name": "instance-state-name", "Values": ["running"]}])["Reservations"] for i in r["Instances"]]
-        image = ec2.create_image(InstanceId=manager, Name=f"{cluster}-worker-baked")["ImageId"]
+        baked = jhs_names(cluster)["worker_image_prefix"] + "baked"   # a worker image's name, the test's own tail
+        image = ec2.create_image(InstanceId=manager, Name=baked)["ImageId"]
         snapshots = [m["Ebs"]["SnapshotId"] for m in ec2.describe_images(ImageIds=[image])["Images"][0]
                      .get("BlockDeviceMappings", []) if m.get("Ebs", {}).get("SnapshotId")]
         ec2.create_tags(Resources=[image, *snapshots], Tags=[{"Key": "jhs:cluster", "Value": cluster},
@@ -111,7 +116,7 @@ def story(moto_endpoint, client):
 
 def ecr_names(ecr, cluster: str) -> list[str]:
     return sorted(r["repositoryName"] for r in ecr.describe_repositories()["repositories"]
-                  if r["repositoryName"].startswith(f"{cluster}/"))
+                  if r["repositoryName"].startswith(jhs_names(cluster)["ecr_prefix"]))
 
 
 def test_both_clusters_were_complete(story):
@@ -120,8 +125,8 @@ def test_both_clusters_were_complete(story):
                      "auto_scaling_groups", "iam_roles", "instance_profiles", "ssm_parameters", "efs", "efs_mount_targets",
                      "ecr_repositories", "s3_buckets", "worker_images", "snapshots", "log_groups", "dashboards"):
             assert before.get(kind), kind
-    assert story["a_before"]["ecr_repositories"] == [f"{A}/notebook"] and len(story["a_images"]) == 1
-    assert story["b_before"]["ecr_repositories"] == [f"{B}/notebook"]
+    assert story["a_before"]["ecr_repositories"] == [A_NOTEBOOK] and len(story["a_images"]) == 1
+    assert story["b_before"]["ecr_repositories"] == [B_NOTEBOOK]
     assert "nat_gateways" in story["a_before"] and "nat_gateways" not in story["b_before"]
 
 
@@ -136,9 +141,9 @@ def test_teardown_keeps_only_user_data_and_says_so(story):
     hub_volume = after["volumes"]
     assert len(hub_volume) == 1 and hub_volume[0] in story["a_before"]["volumes"]
     assert f"EFS file system {after['efs'][0]} (user homes" in proc.stdout
-    assert f"hub state volume {A}-hub-state {hub_volume[0]}" in proc.stdout
+    assert f"hub state volume {A_NAMES['hub_state']} {hub_volume[0]}" in proc.stdout
     assert "teardown_delete_user_data=true" in proc.stdout
-    assert f"changed: [localhost] => (item={A}/notebook)" in proc.stdout   # the repository, with its image
+    assert f"changed: [localhost] => (item={A_NOTEBOOK})" in proc.stdout   # the repository, with its image
 
 
 def test_teardown_never_touches_a_repository_without_the_cluster_tag(story):
@@ -162,8 +167,8 @@ def test_teardown_with_delete_user_data_leaves_nothing(story):
         assert "Nothing kept" in story[key].stdout
     assert story["a_after_delete"] == {}
     # B's teardown was told to keep the containers' logs (aws_cluster_teardown_keep_logs): their group stays alone
-    assert story["b_after_delete"] == {"log_groups": [f"/{B}/containers"]}
-    assert f"Kept: the log group /{B}/containers (aws_cluster_teardown_keep_logs)" in story["delete_b"].stdout
+    assert story["b_after_delete"] == {"log_groups": [B_NAMES["log_group"]]}
+    assert f"Kept: the log group {B_NAMES['log_group']} (aws_cluster_teardown_keep_logs)" in story["delete_b"].stdout
 
 
 def test_the_operator_policy_sufficed_for_provision_and_teardown(story, endpoint_log):

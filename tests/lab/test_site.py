@@ -34,7 +34,8 @@ from lab.hubclient import HubClient
 
 pytestmark = pytest.mark.lab
 CLUSTER = "labhub"
-SSM = jhs_names(CLUSTER)["ssm"]
+NAMES = jhs_names(CLUSTER)
+SSM = NAMES["ssm"]
 
 
 def run_site(lab_env: dict, *extra: str) -> subprocess.CompletedProcess:
@@ -95,7 +96,7 @@ def swarm_nodes(manager: str) -> list[dict]:
 def worker_ids(aws) -> list[str]:
     """The group's instances that are not leaving it (InService, or Pending:Wait until their boot completes the
     launch hook)."""
-    groups = aws("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[f"{CLUSTER}-workers"])
+    groups = aws("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[NAMES["workers"]])
     return sorted(i["InstanceId"] for i in groups["AutoScalingGroups"][0]["Instances"]
                   if not i["LifecycleState"].startswith("Terminat"))
 
@@ -263,8 +264,8 @@ def test_each_node_calls_aws_as_its_instance_profiles_role(site, aws):
     manager = manager_id(aws)
     workers = worker_ids(aws)
     keys = set()
-    for iid, role, python in [(manager, f"{CLUSTER}-manager", "python3")] + [
-            (w, f"{CLUSTER}-worker", "/opt/jhs/venv/bin/python") for w in workers]:
+    for iid, role, python in [(manager, NAMES["manager"], "python3")] + [
+            (w, NAMES["worker"], "/opt/jhs/venv/bin/python") for w in workers]:
         proc = node_exec(iid, python, "-c", CALLER, site["AWS_ENDPOINT_URL"], site["AWS_DEFAULT_REGION"])
         assert proc.returncode == 0, proc.stderr[-2000:]
         seen = json.loads(proc.stdout)
@@ -280,7 +281,7 @@ NOT_ALLOWED = [
     ("worker", "ssm", "get_parameter", {"Name": SSM["cookie_secret"]}),
     ("worker", "ssm", "put_parameter", {"Name": SSM["join_token"], "Value": "x",
                                         "Type": "SecureString", "Overwrite": True}),
-    ("worker", "autoscaling", "set_desired_capacity", {"AutoScalingGroupName": f"{CLUSTER}-workers",
+    ("worker", "autoscaling", "set_desired_capacity", {"AutoScalingGroupName": NAMES["workers"],
                                                        "DesiredCapacity": 2}),
     ("worker", "ec2", "terminate_instances", {"InstanceIds": ["MANAGER"], "DryRun": True}),
     ("manager", "ssm", "put_parameter", {"Name": SSM["cookie_secret"], "Value": "x",
@@ -398,7 +399,7 @@ def test_the_lab_says_how_to_sign_in_and_what_to_try(site, aws):
     assert f"hub        {site['LAB_HUB_URL']}" in out, out
     assert f"open {site['LAB_HUB_URL']} in a browser on this machine" in out, out
     assert "any user name signs in, with any password" in out and "the user admin is an admin" in out, out
-    assert f"AutoScalingGroupName='{CLUSTER}-workers', DesiredCapacity=3" in out, out
+    assert f"AutoScalingGroupName='{NAMES['workers']}', DesiredCapacity=3" in out, out
     manager = manager_id(aws)
     manager_ip = private_ips(aws, [manager])[manager]
     command = f"ssh -F .lab/ssh/config admin@{manager_ip} sudo docker logs jupyterhub"
@@ -539,7 +540,7 @@ def test_user_server_runs_on_a_worker_and_answers_through_the_hub(site, aws, hub
     # --logs: what says why a worker has not joined (each worker InService in its group, the tail of its boot log)
     status = lab_cmd("status", "--logs", "5").stdout
     for worker in worker_ids(aws):
-        assert re.search(rf"^group +{CLUSTER}-workers +{worker} +InService", status, re.M), status
+        assert re.search(rf"^group +{NAMES['workers']} +{worker} +InService", status, re.M), status
         assert f"--- {worker} /var/log/jhs-boot.log (last 5 lines)\n" in status and "user-data done" in status, status
     # the user's home is on the shared file system, owned by the notebook user
     home = ROOT / ".lab" / "efs" / "home" / user
@@ -1006,7 +1007,7 @@ def test_notebook_image_comes_from_the_ecr_stand_in_with_the_hubs_credentials(si
     published = json.loads(aws("ssm").get_parameter(Name=SSM["notebook_images"])["Parameter"]["Value"])
     image = published["images"][0]
     assert published["registry"] == site["LAB_ECR_REGISTRY"] and published["registry_auth"] == "ecr"
-    assert image.startswith(f"{site['LAB_ECR_REGISTRY']}/{CLUSTER}/notebook:")
+    assert image.startswith(f"{site['LAB_ECR_REGISTRY']}/{NAMES['ecr_prefix']}notebook:")
     refresher = node_exec(manager, "docker", "inspect", "-f", "{{.State.Running}} {{.HostConfig.NetworkMode}}",
                           "jupyterhub-registry-login")
     assert refresher.stdout.split() == ["true", "host"], refresher.stdout + refresher.stderr
@@ -1691,7 +1692,7 @@ def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site,
     bake = subprocess.run(doc_command("bake"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert bake.returncode == 0, bake.stdout[-5000:]
     ec2, asg, manager = aws("ec2"), aws("autoscaling"), manager_id(aws)
-    template = f"{CLUSTER}-worker"
+    template = NAMES["worker"]
     (meta,) = ec2.describe_launch_templates(LaunchTemplateNames=[template])["LaunchTemplates"]
     assert meta["DefaultVersionNumber"] == meta["LatestVersionNumber"]     # the new version is the default
     latest, previous = ec2.describe_launch_template_versions(
@@ -1700,7 +1701,7 @@ def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site,
     (image,) = ec2.describe_images(ImageIds=[latest["LaunchTemplateData"]["ImageId"]])["Images"]
     tags = {t["Key"]: t["Value"] for t in image["Tags"]}
     assert tags["jhs:role"] == "worker-image"
-    assert image["Name"].startswith(f"{CLUSTER}-worker-") and tags["Name"] == image["Name"]
+    assert image["Name"].startswith(NAMES["worker_image_prefix"]) and tags["Name"] == image["Name"]
     assert tags["jhs:content-hash"] in image["Name"]
     assert tags["jhs:repo-version"] == site["LAB_REPO_VERSION"]
     assert tags["jhs:base-ami"] == previous["LaunchTemplateData"]["ImageId"] == site["LAB_BASE_AMI"]
@@ -1725,7 +1726,7 @@ def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site,
     branch_was, moved = move_lab_branch()
     paused = scaler_paused(manager)       # the group's size is set by hand here: the scaler would undo it
     paused.__enter__()
-    asg.set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=3)
+    asg.set_desired_capacity(AutoScalingGroupName=NAMES["workers"], DesiredCapacity=3)
     (iid,) = wait_for(lambda: set(worker_ids(aws)) - before, 30, what="a worker from the baked image")
     try:
         assert branch_was == pinned
@@ -1772,7 +1773,7 @@ def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site,
         subprocess.run(["git", f"--git-dir={config.lab_dir() / 'git' / config.GIT_REPO_NAME}", "update-ref",
                         f"refs/heads/{config.GIT_BRANCH}", branch_was], check=True)
         paused.__exit__(None, None, None)
-        asg.set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=2)
+        asg.set_desired_capacity(AutoScalingGroupName=NAMES["workers"], DesiredCapacity=2)
         # Same inputs again (the branch is back where provisioning found it): the image is found, nothing is
         # baked or changed. It runs while the group scales in, which it does not touch.
         again = subprocess.Popen(bake.args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -1818,7 +1819,7 @@ def test_a_failed_boot_is_replaced_the_replacement_joins_and_scale_in_leaves_no_
     paused.__enter__()
     ssm.put_parameter(Name=name, Value=f"{prefix}-{'x' * len(secret)}", Type=param["Type"], Overwrite=True)
     try:
-        asg.set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=3)
+        asg.set_desired_capacity(AutoScalingGroupName=NAMES["workers"], DesiredCapacity=3)
         (failed,) = wait_for(lambda: set(worker_ids(aws)) - before, 30, what="a third instance")
         t0 = time.time()
         wait_for(lambda: "jhs-boot: attempt 1 of 2 failed" in read_boot_log(failed), 600, 1,
@@ -1842,7 +1843,7 @@ def test_a_failed_boot_is_replaced_the_replacement_joins_and_scale_in_leaves_no_
     assert "Joining the swarm at" in boot_logs[failed], boot_logs[failed][-3000:]   # the refused token
     assert failed not in ready_workers(manager)
     # the replacement: the group's desired capacity is still 3
-    (group,) = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[f"{CLUSTER}-workers"])["AutoScalingGroups"]
+    (group,) = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[NAMES["workers"]])["AutoScalingGroups"]
     assert group["DesiredCapacity"] == 3
     new = wait_for(lambda: set(worker_ids(aws)) - before - {failed}, 60, what="the replacement instance")
     (iid,) = new
@@ -1852,7 +1853,7 @@ def test_a_failed_boot_is_replaced_the_replacement_joins_and_scale_in_leaves_no_
     print(f"replacement worker Ready {time.time() - t0:.0f} s after it was seen InService")
 
     paused.__exit__(None, None, None)     # back: it completes the termination hook of the worker the group picks
-    asg.set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=2)
+    asg.set_desired_capacity(AutoScalingGroupName=NAMES["workers"], DesiredCapacity=2)
     wait_for(lambda: len(worker_ids(aws)) == 2, 60, what="the group to scale in")
     gone = (before | new) - set(worker_ids(aws))
     wait_for(lambda: not (gone & set(ready_workers(manager))), 120, 2, what="the removed worker to leave")
@@ -1868,7 +1869,7 @@ def test_a_failed_boot_is_replaced_the_replacement_joins_and_scale_in_leaves_no_
 # Last in the file: the workers they add boot from the image the baked-worker test made, as on AWS after a bake.
 def group(aws) -> dict:
     return aws("autoscaling").describe_auto_scaling_groups(
-        AutoScalingGroupNames=[f"{CLUSTER}-workers"])["AutoScalingGroups"][0]
+        AutoScalingGroupNames=[NAMES["workers"]])["AutoScalingGroups"][0]
 
 
 def lifecycle(aws) -> dict[str, tuple[str, bool]]:
@@ -1965,7 +1966,7 @@ def test_lowering_the_desired_capacity_by_hand_while_every_worker_holds_a_server
     wait_for(lambda: all(protected for _, protected in lifecycle(aws).values()) and len(lifecycle(aws)) == 3, 30, 1,
              what="the scaler to protect the three busy workers", detail=lambda: lifecycle(aws))
     tasks = running_tasks(manager, users)
-    aws("autoscaling").set_desired_capacity(AutoScalingGroupName=f"{CLUSTER}-workers", DesiredCapacity=2)
+    aws("autoscaling").set_desired_capacity(AutoScalingGroupName=NAMES["workers"], DesiredCapacity=2)
     time.sleep(15)
     assert {iid: state for iid, (state, _) in lifecycle(aws).items()} == {
         iid: "InService" for iid in set(autoscale["placed"].values())}
@@ -2008,7 +2009,7 @@ def test_empty_workers_go_after_the_cooldown_down_to_zero_and_a_schedule_pre_war
     asg = aws("autoscaling")
     first, second = placed[users[0]], placed[users[2]]
     since = node_exec(manager, "date", "-u", "+%Y-%m-%dT%H:%M:%SZ").stdout.strip()
-    asg.update_auto_scaling_group(AutoScalingGroupName=f"{CLUSTER}-workers", MinSize=0)
+    asg.update_auto_scaling_group(AutoScalingGroupName=NAMES["workers"], MinSize=0)
     try:
         kept = running_tasks(manager, users[2:4])
         for user in users[:2]:
@@ -2038,7 +2039,7 @@ def test_empty_workers_go_after_the_cooldown_down_to_zero_and_a_schedule_pre_war
         assert re.search(r"desired 0 -> 2: scale out: floor 2 \(schedule lab class \(pre-warm\)\)", once.stdout), once.stdout
         wait_for(lambda: len(ready_workers(manager)) == 2, 300, 2, what="the pre-warmed workers to join")
     finally:
-        asg.update_auto_scaling_group(AutoScalingGroupName=f"{CLUSTER}-workers", MinSize=2)
+        asg.update_auto_scaling_group(AutoScalingGroupName=NAMES["workers"], MinSize=2)
         node_exec(manager, "docker", "service", "rm", "jhs-scale-ballast")
         for user in users:
             if hub.call("GET", f"/hub/api/users/{user}").status_code == 200 and hub.server(user) is not None:

@@ -10,6 +10,7 @@ import subprocess
 import uuid
 
 import pytest
+from conftest import jhs_names
 
 from labutil import EC2_TRUST_POLICY, ROOT, lab_admin_keys, node_containers, wait_for
 
@@ -43,19 +44,21 @@ def cluster(lab):
     kw = dict(endpoint_url=lab["AWS_ENDPOINT_URL"], region_name=lab["AWS_DEFAULT_REGION"], **lab_admin_keys())
     ec2, iam = boto3.client("ec2", **kw), boto3.client("iam", **kw)
     name = "wi" + uuid.uuid4().hex[:6]
+    names = jhs_names(name)
+    worker = names["worker"]   # the worker role, its instance profile and the launch template
     tags = [{"Key": "jhs:cluster", "Value": name}]
     vpc = ec2.create_vpc(CidrBlock="10.10.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=SUBNET_CIDR, AvailabilityZone=lab["AWS_DEFAULT_REGION"] + "a",
                                TagSpecifications=[{"ResourceType": "subnet", "Tags": tags + [
                                    {"Key": "jhs:tier", "Value": "private"}]}])["Subnet"]["SubnetId"]
-    group = ec2.create_security_group(GroupName=f"{name}-nodes", Description="nodes", VpcId=vpc,
+    group = ec2.create_security_group(GroupName=names["nodes"], Description="nodes", VpcId=vpc,
                                       TagSpecifications=[{"ResourceType": "security-group", "Tags": tags}])["GroupId"]
     # trusted by EC2, as aws_cluster's worker role is: the endpoint's metadata stand-in assumes no other
-    iam.create_role(RoleName=f"{name}-worker", AssumeRolePolicyDocument=EC2_TRUST_POLICY)
-    iam.create_instance_profile(InstanceProfileName=f"{name}-worker")
-    iam.add_role_to_instance_profile(InstanceProfileName=f"{name}-worker", RoleName=f"{name}-worker")
-    ec2.create_launch_template(LaunchTemplateName=f"{name}-worker", LaunchTemplateData={
-        "ImageId": lab["LAB_BASE_AMI"], "InstanceType": "t3.large", "IamInstanceProfile": {"Name": f"{name}-worker"},
+    iam.create_role(RoleName=worker, AssumeRolePolicyDocument=EC2_TRUST_POLICY)
+    iam.create_instance_profile(InstanceProfileName=worker)
+    iam.add_role_to_instance_profile(InstanceProfileName=worker, RoleName=worker)
+    ec2.create_launch_template(LaunchTemplateName=worker, LaunchTemplateData={
+        "ImageId": lab["LAB_BASE_AMI"], "InstanceType": "t3.large", "IamInstanceProfile": {"Name": worker},
         "KeyName": lab["LAB_KEY_NAME"], "SecurityGroupIds": [group], "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 1},
         "UserData": USER_DATA, "TagSpecifications": [{"ResourceType": "volume", "Tags": tags}]})
     made: list[str] = []
@@ -67,10 +70,10 @@ def cluster(lab):
         lab_image = {t["Key"]: t["Value"] for t in img.get("Tags", [])}.get("jhs-lab:image")
         if lab_image:
             subprocess.run(["docker", "rmi", lab_image], capture_output=True)
-    ec2.delete_launch_template(LaunchTemplateName=f"{name}-worker")
-    iam.remove_role_from_instance_profile(InstanceProfileName=f"{name}-worker", RoleName=f"{name}-worker")
-    iam.delete_instance_profile(InstanceProfileName=f"{name}-worker")
-    iam.delete_role(RoleName=f"{name}-worker")
+    ec2.delete_launch_template(LaunchTemplateName=worker)
+    iam.remove_role_from_instance_profile(InstanceProfileName=worker, RoleName=worker)
+    iam.delete_instance_profile(InstanceProfileName=worker)
+    iam.delete_role(RoleName=worker)
     wait_for(lambda: not set(made) & set(node_containers()), 90, what="test nodes removed")
     ec2.delete_security_group(GroupId=group)
     ec2.delete_subnet(SubnetId=subnet)
