@@ -82,11 +82,11 @@ def hub(tmp_path_factory, jh_images, moto_endpoint):  # noqa: F811
     suffix = uuid.uuid4().hex[:8]
     cluster = f"jhtest{suffix}"
     values = {"cookie-secret": secrets.token_hex(32), "proxy-token": secrets.token_hex(24),
-              "oauth-client-secret": "oauth-" + secrets.token_hex(16)}
+              "oauth-client-secret": "oauth-" + secrets.token_hex(16)}   # by the hub's file name
     ssm = boto3.client("ssm", endpoint_url=moto_endpoint, region_name="eu-west-1",
                        aws_access_key_id="testing", aws_secret_access_key="testing")
     for name, value in values.items():
-        ssm.put_parameter(Name=f"/{cluster}/hub/{name}", Value=value, Type="SecureString")
+        ssm.put_parameter(Name=jhs_names(cluster)["ssm"][name.replace("-", "_")], Value=value, Type="SecureString")
     network = f"jhs-test-{suffix}"
     container, proxy = f"jhs-test-hub-{suffix}", f"jhs-test-proxy-{suffix}"
     docker("network", "create", "--label", "jhs-test=1", network)

@@ -210,15 +210,10 @@ def test_names_rooted_in_cluster_name_have_one_owner():
     assert files_matching(r"<cluster(?:_name)?>-[a-z]") <= {OWNER_REL}   # names in descriptions too
 
 
-# A copy not yet taken from the owner, in a test outside this change: its SSM paths /<cluster>/hub/<leaf> built in a
-# loop. Remove it from here once that test asks conftest.jhs_names(cluster)["ssm"].
-TESTS_NOT_YET_ON_THE_OWNER = {"tests/test_jupyterhub_hub.py"}
-
-
 def test_no_test_builds_a_name_rooted_in_cluster_name_by_hand():
     """Tests take /<cluster> (ssm_prefix), <cluster>/ (ecr_prefix) and the rest from the owner too."""
     assert {path for path, text in TEST_TEXTS.items()
-            if re.search(ROOTED_IN_CLUSTER_NAME, text)} == TESTS_NOT_YET_ON_THE_OWNER
+            if re.search(ROOTED_IN_CLUSTER_NAME, text)} == set()
 
 
 def test_the_cluster_name_rule_has_one_owner():
