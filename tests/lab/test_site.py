@@ -1319,6 +1319,40 @@ def test_a_node_behind_an_outbound_proxy_pulls_and_installs_through_it(site, aws
     wait_for(lambda: worker in ready_workers(manager), 120, 2, what="the worker Ready again after its engine restarts")
 
 
+def set_server_isolation(lab_env: dict, node: str, on: bool) -> subprocess.CompletedProcess:
+    """The docker_engine role's server isolation tasks on one node (tests/lab/server_isolation.yml)."""
+    env = {**os.environ, **lab_env, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
+    return subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "tests/lab/server_isolation.yml",
+                           "-i", "inventories/lab", "-e", json.dumps({"target": node,
+                                                                     "docker_engine_isolate_user_servers": on})],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_server_isolation_turned_off_removes_its_unit_and_turned_on_brings_it_back(site, aws):
+    """docker_engine_isolate_user_servers: false stops and removes jhs-server-isolation.service (servers started from
+    then on are not closed: the cross-user test shows what the unit does when on); a second run changes nothing;
+    turned on again, the unit runs and every user server's namespace is closed again (`check`)."""
+    manager = manager_id(aws)
+    worker = sorted(ready_workers(manager))[0]
+
+    def unit() -> tuple[str, int]:
+        active = node_exec(worker, "systemctl", "is-active", "jhs-server-isolation.service").stdout.strip()
+        return active, node_exec(worker, "test", "-e", "/etc/systemd/system/jhs-server-isolation.service").returncode
+    assert unit() == ("active", 0)
+    try:
+        off = set_server_isolation(site, worker, False)
+        assert off.returncode == 0, off.stdout[-3000:] + off.stderr[-2000:]
+        assert recap(off.stdout)[worker]["changed"] >= 2, off.stdout[-3000:]   # stopped, removed
+        assert unit() == ("inactive", 1)
+        again = set_server_isolation(site, worker, False)
+        assert again.returncode == 0 and recap(again.stdout)[worker]["changed"] == 0, again.stdout[-3000:]
+    finally:
+        on = set_server_isolation(site, worker, True)
+    assert on.returncode == 0, on.stdout[-3000:] + on.stderr[-2000:]
+    assert unit() == ("active", 0)
+    assert node_exec(worker, "/usr/local/sbin/jhs-server-isolation", "check").returncode == 0
+
+
 def run_hub_settings(lab_env: dict, *extra: str) -> subprocess.CompletedProcess:
     """docs/deploy-aws.md's "change a hub setting only": playbooks/manager.yml limited to the hub's config and run."""
     env = {**os.environ, **lab_env, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
