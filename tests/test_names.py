@@ -245,6 +245,23 @@ def test_homes_owner_and_mode_come_from_the_owner():
     assert "'mode' | jhs_home" in (ROOT / "roles/jupyterhub/templates/jupyterhub_config.py.j2").read_text()
 
 
+# ---- the AWS SDK on an instance ------------------------------------------------------------------------------
+
+def test_the_sdk_environment_on_an_instance_has_one_owner():
+    """The metadata service's wait and retries for every process on an instance that calls AWS (the manager's and
+    the builder's plays, the worker's boot): written out in the owner alone, handed out by the filter jhs_sdk_env."""
+    assert names.sdk_env("instance") == {"AWS_METADATA_SERVICE_TIMEOUT": "5", "AWS_METADATA_SERVICE_NUM_ATTEMPTS": "3"}
+    assert files_matching(r"AWS_METADATA_SERVICE_(TIMEOUT|NUM_ATTEMPTS)") == {OWNER_REL}
+    users = files_matching(r"'instance' \| jhs_sdk_env")
+    assert users == {"playbooks/manager.yml", "playbooks/rotate_swarm_token.yml", "playbooks/worker_image.yml",
+                     "plugins/filter/jhs_names.py",   # its docstring
+                     "roles/aws_cluster/templates/worker-user-data.sh.j2"}
+    filters = load("jhs_names_filter_sdk", ROOT / "plugins" / "filter" / "jhs_names.py").FilterModule().filters()
+    assert filters["jhs_sdk_env"]("instance") == names.sdk_env("instance")
+    with pytest.raises(Exception, match="ask for 'instance'"):
+        filters["jhs_sdk_env"]("control")
+
+
 # ---- the outbound proxy -------------------------------------------------------------------------------------
 
 def test_the_proxys_environment_in_both_spellings_with_what_always_goes_direct():

@@ -45,6 +45,14 @@ def jhs_home(field):
     return home[field]
 
 
+def jhs_sdk_env(field):
+    """The environment of AWS SDK calls made on an instance: 'instance' | jhs_sdk_env."""
+    try:
+        return _names.sdk_env(field)
+    except ValueError as err:
+        raise AnsibleFilterError(str(err)) from err
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -52,6 +60,7 @@ class FilterModule:
             "jhs_cluster_name_error": _names.cluster_name_error,
             "jhs_region_error": _names.region_error,
             "jhs_home": jhs_home,
+            "jhs_sdk_env": jhs_sdk_env,
             "jhs_proxy_env": _names.proxy_env,
             "jhs_proxy_error": _names.proxy_error,
         }

@@ -176,6 +176,21 @@ def home() -> dict:
     return {"uid": HOME_UID, "gid": HOME_GID, "mode": HOME_MODE}
 
 
+# ---- the AWS SDK on an instance ---------------------------------------------------------------------------------
+# An instance's AWS calls take its role's credentials from the metadata service, which botocore asks once with a
+# 1 s timeout by default; just after launch, or on a loaded host, the answer can come later and a call then finds no
+# credentials. Every process on an instance that calls AWS (the manager's and the builder's plays, the worker's boot)
+# gets a longer wait and retries.
+SDK_ON_INSTANCE_ENV = {"AWS_METADATA_SERVICE_TIMEOUT": "5", "AWS_METADATA_SERVICE_NUM_ATTEMPTS": "3"}
+
+
+def sdk_env(field) -> dict:
+    """The environment of AWS SDK calls made on an instance ("instance")."""
+    if field != "instance":
+        raise ValueError(f"sdk_env: ask for 'instance', not {field!r}")
+    return dict(SDK_ON_INSTANCE_ENV)
+
+
 # ---- an outbound (corporate) proxy --------------------------------------------------------------------------
 # The shared setting outbound_proxy: {http: URL, https: URL (default: http), no_proxy: [host, .domain, CIDR, ...]}.
 # Whatever goes through it (apt, the Docker engine's pulls, image builds, users' servers, the workers' boot) gets
