@@ -103,7 +103,7 @@ def stop_all(hub: HubClient, users: list[str]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--single", type=int, default=10, help="spawns one at a time (default 10)")
-    ap.add_argument("--storm", type=int, default=30, help="users spawning at once (default 30)")
+    ap.add_argument("--storm", type=int, default=30, help="users spawning at once (default 30; 0: no storm)")
     ap.add_argument("--timeout", type=float, default=300, help="seconds a spawn may take before it counts as failed")
     args = ap.parse_args()
 
@@ -162,6 +162,9 @@ def main() -> int:
         print(f"one server start costs {cpu_one:.2f} CPU-s (median; range {min(cpu):.2f}-{max(cpu):.2f}); "
               f"CPU floor for {args.storm}: {args.storm} x {cpu_one:.2f} / {cores} cores = {floor:.1f} s")
 
+        if args.storm == 0:   # --storm 0: the single spawns alone
+            print(f"hub memory: idle {mem_idle}")
+            return 0
         # 4. the storm: every request at once (one thread each); then one list call per second finds who is
         # ready (30 pollers of their own would load the hub they measure)
         storm_users = [new_user("x", i) for i in range(args.storm)]
