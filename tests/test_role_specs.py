@@ -169,3 +169,35 @@ def test_the_entry_point_check_catches_an_include_of_an_internal_task_file(tmp_p
     uses = role_entry_uses(play, "play.yml")
     assert uses == [("demo", "job", "play.yml"), ("demo", "step", "play.yml")]
     assert undeclared_entry_points(uses, tmp_path) == ["play.yml: demo tasks_from step is not a declared entry point"]
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Refuses what Ansible's own loader warns about at every run: a key given twice in one mapping, and a merge key
+    (`<<: *x`) followed by a key it also brings."""
+
+
+def _strict_mapping(loader, node, deep=False):
+    if any(k.tag == "tag:yaml.org,2002:merge" for k, _ in node.value):
+        raise yaml.constructor.ConstructorError(None, None, "a merge key (<<); alias the options instead",
+                                                node.start_mark)
+    keys = [loader.construct_object(k, deep=deep) for k, _ in node.value]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise yaml.constructor.ConstructorError(None, None, f"keys given twice: {duplicates}", node.start_mark)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_argument_specs_load_without_the_warnings_ansible_prints_at_every_run(role):
+    yaml.load((ROOT / "roles" / role / "meta/argument_specs.yml").read_text(), Loader=_StrictLoader)
+
+
+def test_the_strict_load_catches_a_merge_key_and_a_key_given_twice():
+    with pytest.raises(yaml.constructor.ConstructorError, match="merge key"):
+        yaml.load("a: &a {x: 1}\nb:\n  <<: *a\n  x: 2\n", Loader=_StrictLoader)
+    with pytest.raises(yaml.constructor.ConstructorError, match="given twice"):
+        yaml.load("a: 1\na: 2\n", Loader=_StrictLoader)
+    assert yaml.load("a: &a {x: 1}\nb: {y: *a}\n", Loader=_StrictLoader) == {"a": {"x": 1}, "b": {"y": {"x": 1}}}
