@@ -496,7 +496,8 @@ def _publish_group_metrics_each_minute():
 #   absent key passes. Here the keys the nodes' roles are scoped by are given and judged as AWS judges them:
 #   cloudwatch:namespace (PutMetricData's Namespace) and s3:prefix (a bucket listing's prefix), with StringEquals,
 #   StringNotEquals, StringLike and StringNotLike (a value matching any of the statement's; a key the request lacks
-#   fails every operator but the Not ones, as on AWS without ...IfExists), and Null ("true": the key is absent). The
+#   fails every operator but the Not ones, as on AWS without ...IfExists; with it, an absent key holds), and Null
+#   ("true": the key is absent). The
 #   operator policy's aws:RequestTag/<key> and aws:ResourceTag/<key> are judged too, for the EC2 and EFS requests whose
 #   resources and tags the lab reads (_tagged_resources, below). A statement's operators and keys must all hold
 #   (AND). A statement whose condition does not hold does not apply (moto answers DENIED, which overrides every
@@ -789,9 +790,12 @@ _OPERATORS = {"StringEquals": lambda want, got: got == want, "StringLike": _stri
 def _condition_holds(operator: str, wanted: list, got: str | None) -> bool | None:
     """One key's condition under one operator, for the request's value of the key (None: the request lacks it); None
     when the lab does not judge the operator (left to moto, which passes it). `Null`, as on AWS: "true" holds when the
-    key is absent from the request's context, "false" when it is present (a JSON true or false is taken alike)."""
+    key is absent from the request's context, "false" when it is present (a JSON true or false is taken alike).
+    `<operator>IfExists` holds when the key is absent, and is the operator's test when it is present."""
     if operator == "Null":
         return any(str(w).lower() == ("true" if got is None else "false") for w in wanted)
+    if operator.endswith("IfExists"):   # as on AWS: holds when the request lacks the key, else the operator's test
+        return True if got is None else _condition_holds(operator[:-len("IfExists")], wanted, got)
     negated = operator.startswith("StringNot")
     match = _OPERATORS.get(operator.replace("Not", "", 1) if negated else operator)
     if match is None:

@@ -324,7 +324,8 @@ def test_the_operator_never_tags_another_clusters_resource_as_its_own(endpoint, 
     `Null` operator on aws:ResourceTag, both required): a resource of another cluster (made by the administrator) is
     never re-tagged as the lab cluster's, which would let the operator change or delete it through the statements
     scoped by aws:ResourceTag. Tagging at creation, an untagged resource (the Elastic IPs, the launch template, the
-    images the role tags right after making them) and its own resources still work."""
+    images the role tags right after making them) and its own resources still work; its own are never re-tagged as
+    another cluster's (StringEqualsIfExists on aws:RequestTag)."""
     admin, ec2 = client(endpoint, "ec2"), operator(endpoint, "ec2")
     zone, name = f"{REGION}a", [{"Key": "Name", "Value": "mine"}]
     theirs = admin.create_volume(AvailabilityZone=zone, Size=1,
@@ -338,6 +339,8 @@ def test_the_operator_never_tags_another_clusters_resource_as_its_own(endpoint, 
     assert denied(ec2.delete_volume, VolumeId=theirs)
     ec2.create_tags(Resources=[untagged], Tags=cluster_tag() + name)
     ec2.create_tags(Resources=[own], Tags=cluster_tag() + name)
+    ec2.create_tags(Resources=[own], Tags=name)   # no cluster tag in the request: StringEqualsIfExists holds
+    assert denied(ec2.create_tags, Resources=[own], Tags=cluster_tag("another"))   # nor given away to another cluster
     ec2.delete_volume(VolumeId=untagged)   # now the cluster's
     ec2.delete_volume(VolumeId=own)
     address = ec2.allocate_address(Domain="vpc")["AllocationId"]   # as the role does: allocated untagged, tagged after
@@ -360,6 +363,7 @@ def test_the_operator_never_tags_another_clusters_resource_as_its_own(endpoint, 
     assert denied(efs.delete_file_system, FileSystemId=foreign)
     efs.tag_resource(ResourceId=bare, Tags=cluster_tag())
     efs.tag_resource(ResourceId=mine, Tags=cluster_tag() + name)
+    assert denied(efs.tag_resource, ResourceId=mine, Tags=cluster_tag("another"))
     efs.delete_file_system(FileSystemId=bare)
     efs.delete_file_system(FileSystemId=mine)
 
