@@ -154,9 +154,29 @@ from labutil import FIRST_SITE_LOG, lab_admin_keys, lab_cmd, read_env  # noqa: E
 SESSION_STARTED = time.time()
 
 
+# Each pytest-xdist worker's time: its first test's start, its last test's end, and the time its tests took (setup,
+# call and teardown). Printed at the end, so a run says how long each worker was busy and how long the other idled:
+# the lab's worker is the critical path, and the other's idle end is where work can move.
+WORKER_TIMES: dict[str, list[float]] = {}
+
+
+def pytest_runtest_logreport(report):
+    node = getattr(report, "node", None)   # set on the controller by xdist (the worker that ran the test)
+    worker = node.gateway.id if node is not None else "main"
+    first, last, busy = WORKER_TIMES.get(worker, [report.start, report.stop, 0.0])
+    WORKER_TIMES[worker] = [min(first, report.start), max(last, report.stop), busy + report.duration]
+
+
 def pytest_terminal_summary(terminalreporter):
-    """The lab's first site.yml run of this session (tests/lab/test_site.py's site fixture, the longest step of a test
-    run): its recap, slowest tasks (profile_tasks) and phases (jhs_phases), so a slow run says where the time went."""
+    """Each worker's time (above); then the lab's first site.yml run of this session (tests/lab/test_site.py's site
+    fixture, the longest step of a test run): its recap, slowest tasks (profile_tasks) and phases (jhs_phases), so a
+    slow run says where the time went."""
+    if WORKER_TIMES:
+        terminalreporter.section("each worker's time")
+        began = min(first for first, _, _ in WORKER_TIMES.values())
+        for worker, (first, last, busy) in sorted(WORKER_TIMES.items()):
+            terminalreporter.write_line(f"{worker}: tests from {first - began:.0f} s to {last - began:.0f} s of the "
+                                        f"run, {busy:.0f} s of test time")
     log = FIRST_SITE_LOG
     if not log.exists() or log.stat().st_mtime < SESSION_STARTED:
         return
@@ -189,7 +209,9 @@ def lab_aws(lab):
 # (jh_images). Every other module is a unit of its own, so its module-scoped fixture runs once. (xdist's
 # `--dist loadgroup` cannot do this with pytest 9: it renames items through an attribute pytest no longer
 # reads; a scheduler that names each test's unit is xdist's documented hook for it.)
-SHARED_UNITS = {"tests/test_jupyterhub_config.py": "jupyterhub-images", "tests/test_jupyterhub_hub.py": "jupyterhub-images"}
+# The molecule scenario jupyterhub loads the same images into its nodes (built by jh_images first, so it builds none).
+SHARED_UNITS = {"tests/test_jupyterhub_config.py": "jupyterhub-images", "tests/test_jupyterhub_hub.py": "jupyterhub-images",
+                "tests/test_molecule.py::test_molecule_scenario_passes[jupyterhub]": "jupyterhub-images"}
 
 
 def scheduling_unit(nodeid: str) -> str:
@@ -197,7 +219,7 @@ def scheduling_unit(nodeid: str) -> str:
     path = nodeid.split("::", 1)[0]
     if path.startswith("tests/lab/"):
         return "lab"
-    return SHARED_UNITS.get(path, path)
+    return SHARED_UNITS.get(nodeid, SHARED_UNITS.get(path, path))
 
 
 @pytest.hookimpl(optionalhook=True)   # `-p no:xdist`: the hook does not exist

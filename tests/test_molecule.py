@@ -15,7 +15,7 @@ SCENARIOS = sorted(path.parent.name for path in (ROOT / "molecule").glob("*/mole
 
 
 def test_every_scenario_is_found():
-    assert SCENARIOS == ["docker_repo", "swarm"]
+    assert SCENARIOS == ["docker_repo", "jupyterhub", "swarm"]
 
 
 @pytest.mark.slow
