@@ -1241,7 +1241,10 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
     wait_for(rejoined, 300, 2, what="the rebooted worker back in the swarm",
              detail=lambda: node_exec(worker, "tail", "-n", "30", "/var/log/jhs-boot.log").stdout)
     print(f"worker reboot: a Ready node again after {time.monotonic() - t0:.1f} s")
-    assert node_exec(manager, "docker", "node", "inspect", "-f", "{{.Status.State}}", node_id).stdout.strip() == "down"
+    # its old node left the swarm: down, or already removed by jhs-reconcile once down longer than its node grace (30 s
+    # in the lab; a slow reboot outlasts it)
+    old = node_exec(manager, "docker", "node", "inspect", "-f", "{{.Status.State}}", node_id)
+    assert old.stdout.strip() == "down" or (old.returncode != 0 and "No such node" in old.stderr), old
     assert node_exec(manager, "docker", "node", "rm", node_id).returncode == 0
 
     def show(unit: str, prop: str) -> int:
