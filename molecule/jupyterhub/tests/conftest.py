@@ -16,6 +16,16 @@ INVENTORY = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
 MANAGER, WORKER = "jhs-molecule-hub", "jhs-molecule-hub-worker"
 
 
+def home_owner() -> tuple[int, int, int]:
+    """(uid, gid, mode) of a user's home, from their one owner (plugins/module_utils/jhs_names.py)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("jhs_names", PROJECT / "plugins" / "module_utils" / "jhs_names.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    home = module.home()
+    return home["uid"], home["gid"], int(home["mode"], 8)
+
+
 def node(name: str):
     return testinfra.get_host(f"ansible://{name}", ansible_inventory=str(INVENTORY))
 

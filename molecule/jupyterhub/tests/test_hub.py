@@ -7,7 +7,7 @@ import ssl
 import urllib.error
 import urllib.request
 
-from conftest import MANAGER, WORKER, node
+from conftest import MANAGER, WORKER, home_owner, node
 
 testinfra_hosts = [f"ansible://{MANAGER}"]
 
@@ -86,7 +86,7 @@ def test_a_users_server_spawned_through_the_hub_runs_on_the_worker_with_its_home
             "docker service ps %s --filter desired-state=running --format '{{.Node}}'" % services["Name"]).split()
         assert nodes == [WORKER], nodes
         home = node(WORKER).file(f"/mnt/efs/home/{user}")
-        assert home.is_directory and (home.uid, home.gid, home.mode) == (1000, 1000, 0o700)
+        assert home.is_directory and (home.uid, home.gid, home.mode) == home_owner()
     finally:
         hub.stop(user)
     assert host.check_output("docker service ls --filter label=jhs.user=%s -q" % user) == ""
