@@ -154,10 +154,11 @@ from labutil import FIRST_SITE_LOG, lab_admin_keys, lab_cmd, read_env  # noqa: E
 SESSION_STARTED = time.time()
 
 
-# Each pytest-xdist worker's time: its first test's start, its last test's end, and the time its tests took (setup,
-# call and teardown). Printed at the end, so a run says how long each worker was busy and how long the other idled:
-# the lab's worker is the critical path, and the other's idle end is where work can move.
+# Each pytest-xdist worker's time (its first test's start, its last test's end, the time its tests took: setup, call
+# and teardown), and each scheduling unit's (below): where it ran, from when to when. Printed at the end, so a run
+# says which worker was the critical path and what the others ran while they waited.
 WORKER_TIMES: dict[str, list[float]] = {}
+UNIT_TIMES: dict[str, list] = {}
 
 
 def pytest_runtest_logreport(report):
@@ -165,18 +166,26 @@ def pytest_runtest_logreport(report):
     worker = node.gateway.id if node is not None else "main"
     first, last, busy = WORKER_TIMES.get(worker, [report.start, report.stop, 0.0])
     WORKER_TIMES[worker] = [min(first, report.start), max(last, report.stop), busy + report.duration]
+    unit = scheduling_unit(report.nodeid)
+    _, first, last, busy = UNIT_TIMES.get(unit, [worker, report.start, report.stop, 0.0])
+    UNIT_TIMES[unit] = [worker, min(first, report.start), max(last, report.stop), busy + report.duration]
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Each worker's time (above); then the lab's first site.yml run of this session (tests/lab/test_site.py's site
-    fixture, the longest step of a test run): its recap, slowest tasks (profile_tasks) and phases (jhs_phases), so a
-    slow run says where the time went."""
+    """Each worker's and unit's time (above); then the lab's first site.yml run of this session (tests/lab/test_site.py's
+    site fixture, the longest step of a test run): its recap, slowest tasks (profile_tasks) and phases (jhs_phases), so
+    a slow run says where the time went."""
     if WORKER_TIMES:
         terminalreporter.section("each worker's time")
         began = min(first for first, _, _ in WORKER_TIMES.values())
         for worker, (first, last, busy) in sorted(WORKER_TIMES.items()):
             terminalreporter.write_line(f"{worker}: tests from {first - began:.0f} s to {last - began:.0f} s of the "
                                         f"run, {busy:.0f} s of test time")
+        terminalreporter.write_line("units taking 60 s or more, by start (worker, from, to, test time):")
+        for unit, (worker, first, last, busy) in sorted(UNIT_TIMES.items(), key=lambda kv: kv[1][1]):
+            if busy >= 60:
+                terminalreporter.write_line(f"  {worker} {first - began:6.0f} s {last - began:6.0f} s "
+                                            f"{busy:6.0f} s  {unit}")
     log = FIRST_SITE_LOG
     if not log.exists() or log.stat().st_mtime < SESSION_STARTED:
         return
@@ -203,7 +212,7 @@ def lab_aws(lab):
     return client
 
 
-# --- two pytest workers (pytest-xdist; see the Makefile) --------------------------------------------------
+# --- three pytest workers (pytest-xdist; see the Makefile) ------------------------------------------------
 # Tests that share a running thing run in one worker, in file order: every test under tests/lab/ shares the
 # one lab (and some take it down and up again); the hub tests share the images built once per session
 # (jh_images). Every other module is a unit of its own, so its module-scoped fixture runs once. (xdist's
@@ -232,15 +241,40 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             return scheduling_unit(nodeid)
 
+    # Units go out in the order of pytest_collection_modifyitems below, not by their number of tests (loadscope's
+    # default reorder), which would hand out the many quick unit tests first and the lab fourth.
+    config.option.loadscopereorder = False
     return SharedThingsScheduling(config, log)
 
 
-# Units run in collection order, each worker taking the next when it is free. The hub images' unit goes last: its
-# builds on the host engine otherwise coincide with the lab manager's builds of the same images during the lab's
-# first site.yml, the longest step of a run (session 15's CI: those builds took 349 s, against 129 s in a lab run
-# with only a provisioning test beside it).
-LATE_UNITS = ("jupyterhub-images",)
+# The order units go out in, each worker taking the next when it is free. The lab's unit first: it is the run's
+# critical path (its tests share one lab, one after another). Then the other long units, longest first, so that no
+# long one starts near the end; the quick ones fill in after them in collection order. The hub images' unit goes third,
+# not first: its builds on the host engine would otherwise coincide with the lab manager's builds of the same
+# images during the lab's first site.yml (session 15's CI: those builds took 349 s, against 129 s in a lab run with
+# only a provisioning test beside it). Session 25's run: teardown 480 s, provisioning 1000 s, the hub images' unit
+# 1300 s, molecule 430 s (the scenarios swarm and docker_repo), preflight 140 s.
+UNIT_ORDER = ("lab", "tests/test_teardown.py", "tests/test_provision.py", "jupyterhub-images", "tests/test_molecule.py",
+              "tests/test_aws_cluster_preflight.py")
 
 
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: scheduling_unit(item.nodeid) in LATE_UNITS)   # stable: the rest keep their order
+    def rank(item) -> int:
+        unit = scheduling_unit(item.nodeid)
+        return UNIT_ORDER.index(unit) if unit in UNIT_ORDER else len(UNIT_ORDER)
+    items.sort(key=rank)   # stable: the tests of a unit, and the units after those named, keep their order
+
+
+# The lab's worker is the critical path, and much of its time is CPU work on the host and in the lab's nodes (site.yml,
+# image builds). The other workers' tests run at a lower priority (nice 10), so that they use what the lab leaves
+# idle (its waits for boots, cool-downs and the culler) rather than slow it down. Root can go back to 0 for the lab's
+# tests; another user cannot, and the worker then stays at 10 (a unit never moves between workers).
+OTHERS_NICENESS = 10
+
+
+@pytest.hookimpl(tryfirst=True)   # before the test's fixtures start anything (a moto server, ansible-playbook)
+def pytest_runtest_setup(item):
+    wanted = 0 if scheduling_unit(item.nodeid) == "lab" else OTHERS_NICENESS
+    with contextlib.suppress(OSError):
+        if os.getpriority(os.PRIO_PROCESS, 0) != wanted:
+            os.setpriority(os.PRIO_PROCESS, 0, wanted)
