@@ -52,6 +52,14 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     return hosts
 
 
+def task_results(output: str, task: str) -> set[str]:
+    """What a task reported in a run's output (the default callback's): {"ok", "changed", "skipping", ...}."""
+    sections = re.split(r"^TASK \[(.+?)\].*$", output, flags=re.M)
+    return {status for name, body in zip(sections[1::2], sections[2::2]) if name == task
+            for status in re.findall(r"^(\w+): \[", body, re.M)}
+
+
+PULL_NOTEBOOK_TASK = "jupyterhub : Images | pull the notebook image of this recipe from the registry when it holds it"
 RUN_OUTPUTS: list[str] = []   # every site.yml run's output, checked for secrets
 
 
@@ -487,6 +495,9 @@ def test_second_run_changes_nothing(site):
     assert hosts, proc.stdout[-2000:]
     changed = {h: r["changed"] for h, r in hosts.items() if r["changed"] or r["failed"] or r["unreachable"]}
     assert changed == {}, proc.stdout[-6000:]
+    # the manager holds every image of these recipes: nothing is pulled, and the build contexts are not written again
+    for task in (PULL_NOTEBOOK_TASK, "jupyterhub : Images | write the build contexts"):
+        assert task_results(proc.stdout, task) == {"skipping"}, task
 
 
 def test_no_secret_in_the_runs_output(site, aws):
@@ -2128,6 +2139,8 @@ def test_a_replaced_manager_on_a_new_state_volume_gets_the_workers_back_and_the_
                                               {"Name": "tag:jhs:data", "Values": ["hub-state"]}])["Volumes"]
     assert volume["VolumeId"] != volumes[0] and volume["Attachments"][0]["InstanceId"] == new_manager
     assert "TASK [Replace the workers that joined another swarm (the manager was replaced since)]" in proc.stdout
+    # the new manager pulled the notebook image the old one had pushed, rather than build it again
+    assert task_results(proc.stdout, PULL_NOTEBOOK_TASK) == {"changed"}, proc.stdout[-6000:]
     workers = worker_ids(aws)
     assert workers and not set(workers) & set(old_workers), (workers, old_workers)
     ready = {(n["Description"]["Engine"].get("Labels") or {}).get("jhs.instance-id") for n in swarm_nodes(new_manager)

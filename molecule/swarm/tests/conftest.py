@@ -2,20 +2,15 @@
 variables, its AWS endpoint, and a play of the project run against the scenario's inventory."""
 from __future__ import annotations
 
-import os
 import subprocess
+import sys
 from pathlib import Path
 
-import testinfra
-
 SCENARIO = Path(__file__).resolve().parents[1]
-PROJECT = SCENARIO.parents[1]
-INVENTORY = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"
+sys.path.insert(0, str(SCENARIO.parent))   # molecule/testinfra_helpers.py
+from testinfra_helpers import INVENTORY, PROJECT, home_owner, node  # noqa: E402,F401  (for the tests)
+
 MANAGER, WORKER1, WORKER2 = "jhs-molecule-manager", "jhs-molecule-worker1", "jhs-molecule-worker2"
-
-
-def node(name: str):
-    return testinfra.get_host(f"ansible://{name}", ansible_inventory=str(INVENTORY))
 
 
 def aws(service: str):

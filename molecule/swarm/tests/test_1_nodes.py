@@ -2,6 +2,8 @@
 home directories with their owner and mode."""
 from __future__ import annotations
 
+from conftest import home_owner
+
 testinfra_hosts = ["ansible://all"]
 
 FS = "fs-0123456789abcdef0"
@@ -46,7 +48,9 @@ def test_efs_is_mounted_as_aws_recommends_from_the_nodes_zone(host):
 
 
 def test_the_homes_belong_to_the_notebook_user(host):
-    """1000:1000, 0700 each, the root 0755 (plugins/module_utils/jhs_names.py)."""
-    for name, mode in (("", 0o755), ("alice", 0o700), ("bob", 0o700)):
+    """Each home's owner and mode from their one owner (plugins/module_utils/jhs_names.py), the root 0755 and owned
+    by the same user."""
+    uid, gid, mode = home_owner()
+    for name, want in (("", 0o755), ("alice", mode), ("bob", mode)):
         home = host.file(f"/mnt/efs/home/{name}".rstrip("/"))
-        assert home.is_directory and (home.uid, home.gid, home.mode) == (1000, 1000, mode), (name, home.mode)
+        assert home.is_directory and (home.uid, home.gid, home.mode) == (uid, gid, want), (name, home.mode)
