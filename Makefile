@@ -60,11 +60,11 @@ lint: venv
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production
 
-# Three workers (pytest-xdist): the lab's tests in one, in file order; every other module (or group of modules
-# sharing a session fixture) is handed to whichever worker is free (tests/conftest.py names the units and their
-# order). The lab's worker is the critical path: the other two run at a lower priority (nice 10) and use what the
-# lab leaves idle while it waits on nodes. PYTEST_WORKERS=0 runs in one process.
-PYTEST_WORKERS ?= 3
+# Two workers (pytest-xdist): the lab's tests in one, in file order; every other module (or group of modules sharing
+# a session fixture) goes to the other (tests/conftest.py names the units and their order). The lab's worker is the
+# critical path: the other runs at a lower priority (nice 10). A third worker made the run longer (session 26: the
+# lab's first site.yml 1243 s against 786 s, docs/benchmarks.md). PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
 pytest: venv docker browser images
 	$(BIN)/python -m pytest --durations=25 -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 

@@ -212,7 +212,7 @@ def lab_aws(lab):
     return client
 
 
-# --- three pytest workers (pytest-xdist; see the Makefile) ------------------------------------------------
+# --- two pytest workers (pytest-xdist; see the Makefile) --------------------------------------------------
 # Tests that share a running thing run in one worker, in file order: every test under tests/lab/ shares the
 # one lab (and some take it down and up again); the hub tests share the images built once per session
 # (jh_images). Every other module is a unit of its own, so its module-scoped fixture runs once. (xdist's
@@ -249,11 +249,12 @@ def pytest_xdist_make_scheduler(config, log):
 
 # The order units go out in, each worker taking the next when it is free. The lab's unit first: it is the run's
 # critical path (its tests share one lab, one after another). Then the other long units, longest first, so that no
-# long one starts near the end; the quick ones fill in after them in collection order. The hub images' unit goes third,
-# not first: its builds on the host engine would otherwise coincide with the lab manager's builds of the same
-# images during the lab's first site.yml (session 15's CI: those builds took 349 s, against 129 s in a lab run with
-# only a provisioning test beside it). Session 25's run: teardown 480 s, provisioning 1000 s, the hub images' unit
-# 1300 s, molecule 430 s (the scenarios swarm and docker_repo), preflight 140 s.
+# long one starts near the end; the quick ones fill in after them in collection order. During the lab's first
+# site.yml (its longest step: image builds and engine installs in the lab's nodes) the other worker runs teardown's
+# and provisioning's playbooks, which run on this machine at a lower priority (below) and start no container; the hub
+# images' unit and molecule, whose builds and nodes are containers that a niceness does not reach, come after.
+# Session 25's run: teardown 480 s, provisioning 1000 s, the hub images' unit 1300 s, molecule 430 s (the scenarios
+# swarm and docker_repo), preflight 140 s.
 UNIT_ORDER = ("lab", "tests/test_teardown.py", "tests/test_provision.py", "jupyterhub-images", "tests/test_molecule.py",
               "tests/test_aws_cluster_preflight.py")
 
@@ -265,10 +266,11 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)   # stable: the tests of a unit, and the units after those named, keep their order
 
 
-# The lab's worker is the critical path, and much of its time is CPU work on the host and in the lab's nodes (site.yml,
-# image builds). The other workers' tests run at a lower priority (nice 10), so that they use what the lab leaves
-# idle (its waits for boots, cool-downs and the culler) rather than slow it down. Root can go back to 0 for the lab's
-# tests; another user cannot, and the worker then stays at 10 (a unit never moves between workers).
+# The lab's worker is the critical path, and much of its time is CPU work on this machine and in the lab's nodes
+# (site.yml, image builds). The other worker's tests run at a lower priority (nice 10), so that its processes
+# (ansible-playbook, the moto servers it starts) yield to the lab's. Containers are not reached: Docker puts every
+# container, the lab's nodes and molecule's alike, in one cgroup. Root can go back to 0 for the lab's tests; another
+# user cannot, and the worker then stays at 10 (a unit never moves between workers).
 OTHERS_NICENESS = 10
 
 

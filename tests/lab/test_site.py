@@ -626,7 +626,8 @@ def test_the_dashboard_shows_only_metrics_with_data_after_a_spawn_and_is_drawn(s
     wait_for(every_series_has_data, 150, 5, what="data for every metric of the dashboard", detail=lambda: empty)
 
     proc = lab_cmd("dashboard", "--out", str(tmp_path / "dashboard.png"), "--minutes", "15")
-    assert "Spawn duration: mean" in proc.stdout and "0 points" not in proc.stdout, proc.stdout
+    # no metric without data ("10 points" is not "0 points": session 26's run had a metric with exactly 10)
+    assert "Spawn duration: mean" in proc.stdout and not re.search(r"\b0 points", proc.stdout), proc.stdout
     with Image.open(tmp_path / "dashboard.png") as image:
         assert image.format == "PNG" and image.size == (24 * dashboard.UNIT, 30 + 24 * dashboard.UNIT)
 
@@ -1256,7 +1257,9 @@ def test_user_server_reaches_the_hub_and_no_private_address(site, aws, hub):
     # in the lab; a slow reboot outlasts it)
     old = node_exec(manager, "docker", "node", "inspect", "-f", "{{.Status.State}}", node_id)
     assert old.stdout.strip() == "down" or (old.returncode != 0 and "No such node" in old.stderr), old
-    assert node_exec(manager, "docker", "node", "rm", node_id).returncode == 0
+    # removed here, unless jhs-reconcile removed it in the meantime (session 26's run: between the two calls)
+    removed = node_exec(manager, "docker", "node", "rm", node_id)
+    assert removed.returncode == 0 or "No such node" in removed.stderr, removed
 
     def show(unit: str, prop: str) -> int:
         return int(node_exec(worker, "systemctl", "show", "-P", prop, unit).stdout.strip() or 0)
