@@ -5,6 +5,7 @@ import atexit
 import contextlib
 import functools
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -137,6 +138,12 @@ def git_repo() -> tuple[str, dict[str, str]]:
     tagged = git("rev-parse", "HEAD")
     git("commit", "-q", "--allow-empty", "-m", "second")
     return directory.as_uri(), {"v1.2.3": tagged, "main": git("rev-parse", "HEAD")}
+
+
+def task_sections(output: str) -> list[tuple[str, str]]:
+    """A playbook run's output (the default callback's) cut into (task name, what followed its header) pairs."""
+    sections = re.split(r"^TASK \[(.+?)\].*$", output, flags=re.M)
+    return list(zip(sections[1::2], sections[2::2]))
 
 
 def reset_moto(url: str) -> None:

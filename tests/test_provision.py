@@ -25,7 +25,7 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
-from conftest import REGION, ROOT, VENV_BIN, credentials_later, git_repo, jhs_names
+from conftest import REGION, ROOT, VENV_BIN, credentials_later, git_repo, jhs_names, task_sections
 
 pytestmark = pytest.mark.slow   # several full provision runs against the local endpoint
 
@@ -269,8 +269,7 @@ PULL_ROLE_TASK = "aws_cluster : IAM | the registry's pull-only role, which the m
 
 def changed_tasks(out: str) -> list[str]:
     """The names of the tasks that reported changed for any host or item (the default callback's output)."""
-    sections = re.split(r"^TASK \[(.+?)\].*$", out, flags=re.M)
-    return [name for name, body in zip(sections[1::2], sections[2::2]) if re.search(r"^changed:", body, re.M)]
+    return [name for name, body in task_sections(out) if re.search(r"^changed:", body, re.M)]
 
 
 def test_check_mode_reports_a_drift_and_changes_nothing(provisioned, client):

@@ -25,7 +25,7 @@ import warnings
 
 import pytest
 import requests
-from conftest import home_owner, jhs_names
+from conftest import home_owner, jhs_names, task_sections
 from labutil import (FIRST_SITE_LOG, MIGRATION_GUIDE, ROOT, doc_command, doc_commands, lab_admin_keys, lab_cmd,
                      node_containers, node_exec, read_env, wait_for)
 
@@ -54,8 +54,7 @@ def recap(output: str) -> dict[str, dict[str, int]]:
 
 def task_results(output: str, task: str) -> set[str]:
     """What a task reported in a run's output (the default callback's): {"ok", "changed", "skipping", ...}."""
-    sections = re.split(r"^TASK \[(.+?)\].*$", output, flags=re.M)
-    return {status for name, body in zip(sections[1::2], sections[2::2]) if name == task
+    return {status for name, body in task_sections(output) if name == task
             for status in re.findall(r"^(\w+): \[", body, re.M)}
 
 
