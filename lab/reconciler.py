@@ -24,7 +24,7 @@ import uuid
 import boto3
 
 from . import config, sgfilter
-from .docker import DockerError, docker, ids, inspect
+from .docker import DockerError, docker, ids, inspect, inspect_labelled
 
 AMI_IMAGE_TAG = "jhs-lab:image"   # an AMI tag naming the container image its instances boot from
 AMI_DOCKER_TAR = "/var/lib/jhs-lab/ami-docker.tar"  # in a baked AMI's image: its builder's /var/lib/docker
@@ -44,6 +44,7 @@ exec /sbin/init
 DISK_LABEL = f"{config.LABEL}.ami-disk"
 DISK_PREFIX = f"{config.IMAGE_PREFIX.replace('/', '-')}-disk-"   # the volumes' names: <prefix><ami>-<random>
 BOOT_LOG = "/var/log/jhs-boot.log"   # the worker boot's log, kept when its node goes (see remove)
+SLOW_EVERY = 5.0   # seconds between the checks of what changes seldom: Unhealthy marks, new AMIs, the groups' rules
 DISK_STATE = "ami-disks.json"   # in the lab dir: {"filling": [ami, ...]}, so benchmarks can wait for quiet
 
 
@@ -72,6 +73,8 @@ class Reconciler:
         self.lock = threading.Lock()
         self.last_cleanup = 0.0
         self.sg_applied: list[str] | None = None   # the security group rules last put in place (sgfilter)
+        self.live: list[tuple] = []   # (id, state, address) of the instances the groups' rules were last made for
+        self.last_slow = 0.0          # when the checks of what changes seldom last ran
         # a disk left by an earlier reconciler may be half restored: start over
         for vol in ids("volume", DISK_LABEL):
             docker("volume", "rm", vol, check=False)
@@ -256,11 +259,7 @@ class Reconciler:
 
     def pass_once(self) -> None:
         instances = self.instances()
-        nodes = {}
-        for cid in ids("container", f"{config.LABEL}=node"):
-            info = inspect(cid)
-            if info:
-                nodes[info["Name"].lstrip("/")] = info
+        nodes = inspect_labelled(f"{config.LABEL}=node")
         for iid, inst in instances.items():
             # One instance that cannot become a node (its AMI's image gone, ...) must not hold up the others.
             try:
@@ -274,11 +273,19 @@ class Reconciler:
         for name, node in nodes.items():
             if name not in instances:
                 self.remove(name, node, why="unknown to the endpoint")
-        self.enforce_security_groups(instances)
-        self.replace_unhealthy()
-        self.bake_amis()
+        # The instances every second (a launch becomes a node at once); what changes seldom every few seconds (each
+        # of these calls costs the endpoint 15 to 25 ms, docs/benchmarks.md), the groups' rules also at once when
+        # the live instances change.
+        live = sorted((i, inst["State"]["Name"], inst.get("PrivateIpAddress")) for i, inst in instances.items())
+        if live != self.live or time.time() - self.last_slow >= SLOW_EVERY:
+            self.enforce_security_groups(instances)
+            self.live = live
+        if time.time() - self.last_slow >= SLOW_EVERY:
+            self.last_slow = time.time()
+            self.replace_unhealthy()
+            self.bake_amis()
+            self.clean_disks()
         self.refill_booted()
-        self.clean_disks()
 
     def enforce_security_groups(self, instances: dict[str, dict]) -> None:
         """The endpoint's security groups as packet filtering between the nodes (lab/sgfilter.py), refreshed when
