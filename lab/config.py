@@ -66,10 +66,6 @@ def efs_dir() -> Path:
 
 
 NODE_EFS_PATH = "/mnt/efs"
-# The nodes' CPU weight against the other containers of this machine's engine (default 1024). Under `make test` the
-# molecule scenarios' nodes and the hub tests' builds run beside the lab, whose chain of tests is the run's longest;
-# on cgroup v1 every container is a sibling under /docker, so niceness cannot favour the lab (docs/benchmarks.md).
-NODE_CPU_SHARES = 2048
 # Ansible masks a module's no_log values (the secret key, from the environment) wherever they appear in its result:
 # with the secret "lab", every "labhub" a module returned came back as "********hub" (the bake copied that into
 # the launch template). So the local endpoint's credentials are strings no resource name contains.

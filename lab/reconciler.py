@@ -195,7 +195,6 @@ class Reconciler:
             "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
             "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
             "--tmpfs", "/run", "--tmpfs", "/run/lock", "--stop-signal", "SIGRTMIN+3",   # systemd's clean shutdown
-            "--cpu-shares", str(config.NODE_CPU_SHARES),
             "--mount", (f"type=volume,src={disk},dst=/var/lib/docker" if disk else
                         f"type=volume,dst=/var/lib/docker,volume-label={config.LABEL}=node-docker"),
             "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
