@@ -1,4 +1,5 @@
-"""Thin helpers around the docker CLI (the lab drives the engine the way an operator would)."""
+"""Thin helpers around the docker CLI (the lab drives the engine the way an operator would), and one through the
+engine's API for what the reconciler asks every second (inspect_labelled)."""
 from __future__ import annotations
 
 import functools

@@ -277,10 +277,11 @@ class Reconciler:
         # of these calls costs the endpoint 15 to 25 ms, docs/benchmarks.md), the groups' rules also at once when
         # the live instances change.
         live = sorted((i, inst["State"]["Name"], inst.get("PrivateIpAddress")) for i, inst in instances.items())
-        if live != self.live or time.time() - self.last_slow >= SLOW_EVERY:
+        slow_due = time.time() - self.last_slow >= SLOW_EVERY
+        if slow_due or live != self.live:
             self.enforce_security_groups(instances)
             self.live = live
-        if time.time() - self.last_slow >= SLOW_EVERY:
+        if slow_due:
             self.last_slow = time.time()
             self.replace_unhealthy()
             self.bake_amis()
