@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 
 from . import config, images, sgfilter
-from .docker import DockerError, docker, ids, inspect
+from .docker import DockerError, docker, ids, inspect, inspect_labelled
 
 BASE_AMI_NAME = "jhs-lab-debian-12"
 
@@ -455,11 +455,7 @@ def status(logs: int = 0) -> int:
     env = read_env()
     print(f"endpoint   {env.get('AWS_ENDPOINT_URL', '-')}  moto pid {running_pid('moto') or 'not running'}")
     print(f"reconciler pid {running_pid('reconciler') or 'not running'}")
-    for cid in ids("container", f"{config.LABEL}=node"):
-        info = inspect(cid)
-        if not info:
-            continue
-        name = info["Name"].lstrip("/")
+    for name, info in inspect_labelled(f"{config.LABEL}=node").items():
         ip = info["NetworkSettings"]["Networks"].get(config.NETWORK, {}).get("IPAddress", "")
         booted = subprocess.run(["docker", "exec", name, "cat", "/var/lib/cloud/instance/boot-finished"],
                                 capture_output=True, text=True).stdout.strip() if info["State"]["Running"] else ""
@@ -491,12 +487,9 @@ def status_logs(lines: int) -> None:
     logs = config.lab_dir() / "logs"
     reconciler_log = logs / "reconciler.log"
     tail("reconciler", reconciler_log.read_text(errors="replace") if reconciler_log.exists() else "")
-    for cid in ids("container", f"{config.LABEL}=node"):
-        info = inspect(cid)
-        if info and info["State"]["Running"]:
-            name = info["Name"].lstrip("/")
-            tail(f"{name} {BOOT_LOG}", subprocess.run(["docker", "exec", name, "tail", "-n", str(lines), BOOT_LOG],
-                                                      capture_output=True, text=True).stdout)
+    for name in running_nodes():
+        tail(f"{name} {BOOT_LOG}", subprocess.run(["docker", "exec", name, "tail", "-n", str(lines), BOOT_LOG],
+                                                  capture_output=True, text=True).stdout)
     kept = sorted((logs / "instances").glob("*.boot.log"), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in kept[:4]:
         tail(f"{path.stem} (removed) {BOOT_LOG}", path.read_text(errors="replace"))
@@ -513,12 +506,7 @@ docker service ps --filter desired-state=running --format 'task {{.Name}} {{.Nod
 
 
 def running_nodes() -> list[str]:
-    names = []
-    for cid in ids("container", f"{config.LABEL}=node"):
-        info = inspect(cid)
-        if info and info["State"]["Running"]:
-            names.append(info["Name"].lstrip("/"))
-    return names
+    return [name for name, info in inspect_labelled(f"{config.LABEL}=node").items() if info["State"]["Running"]]
 
 
 def user_servers() -> list[str]:
