@@ -6,6 +6,7 @@ import contextlib
 import functools
 import os
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -167,6 +168,66 @@ SESSION_STARTED = time.time()
 WORKER_TIMES: dict[str, list[float]] = {}
 UNIT_TIMES: dict[str, list] = {}
 
+# And the CPU each unit's processes on this machine used: the worker's own and its children's once they ended
+# (ansible-playbook, molecule, the moto servers a module starts), measured where the test runs and carried to the
+# controller in the report's user_properties. Containers are not among them (they are the engine's), nor the lab's
+# endpoint and reconciler (`lab up` detaches them); the run's total for the engine's containers and for the whole
+# machine is printed beside it. A make test run is CPU-bound on 2 cores, so this says where to cut.
+CPU_STARTED = pytest.StashKey[float]()
+
+
+def process_cpu() -> float:
+    """CPU seconds of this process and of its children that have ended (user and system)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(wrapper=True)   # a wrapper: around every other implementation, before the test's fixtures start
+def pytest_runtest_setup(item):
+    set_niceness(item)                # (below) the other worker's processes yield to the lab's
+    item.stash[CPU_STARTED] = process_cpu()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    item.stash[CPU_STARTED] = process_cpu()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    item.stash[CPU_STARTED] = process_cpu()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if CPU_STARTED in item.stash:
+        report.user_properties.append(("cpu_seconds", process_cpu() - item.stash[CPU_STARTED]))
+    return report
+
+
+def machine_cpu() -> dict[str, float]:
+    """CPU seconds used so far by the whole machine (/proc/stat) and by the Docker engine's containers (the cgroup
+    v1 cpuacct of /docker, or v2's system.slice); a figure this machine cannot give is left out."""
+    found = {}
+    with contextlib.suppress(OSError, ValueError):
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        busy = sum(int(v) for v in fields[:8]) - int(fields[3]) - int(fields[4])   # all but idle and iowait
+        found["machine"] = busy / os.sysconf("SC_CLK_TCK")
+    with contextlib.suppress(OSError, ValueError):
+        found["containers"] = int(Path("/sys/fs/cgroup/cpuacct/docker/cpuacct.usage").read_text()) / 1e9
+    if "containers" not in found:
+        with contextlib.suppress(OSError, ValueError):
+            stat = Path("/sys/fs/cgroup/system.slice/cpu.stat").read_text()   # v2: every service's, not only Docker's
+            found["system.slice"] = int(re.search(r"^usage_usec (\d+)", stat, re.M).group(1)) / 1e6
+    return found
+
+
+MACHINE_CPU_AT_START = machine_cpu()
+
 
 def pytest_runtest_logreport(report):
     node = getattr(report, "node", None)   # set on the controller by xdist (the worker that ran the test)
@@ -174,8 +235,9 @@ def pytest_runtest_logreport(report):
     first, last, busy = WORKER_TIMES.get(worker, [report.start, report.stop, 0.0])
     WORKER_TIMES[worker] = [min(first, report.start), max(last, report.stop), busy + report.duration]
     unit = scheduling_unit(report.nodeid)
-    _, first, last, busy = UNIT_TIMES.get(unit, [worker, report.start, report.stop, 0.0])
-    UNIT_TIMES[unit] = [worker, min(first, report.start), max(last, report.stop), busy + report.duration]
+    cpu = dict(report.user_properties).get("cpu_seconds", 0.0)
+    _, first, last, busy, used = UNIT_TIMES.get(unit, [worker, report.start, report.stop, 0.0, 0.0])
+    UNIT_TIMES[unit] = [worker, min(first, report.start), max(last, report.stop), busy + report.duration, used + cpu]
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -188,11 +250,19 @@ def pytest_terminal_summary(terminalreporter):
         for worker, (first, last, busy) in sorted(WORKER_TIMES.items()):
             terminalreporter.write_line(f"{worker}: tests from {first - began:.0f} s to {last - began:.0f} s of the "
                                         f"run, {busy:.0f} s of test time")
-        terminalreporter.write_line("units taking 60 s or more, by start (worker, from, to, test time):")
-        for unit, (worker, first, last, busy) in sorted(UNIT_TIMES.items(), key=lambda kv: kv[1][1]):
+        terminalreporter.write_line("units taking 60 s or more, by start (worker, from, to, test time, CPU of the "
+                                    "unit's processes on this machine):")
+        for unit, (worker, first, last, busy, used) in sorted(UNIT_TIMES.items(), key=lambda kv: kv[1][1]):
             if busy >= 60:
                 terminalreporter.write_line(f"  {worker} {first - began:6.0f} s {last - began:6.0f} s "
-                                            f"{busy:6.0f} s  {unit}")
+                                            f"{busy:6.0f} s {used:6.0f} s  {unit}")
+        others = sum(used for unit, (_, _, _, busy, used) in UNIT_TIMES.items() if busy < 60)
+        terminalreporter.write_line(f"  the units under 60 s: {others:.0f} s of CPU in all")
+        now = machine_cpu()
+        spent = {k: now[k] - MACHINE_CPU_AT_START[k] for k in now if k in MACHINE_CPU_AT_START}
+        terminalreporter.write_line("CPU over the run: " + (", ".join(
+            f"{what} {seconds:.0f} s" for what, seconds in sorted(spent.items())) or "not readable here")
+            + " (the machine's includes the containers'; the units' figures do not)")
     log = FIRST_SITE_LOG
     if not log.exists() or log.stat().st_mtime < SESSION_STARTED:
         return
@@ -281,8 +351,8 @@ def pytest_collection_modifyitems(config, items):
 OTHERS_NICENESS = 10
 
 
-@pytest.hookimpl(tryfirst=True)   # before the test's fixtures start anything (a moto server, ansible-playbook)
-def pytest_runtest_setup(item):
+def set_niceness(item) -> None:
+    """Called first in the test's setup (pytest_runtest_setup, above), before its fixtures start anything."""
     wanted = 0 if scheduling_unit(item.nodeid) == "lab" else OTHERS_NICENESS
     with contextlib.suppress(OSError):
         if os.getpriority(os.PRIO_PROCESS, 0) != wanted:
