@@ -190,28 +190,19 @@ def pytest_runtest_setup(item):
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item):
-    item.stash[CPU_STARTED] = process_cpu()
-    return (yield)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item, nextitem):
-    item.stash[CPU_STARTED] = process_cpu()
-    return (yield)
-
-
-@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
+    """Each phase's report (setup, call, teardown) carries the CPU since the previous one's, or since setup began."""
     report = yield
     if CPU_STARTED in item.stash:
-        report.user_properties.append(("cpu_seconds", process_cpu() - item.stash[CPU_STARTED]))
+        now = process_cpu()
+        report.user_properties.append(("cpu_seconds", now - item.stash[CPU_STARTED]))
+        item.stash[CPU_STARTED] = now
     return report
 
 
 def machine_cpu() -> dict[str, float]:
     """CPU seconds used so far by the whole machine (/proc/stat) and by the Docker engine's containers (the cgroup
-    v1 cpuacct of /docker, or v2's system.slice); a figure this machine cannot give is left out."""
+    v1 cpuacct of /docker, as on these machines); a figure a machine cannot give is left out."""
     found = {}
     with contextlib.suppress(OSError, ValueError):
         fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
@@ -219,10 +210,6 @@ def machine_cpu() -> dict[str, float]:
         found["machine"] = busy / os.sysconf("SC_CLK_TCK")
     with contextlib.suppress(OSError, ValueError):
         found["containers"] = int(Path("/sys/fs/cgroup/cpuacct/docker/cpuacct.usage").read_text()) / 1e9
-    if "containers" not in found:
-        with contextlib.suppress(OSError, ValueError):
-            stat = Path("/sys/fs/cgroup/system.slice/cpu.stat").read_text()   # v2: every service's, not only Docker's
-            found["system.slice"] = int(re.search(r"^usage_usec (\d+)", stat, re.M).group(1)) / 1e6
     return found
 
 

@@ -24,21 +24,15 @@ def failed_action(out: str) -> str:
     each one and "Executed: Failed" after the one that failed), so that a failure shows its cause rather than the
     cleanup and destroy that ran after it; empty when no action is marked failed."""
     marks = re.compile(r"➜ \S+: \S*(Executing|Executed: Failed)")
+    lines = out.splitlines(keepends=True)
     start = None
-    for line_start, line in _lines(out):
+    for i, line in enumerate(lines):
         mark = marks.search(line)
         if mark and mark.group(1) == "Executing":
-            start = line_start
+            start = i
         elif mark and start is not None:
-            return out[start:line_start + len(line)]
+            return "".join(lines[start:i + 1])
     return ""
-
-
-def _lines(out: str):
-    at = 0
-    for line in out.splitlines(keepends=True):
-        yield at, line
-        at += len(line)
 
 
 def test_failed_action_is_the_section_of_the_action_that_failed():
