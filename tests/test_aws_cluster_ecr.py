@@ -93,3 +93,16 @@ def test_drift_names_what_a_real_run_would_do():
     assert drift([same], ["c/notebook"], "mutable", True, other) == ["c/notebook: lifecycle policy changed"]
     assert drift([dict(same, lifecycle_policy=None)], ["c/notebook"], "mutable", True, POLICY) == [
         "c/notebook: lifecycle policy set"]
+
+
+def test_untagged_names_the_repositories_the_tag_task_must_call_for():
+    """A real run tags only these (a run with every repository tagged makes no call): a missing repository, one
+    without the cluster's tag, or with a Name that is not its own."""
+    untagged = load_filters()["aws_cluster_ecr_untagged"]
+    tags = {"jhs:cluster": "c"}
+    tagged = {"repository_name": "c/notebook", "tags": {"jhs:cluster": "c", "Name": "c/notebook", "other": "kept"}}
+    assert untagged([tagged], ["c/notebook"], tags) == []
+    assert untagged([tagged], ["c/notebook", "c/hub"], tags) == ["c/hub"]
+    assert untagged([dict(tagged, tags={"Name": "c/notebook"})], ["c/notebook"], tags) == ["c/notebook"]
+    assert untagged([dict(tagged, tags={"jhs:cluster": "c", "Name": "x"})], ["c/notebook"], tags) == ["c/notebook"]
+    assert untagged([dict(tagged, tags={})], ["c/notebook"], {"jhs:cluster": "c", "jhs:n": 3}) == ["c/notebook"]

@@ -93,6 +93,8 @@ BAD_INPUTS = [
     ("ecr-repository-path", {"aws_cluster_ecr_repositories": ["team/notebook"]}, "aws_cluster_ecr_repositories=team/notebook:"),
     ("ecr-repository-twice", {"aws_cluster_ecr_repositories": ["notebook", "notebook"]},
      "aws_cluster_ecr_repositories=notebook,notebook: give unique"),
+    ("ecr-repository-of-the-hub", {"aws_cluster_ecr_repositories": ["notebook", "proxy"]},
+     "aws_cluster_ecr_repositories=notebook,proxy with aws_cluster_ecr_hub_images=True: aws_cluster_ecr_hub_images"),
     # ECR allows no '--' in a repository's path component: the one cluster_name rule refuses it (jhs_names.py)
     ("ecr-cluster-name-component", {"cluster_name": "pre--flight"}, "cluster_name=pre--flight: use 3-28 characters"),
     ("ssh-connection-without-key", {"swarm_ec2_connection": "jump", "aws_cluster_ssh_admin_cidrs": ["192.0.2.0/24"]},

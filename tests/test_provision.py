@@ -33,6 +33,9 @@ CLUSTER = "prov-a"
 NAMES = jhs_names(CLUSTER)
 SSM = NAMES["ssm"]
 NOTEBOOK_REPO = NAMES["ecr_prefix"] + "notebook"   # the ECR repository aws_cluster_ecr_repositories makes by default
+# the hub's and the proxy's (aws_cluster_ecr_hub_images, on by default), which only the manager pushes and pulls
+HUB_REPOS = [NAMES["ecr_prefix"] + "hub", NAMES["ecr_prefix"] + "proxy"]
+ALL_REPOS = sorted([NOTEBOOK_REPO, *HUB_REPOS])
 ZONE = "example.test"
 DOMAIN = "hub.example.test"
 BASE_AMI = "ami-1e749f67"     # one of the images the local endpoint serves
@@ -240,13 +243,15 @@ def test_check_mode_on_empty_account_creates_nothing_and_says_what_it_would(prov
     assert "a real run would create" in proc.stdout
     for thing in (f"VPC {NAMES['vpc']} 10.10.0.0/16", f"Auto Scaling Group {NAMES['workers']}", "NAT gateway",
                   f"security groups {NAMES['hub']}", f"manager instance {NAMES['manager']}",
-                  f".dkr.ecr.{REGION}.amazonaws.com/{NOTEBOOK_REPO} (scan on push on, image tags mutable, "
+                  f".dkr.ecr.{REGION}.amazonaws.com/{HUB_REPOS[1]} (scan on push on, image tags mutable, "
                   "keep the newest 10 images)",
                   f"S3 bucket {NAMES['backup_bucket_prefix']}",
                   f"CloudWatch Logs group {NAMES['log_group']} for the logs of every container (kept 30 days)",
                   f"CloudWatch dashboard {NAMES['dashboard']}"):
         assert thing in proc.stdout
-    assert re.search(rf"ECR repositories \d{{12}}\.dkr\.ecr\.{REGION}\.amazonaws\.com/{NOTEBOOK_REPO} ", proc.stdout)
+    registry = rf"\d{{12}}\.dkr\.ecr\.{REGION}\.amazonaws\.com"
+    assert re.search(rf"ECR repositories {registry}/{NOTEBOOK_REPO}, {registry}/{HUB_REPOS[0]}, {registry}/{HUB_REPOS[1]} ",
+                     proc.stdout)
 
 
 def test_first_run_creates_second_run_changes_nothing(provisioned):
@@ -254,6 +259,11 @@ def test_first_run_creates_second_run_changes_nothing(provisioned):
     second = provisioned["second"]
     assert second.returncode == 0, second.stdout[-5000:]
     assert recap(second.stdout)["changed"] == 0, re.findall(r"^changed: .*$", second.stdout, re.M)
+    # repositories as the settings say and tagged: the second run configures and tags none of them (no call)
+    for task in ("aws_cluster : ECR | repositories with scan on push, tag mutability and lifecycle policy",
+                 "aws_cluster : ECR | tag the repositories with the cluster"):
+        assert [re.findall(r"^(\w+): \[", body, re.M) for name, body in task_sections(second.stdout)
+                if name == task] == [["skipping"]], task
     print(f"provision from empty {provisioned['first_seconds']:.1f}s, no-change re-run {provisioned['second_seconds']:.1f}s")
 
 
@@ -298,7 +308,7 @@ def test_check_mode_reports_ecr_drift_and_changes_nothing(provisioned, client):
     assert drift, proc.stdout[-3000:]
     assert f"{NOTEBOOK_REPO}: lifecycle policy changed" in drift.group(1)
     assert f"{NAMES['ecr_prefix']}base: create" in drift.group(1)
-    assert list(ecr_repositories(client, CLUSTER)) == [NOTEBOOK_REPO]
+    assert sorted(ecr_repositories(client, CLUSTER)) == ALL_REPOS
     lifecycle = json.loads(client("ecr").get_lifecycle_policy(repositoryName=NOTEBOOK_REPO)["lifecyclePolicyText"])
     assert lifecycle["rules"][0]["selection"]["countNumber"] == 10
 
@@ -479,7 +489,8 @@ def test_iam_roles_split_and_least_privilege(provisioned, client):
     assert worker[1]["Resource"] == asg_arn
     # ECR: log in anywhere (GetAuthorizationToken has no resource), pull only from the cluster's repositories.
     repository_arn = f"arn:aws:ecr:{REGION}:{account}:repository/{NOTEBOOK_REPO}"
-    assert ecr_statements(worker) == [(ECR_LOGIN, "*"), (ECR_PULL, [repository_arn])]
+    hub_arns = [f"arn:aws:ecr:{REGION}:{account}:repository/{name}" for name in HUB_REPOS]
+    assert ecr_statements(worker) == [(ECR_LOGIN, "*"), (ECR_PULL, [repository_arn])]   # never the hub's images
     manager = {s["Sid"]: s for s in policy(client, NAMES["manager"])["Statement"]}
     assert manager["PublishSwarmJoinParameters"]["Resource"] == [param + SSM["join_token"], param + SSM["manager_addr"]]
     # the hub publishes the images it spawns, for the worker-image bake to pre-pull
@@ -503,7 +514,7 @@ def test_iam_roles_split_and_least_privilege(provisioned, client):
     assert star[0]["Action"] == ["ssm:DescribeParameters"]
     assert star[2]["Action"] == ECR_LOGIN
     assert [s["Sid"] for s in manager.values() if s["Resource"] == "*" and "Condition" in s] == ["PutScalerMetrics"]
-    assert ecr_statements(list(manager.values())) == [(ECR_LOGIN, "*"), (ECR_PUSH_PULL, [repository_arn])]
+    assert ecr_statements(list(manager.values())) == [(ECR_LOGIN, "*"), (ECR_PUSH_PULL, [repository_arn, *hub_arns])]
     # The token the hub sends with every spawn (and root on a worker can read) is a pull-only role's, which the
     # manager alone may assume.
     pull = NAMES["registry_pull"]
@@ -602,21 +613,25 @@ def test_secrets_stored_encrypted_kept_and_never_printed(provisioned, client):
     assert tags["jhs:cluster"] == CLUSTER
 
 
-def test_ecr_repository_for_notebook_images(provisioned, client):
+def test_ecr_repositories_for_notebook_and_hub_images(provisioned, client):
+    """The notebook images' repository and the hub's and proxy's (pushed and pulled by the manager alone, see the IAM
+    test), each scanned on push, with a lifecycle policy and the cluster's tag."""
     ecr = client("ecr")
-    (repo,) = ecr_repositories(client, CLUSTER).values()
-    assert repo["repositoryName"] == NOTEBOOK_REPO
-    assert repo["tags"] == {"jhs:cluster": CLUSTER, "Name": NOTEBOOK_REPO}
-    assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
-    assert repo["imageTagMutability"] == "MUTABLE"
-    assert repo["encryptionConfiguration"]["encryptionType"] == "AES256"
-    lifecycle = json.loads(ecr.get_lifecycle_policy(repositoryName=NOTEBOOK_REPO)["lifecyclePolicyText"])
-    (rule,) = lifecycle["rules"]
-    assert rule["selection"] == {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 10}
-    assert rule["action"] == {"type": "expire"}
-    registry = repo["repositoryUri"].split("/", 1)[0]
-    assert registry == f"{repo['registryId']}.dkr.ecr.{REGION}.amazonaws.com"
-    assert f"ECR registry {registry}, repositories {repo['repositoryUri']}" in provisioned["first"].stdout
+    repos = ecr_repositories(client, CLUSTER)
+    assert sorted(repos) == ALL_REPOS
+    for name, repo in repos.items():
+        assert repo["tags"] == {"jhs:cluster": CLUSTER, "Name": name}
+        assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
+        assert repo["imageTagMutability"] == "MUTABLE"
+        assert repo["encryptionConfiguration"]["encryptionType"] == "AES256"
+        lifecycle = json.loads(ecr.get_lifecycle_policy(repositoryName=name)["lifecyclePolicyText"])
+        (rule,) = lifecycle["rules"]
+        assert rule["selection"] == {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 10}
+        assert rule["action"] == {"type": "expire"}
+    registry = repos[NOTEBOOK_REPO]["repositoryUri"].split("/", 1)[0]
+    assert registry == f"{repos[NOTEBOOK_REPO]['registryId']}.dkr.ecr.{REGION}.amazonaws.com"
+    uris = ", ".join(f"{registry}/{name}" for name in [NOTEBOOK_REPO, *HUB_REPOS])
+    assert f"ECR registry {registry}, repositories {uris}" in provisioned["first"].stdout
 
 
 def launch_template(client) -> dict:
@@ -1073,7 +1088,7 @@ def test_no_ecr_repositories_no_ecr_statements_and_cpu_scaling_off_again(provisi
     assert cluster_resources(client, CLUSTER)["log_groups"] == [NAMES["log_group"]]
     assert NAMES["registry_pull"] not in [r["RoleName"] for r in client("iam").list_roles()["Roles"]]
     assert "ECR |" not in proc.stdout and "no ECR repositories" in proc.stdout
-    assert list(ecr_repositories(client, CLUSTER)) == [NOTEBOOK_REPO]
+    assert sorted(ecr_repositories(client, CLUSTER)) == ALL_REPOS
     assert asg.describe_policies(AutoScalingGroupName=NAMES["workers"])["ScalingPolicies"] == []
     # the hooks are untouched by either run
     hooks = asg.describe_lifecycle_hooks(AutoScalingGroupName=NAMES["workers"])["LifecycleHooks"]

@@ -24,8 +24,9 @@ pytestmark = pytest.mark.slow   # several full provision runs against the local 
 
 A, B = "td-alpha", "td-beta"
 A_NAMES, B_NAMES = jhs_names(A), jhs_names(B)
-# their ECR repositories (aws_cluster_ecr_repositories' default)
+# their ECR repositories (aws_cluster_ecr_repositories' default, and the hub's and proxy's: aws_cluster_ecr_hub_images)
 A_NOTEBOOK, B_NOTEBOOK = A_NAMES["ecr_prefix"] + "notebook", B_NAMES["ecr_prefix"] + "notebook"
+A_REPOS, B_REPOS = ([names["ecr_prefix"] + name for name in ("hub", "notebook", "proxy")] for names in (A_NAMES, B_NAMES))
 # Named like A's repositories, but not A's: one untagged, one tagged with B.
 IMPOSTERS = {A_NAMES["ecr_prefix"] + "imposter": [],
              A_NAMES["ecr_prefix"] + "of-beta": [{"Key": "jhs:cluster", "Value": B}]}
@@ -125,8 +126,8 @@ def test_both_clusters_were_complete(story):
                      "auto_scaling_groups", "iam_roles", "instance_profiles", "ssm_parameters", "efs", "efs_mount_targets",
                      "ecr_repositories", "s3_buckets", "worker_images", "snapshots", "log_groups", "dashboards"):
             assert before.get(kind), kind
-    assert story["a_before"]["ecr_repositories"] == [A_NOTEBOOK] and len(story["a_images"]) == 1
-    assert story["b_before"]["ecr_repositories"] == [B_NOTEBOOK]
+    assert sorted(story["a_before"]["ecr_repositories"]) == A_REPOS and len(story["a_images"]) == 1
+    assert sorted(story["b_before"]["ecr_repositories"]) == B_REPOS
     assert "nat_gateways" in story["a_before"] and "nat_gateways" not in story["b_before"]
 
 
@@ -143,7 +144,8 @@ def test_teardown_keeps_only_user_data_and_says_so(story):
     assert f"EFS file system {after['efs'][0]} (user homes" in proc.stdout
     assert f"hub state volume {A_NAMES['hub_state']} {hub_volume[0]}" in proc.stdout
     assert "teardown_delete_user_data=true" in proc.stdout
-    assert f"changed: [localhost] => (item={A_NOTEBOOK})" in proc.stdout   # the repository, with its image
+    for name in A_REPOS:   # the repositories, the notebook's with its image
+        assert f"changed: [localhost] => (item={name})" in proc.stdout
 
 
 def test_teardown_never_touches_a_repository_without_the_cluster_tag(story):

@@ -58,7 +58,7 @@ def task_results(output: str, task: str) -> set[str]:
             for status in re.findall(r"^(\w+): \[", body, re.M)}
 
 
-PULL_NOTEBOOK_TASK = "jupyterhub : Images | pull the notebook image of this recipe from the registry when it holds it"
+PULL_IMAGES_TASK = "jupyterhub : Images | pull the images of these recipes from the registry when it holds them"
 RUN_OUTPUTS: list[str] = []   # every site.yml run's output, checked for secrets
 
 
@@ -495,7 +495,7 @@ def test_second_run_changes_nothing(site):
     changed = {h: r["changed"] for h, r in hosts.items() if r["changed"] or r["failed"] or r["unreachable"]}
     assert changed == {}, proc.stdout[-6000:]
     # the manager holds every image of these recipes: nothing is pulled, and the build contexts are not written again
-    for task in (PULL_NOTEBOOK_TASK, "jupyterhub : Images | write the build contexts"):
+    for task in (PULL_IMAGES_TASK, "jupyterhub : Images | write the build contexts"):
         assert task_results(proc.stdout, task) == {"skipping"}, task
 
 
@@ -2141,8 +2141,13 @@ def test_a_replaced_manager_on_a_new_state_volume_gets_the_workers_back_and_the_
                                               {"Name": "tag:jhs:data", "Values": ["hub-state"]}])["Volumes"]
     assert volume["VolumeId"] != volumes[0] and volume["Attachments"][0]["InstanceId"] == new_manager
     assert "TASK [Replace the workers that joined another swarm (the manager was replaced since)]" in proc.stdout
-    # the new manager pulled the notebook image the old one had pushed, rather than build it again
-    assert task_results(proc.stdout, PULL_NOTEBOOK_TASK) == {"changed"}, proc.stdout[-6000:]
+    # the new manager pulled the hub's, the proxy's and the notebook image the old one had pushed, rather than build
+    # them again
+    pulled = [ref for name, body in task_sections(proc.stdout) if name == PULL_IMAGES_TASK
+              for ref in re.findall(r"^changed: \[[^]]+\] => \(item=([^)]+)\)", body, re.M)]
+    assert sorted(ref.rsplit(":", 1)[0].rsplit("/", 1)[-1] for ref in pulled) == ["hub", "notebook", "proxy"], \
+        proc.stdout[-6000:]
+    assert task_results(proc.stdout, "jupyterhub : Images | write the build contexts") == {"skipping"}
     workers = worker_ids(aws)
     assert workers and not set(workers) & set(old_workers), (workers, old_workers)
     ready = {(n["Description"]["Engine"].get("Labels") or {}).get("jhs.instance-id") for n in swarm_nodes(new_manager)

@@ -85,6 +85,13 @@ def ecr_drift(existing, names, image_tag_mutability, scan_on_push, lifecycle_pol
     return found
 
 
+def ecr_untagged(existing, names, tags):
+    """The repositories of `names` that do not exist or lack one of `tags` (each also tagged Name: its name)."""
+    by_name = {repo["repository_name"]: repo.get("tags") or {} for repo in existing or []}
+    return [name for name in names or []
+            if name not in by_name or any(by_name[name].get(k) != str(v) for k, v in dict(tags, Name=name).items())]
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -94,4 +101,5 @@ class FilterModule:
             "aws_cluster_asg_tags": asg_tags,
             "aws_cluster_owned": owned,
             "aws_cluster_ecr_drift": ecr_drift,
+            "aws_cluster_ecr_untagged": ecr_untagged,
         }
