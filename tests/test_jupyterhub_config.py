@@ -302,8 +302,7 @@ BAD_CASES = {
                                  "jupyterhub_registry_pull_role_arn empty or an IAM role's ARN, "
                                  "arn:aws:iam::<account>:role/<name> (got 'labhub-registry-pull')"),
     "hub_images_without_registry": ({"jupyterhub_registry_hub_images": True},
-                                    "jupyterhub_registry_hub_images=True: true or false, and true needs "
-                                    "jupyterhub_image_registry (got '')"),
+                                    "jupyterhub_registry_hub_images=True needs jupyterhub_image_registry (got '')"),
     "letsencrypt_without_email": ({"jupyterhub_tls_mode": "letsencrypt", "jupyterhub_domain": "hub.example.test"},
                                   "letsencrypt (needs jupyterhub_domain and jupyterhub_letsencrypt_email)"),
     "oidc_without_endpoints": ({"jupyterhub_authenticator": "oidc", "jupyterhub_oauth_client_id": "x",
