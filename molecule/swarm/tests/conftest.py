@@ -21,7 +21,7 @@ def aws(service: str):
                         region_name="eu-west-1", aws_access_key_id="molecule", aws_secret_access_key="molecule")
 
 
-def playbook(path: Path) -> subprocess.CompletedProcess:
+def playbook(path: Path, *args: str) -> subprocess.CompletedProcess:
     """ansible-playbook against the scenario's nodes, with molecule's Ansible settings (its environment)."""
-    return subprocess.run(["ansible-playbook", "-i", str(INVENTORY), str(path)], cwd=SCENARIO, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(["ansible-playbook", "-i", str(INVENTORY), str(path), *args], cwd=SCENARIO,
+                          capture_output=True, text=True, timeout=600)
