@@ -1801,6 +1801,7 @@ def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site,
             return subprocess.run(["docker", "run", "--rm", "--entrypoint", cmd[0], tags["jhs-lab:image"], *cmd[1:]],
                                   capture_output=True, text=True, check=True).stdout.strip()
         assert in_image("cat", "/etc/machine-id") == ""
+        assert in_image("find", "/var/cache/apt/archives", "-name", "*.deb") == ""   # apt-get clean: no archives kept
         machine_ids = {n: node_exec(n, "cat", "/etc/machine-id").stdout.strip() for n in [iid, manager, *before]}
         assert machine_ids[iid] and list(machine_ids.values()).count(machine_ids[iid]) == 1, machine_ids
         host_key = node_exec(iid, "cat", "/etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[1]
