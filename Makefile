@@ -22,7 +22,14 @@ $(BIN)/.installed: requirements.txt
 	$(BIN)/pip install -q -r requirements.txt
 	@touch $@
 
-venv: $(BIN)/.installed
+# A bytecode cache for what the control node's Ansible modules import from their zip (scripts/jhs_ansiballz_cache.py
+# says why): the file goes into the venv's site-packages with a .pth line that imports it at every start.
+$(BIN)/.ansiballz-cache: scripts/jhs_ansiballz_cache.py $(BIN)/.installed
+	@site=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
+	  cp scripts/jhs_ansiballz_cache.py "$$site/" && echo "import jhs_ansiballz_cache" > "$$site/jhs_ansiballz_cache.pth"
+	@touch $@
+
+venv: $(BIN)/.installed $(BIN)/.ansiballz-cache
 
 docker:
 	@scripts/ensure-docker
