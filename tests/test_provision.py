@@ -995,7 +995,7 @@ def test_auto_scaling_group(provisioned, client):
     drain = hooks[NAMES["drain"]]
     assert drain["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING"
     assert drain["HeartbeatTimeout"] == 600 and drain["DefaultResult"] == "CONTINUE"
-    # no CPU target tracking by default: the hub's scaler sizes the group (test_cpu_target_tracking_is_opt_in)
+    # no CPU target tracking by default: the hub's scaler sizes the group (test_a_baked_worker_image_stays_in_the_launch_template turns it on and off)
     assert asg.describe_policies(AutoScalingGroupName=NAMES["workers"])["ScalingPolicies"] == []
     # Instances the group launched carry the propagated tags. (Not terminated: an endpoint that holds a launch in
     # Pending:Wait abandons it after the launch hook's timeout, no worker boots here, and launches another.)
@@ -1045,40 +1045,21 @@ def test_every_resource_carries_the_cluster_tag(provisioned, client):
     assert len(found["elastic_ips"]) == 2
 
 
-def test_cpu_target_tracking_is_opt_in(provisioned, client, moto_endpoint):
-    """aws_cluster_worker_cpu_scaling=true adds the target-tracking policy on average CPU (the policy the hub's scaler
-    replaces), and that run changes that policy and nothing else. The next test's run, with the default (false),
-    removes it again."""
-    asg = client("autoscaling")
-    on, _ = playbook(moto_endpoint, "provision", dict(provisioned["settings"], aws_cluster_worker_cpu_scaling=True))
-    assert on.returncode == 0, on.stdout[-4000:]
-    assert changed_tasks(on.stdout) == [CPU_POLICY_TASK] and recap(on.stdout)["changed"] == 1, \
-        re.findall(r"^changed: .*$", on.stdout, re.M)
-    (scaling,) = asg.describe_policies(AutoScalingGroupName=NAMES["workers"])["ScalingPolicies"]
-    assert scaling["PolicyName"] == NAMES["cpu_target"] and scaling["PolicyType"] == "TargetTrackingScaling"
-    config = scaling["TargetTrackingConfiguration"]
-    assert config["PredefinedMetricSpecification"]["PredefinedMetricType"] == "ASGAverageCPUUtilization"
-    assert config["TargetValue"] == 70.0
-
-
-def test_no_ecr_repositories_no_ecr_statements_and_cpu_scaling_off_again(provisioned, client, moto_endpoint):
+def test_no_ecr_repositories_no_ecr_statements_and_no_logs(provisioned, client, moto_endpoint):
     """aws_cluster_ecr_repositories: [] drops the ECR statements from both policies; an existing repository is
-    left alone (its images are the hub's; teardown removes it). The same run has aws_cluster_worker_cpu_scaling
-    back at its default (false), which removes the policy the previous test added, and aws_cluster_logs false,
-    which drops the logs statements and the boot's `jhs-asg log` (a new launch template version) and leaves the
-    group and its events to teardown. The run changes those things and nothing else (one run for all: each
-    provisioning run here costs about a minute and a half). Changes the policies: runs after the tests that read
-    them."""
+    left alone (its images are the hub's; teardown removes it). The same run has aws_cluster_logs false, which drops
+    the logs statements and the boot's `jhs-asg log` (a new launch template version) and leaves the group and its
+    events to teardown. The run changes those things and nothing else (one run for all: each provisioning run here
+    costs about a minute). Changes the policies: runs after the tests that read them."""
     asg = client("autoscaling")
     settings = dict(provisioned["settings"], aws_cluster_ecr_repositories=[], aws_cluster_logs=False)
     proc, _ = playbook(moto_endpoint, "provision", settings)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert changed_tasks(proc.stdout) == ["aws_cluster : IAM | least-privilege inline policies", PULL_ROLE_TASK,
-                                          "aws_cluster : Workers | launch template", CPU_POLICY_TASK]
+                                          "aws_cluster : Workers | launch template"]
     assert re.findall(r"^changed: .*$", proc.stdout, re.M) == ["changed: [localhost] => (item=manager)",
                                                                "changed: [localhost] => (item=worker)",
-                                                               "changed: [localhost]", "changed: [localhost]",
-                                                               "changed: [localhost]"]
+                                                               "changed: [localhost]", "changed: [localhost]"]
     boot = heredoc(worker_user_data(client), "JHS_BOOT")
     assert "jhs-asg log" not in boot and "/usr/local/sbin/jhs-asg continue" in boot
     for role in ("manager", "worker"):
@@ -1089,8 +1070,7 @@ def test_no_ecr_repositories_no_ecr_statements_and_cpu_scaling_off_again(provisi
     assert NAMES["registry_pull"] not in [r["RoleName"] for r in client("iam").list_roles()["Roles"]]
     assert "ECR |" not in proc.stdout and "no ECR repositories" in proc.stdout
     assert sorted(ecr_repositories(client, CLUSTER)) == ALL_REPOS
-    assert asg.describe_policies(AutoScalingGroupName=NAMES["workers"])["ScalingPolicies"] == []
-    # the hooks are untouched by either run
+    # the hooks are untouched
     hooks = asg.describe_lifecycle_hooks(AutoScalingGroupName=NAMES["workers"])["LifecycleHooks"]
     assert sorted(h["LifecycleHookName"] for h in hooks) == [NAMES["drain"], NAMES["launch"]]
 
@@ -1100,6 +1080,9 @@ def test_a_baked_worker_image_stays_in_the_launch_template(provisioned, client, 
     that image (it does not put the base AMI back) and a further run changes nothing; another cluster's image
     is never picked; aws_cluster_worker_use_baked_image=false goes back to the base AMI. A minimum raised above the
     desired capacity takes the desired capacity with it.
+    The first run also turns on aws_cluster_worker_cpu_scaling, which adds the target-tracking policy on average CPU
+    (the policy the hub's scaler replaces); the further run, with the default (false), removes it and changes
+    nothing else (one run fewer than a run of its own for the policy).
     Runs last in this module: it adds launch template versions."""
     ec2 = client("ec2")
     found = ec2.describe_instances(Filters=[{"Name": "tag:jhs:cluster", "Values": [CLUSTER]},
@@ -1121,12 +1104,21 @@ def test_a_baked_worker_image_stays_in_the_launch_template(provisioned, client, 
                                                      Versions=["$Default"])["LaunchTemplateVersions"]
         return v["LaunchTemplateData"]["ImageId"]
 
-    settings = provisioned["settings"]
-    first, _ = playbook(moto_endpoint, "provision", settings)
+    settings, asg = provisioned["settings"], client("autoscaling")
+    first, _ = playbook(moto_endpoint, "provision", dict(settings, aws_cluster_worker_cpu_scaling=True))
     assert first.returncode == 0, first.stdout[-4000:]
     assert default_image() == baked
-    again, _ = playbook(moto_endpoint, "provision", settings)
-    assert again.returncode == 0 and recap(again.stdout)["changed"] == 0, re.findall(r"^changed: .*$", again.stdout, re.M)
+    assert CPU_POLICY_TASK in changed_tasks(first.stdout)
+    (scaling,) = asg.describe_policies(AutoScalingGroupName=NAMES["workers"])["ScalingPolicies"]
+    assert scaling["PolicyName"] == NAMES["cpu_target"] and scaling["PolicyType"] == "TargetTrackingScaling"
+    config = scaling["TargetTrackingConfiguration"]
+    assert config["PredefinedMetricSpecification"]["PredefinedMetricType"] == "ASGAverageCPUUtilization"
+    assert config["TargetValue"] == 70.0
+    again, _ = playbook(moto_endpoint, "provision", settings)      # the CPU policy back at its default: off
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert changed_tasks(again.stdout) == [CPU_POLICY_TASK] and recap(again.stdout)["changed"] == 1, \
+        re.findall(r"^changed: .*$", again.stdout, re.M)
+    assert asg.describe_policies(AutoScalingGroupName=NAMES["workers"])["ScalingPolicies"] == []
     assert default_image() == baked
     # The same run raises the group's minimum above its desired capacity (2, the hub's): AWS refuses a desired
     # capacity below the minimum (so does the lab's endpoint), so provisioning moves it up to the new minimum. (The
