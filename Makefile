@@ -34,8 +34,9 @@ venv: $(BIN)/.installed $(BIN)/.ansiballz-cache
 docker:
 	@scripts/ensure-docker
 
-# Debian's chromium and chromium-driver, for the lab's real-browser test (tests/lab/browser.py).
-browser:
+# Debian's chromium and chromium-driver, for the lab's real-browser test (tests/lab/browser.py). After the engine's
+# install: both use apt, which takes one install at a time.
+browser: docker
 	@scripts/ensure-browser
 
 images: venv docker
@@ -78,8 +79,12 @@ pytest: venv docker browser images
 molecule: venv docker
 	scripts/run-molecule
 
-# pytest runs the molecule scenarios too (tests/test_molecule.py), beside the lab's tests.
-test: lint pytest
+# pytest runs the molecule scenarios too (tests/test_molecule.py), beside the lab's tests. The steps before pytest
+# run side by side where they can (the venv's pip beside the engine's apt install; then lint, the lab images and the
+# browser), then pytest, whose own prerequisites are then already there.
+test:
+	@$(MAKE) --no-print-directory -j4 --output-sync=target lint images browser
+	@$(MAKE) --no-print-directory pytest
 
 # docs/settings.md from every role's meta/argument_specs.yml (tests/test_role_specs.py fails when it is stale).
 settings-doc: venv
