@@ -1,19 +1,23 @@
 """aws_cluster preflight: each bad setting is rejected with its own message before any AWS call.
 
-Every case runs playbooks/provision.yml with aws_endpoint_url pointing at a recorder on loopback that
-answers every request with AccessDenied and counts it. A rejected input must fail in a Preflight task
-with its message and leave the recorder at zero requests; the control case (valid settings) must get
-past preflight and reach the recorder, which proves the recorder would have seen a call.
+Every case runs the play of playbooks/provision.yml with aws_endpoint_url pointing at a recorder on loopback that
+answers every request with AccessDenied and counts it. The bad inputs run in one ansible-playbook (the same play
+over one host per case, tests/aws_cluster_preflight.yml: one Ansible start instead of one per case). A rejected
+input must fail in a Preflight task with its message and leave the recorder at zero requests; the control case
+(valid settings, playbooks/provision.yml itself) must get past preflight and reach the recorder, which proves the
+recorder would have seen a call.
 """
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import yaml
 from conftest import ROOT, VENV_BIN, git_repo
 from test_provision import inventory
 
@@ -164,23 +168,29 @@ def run_provision(env: dict, recorder: str, overrides: dict) -> subprocess.Compl
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+def run_cases(env: dict, recorder: str, cases: list, work) -> subprocess.CompletedProcess:
+    """Every case in one run: a host per case, on the control node, with the case's settings as its vars."""
+    local = yaml.safe_load((ROOT / "inventories/lab/localhost.yml").read_text())["all"]["hosts"]["localhost"]
+    hosts = {name: {**local, **VALID, "aws_endpoint_url": recorder, **overrides} for name, overrides, _ in cases}
+    inv = work / "cases.yml"
+    inv.write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
+    env = dict(env, AWS_ENDPOINT_URL=recorder, ANSIBLE_FORCE_COLOR="0", AWS_MAX_ATTEMPTS="1")
+    return subprocess.run([str(VENV_BIN / "ansible-playbook"), "tests/aws_cluster_preflight.yml", "-i", str(inv)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
 @pytest.fixture(scope="module")
-def outcomes(recorder_url, aws_env_module):
-    """Run every bad input (four at a time) and then the control; record output and request counts."""
-    results = {}
-
-    def one(case):
-        name, overrides, _ = case
-        proc = run_provision(aws_env_module, recorder_url, overrides)
-        return name, proc
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        for name, proc in pool.map(one, BAD_INPUTS + SPEC_REJECTED):
-            results[name] = proc
+def outcomes(recorder_url, aws_env_module, tmp_path_factory):
+    """Run every bad input (one run, a host each) and then the control and the AWS example side by side; record
+    output and request counts."""
+    results = {"__bad": run_cases(aws_env_module, recorder_url, BAD_INPUTS + SPEC_REJECTED,
+                                  tmp_path_factory.mktemp("preflight"))}
     results["__requests_after_bad_inputs"] = Recorder.count
-    results["__control"] = run_provision(aws_env_module, recorder_url, {})
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        control = pool.submit(run_provision, aws_env_module, recorder_url, {})
+        example = pool.submit(run_provision, aws_env_module, recorder_url, aws_example_settings())
+        results["__control"], results["__aws_example"] = control.result(), example.result()
     results["__requests_after_control"] = Recorder.count
-    results["__aws_example"] = run_provision(aws_env_module, recorder_url, aws_example_settings())
     return results
 
 
@@ -199,30 +209,42 @@ def test_at_least_fifteen_bad_inputs_with_distinct_messages():
     assert len({message for _, _, message in BAD_INPUTS}) == len(BAD_INPUTS)
 
 
-def failure(proc) -> tuple[str, str]:
-    """The run failed: the name of the task that failed, and what was printed from its failure on."""
+def failure(proc, host: str) -> tuple[str, str]:
+    """The host failed: the name of the task that failed it, and what was printed of its failure."""
     out = proc.stdout
-    assert proc.returncode != 0, out
-    failed_task = out[:out.index("fatal: [localhost]")].rsplit("TASK [", 1)[1].split("]", 1)[0]
-    return failed_task, out[out.index("fatal: [localhost]"):]
+    assert proc.returncode != 0, out[-3000:]
+    marker = f"fatal: [{host}]"
+    assert marker in out, f"{host} did not fail: " + out[-3000:]
+    start = out.index(marker)
+    failed_task = out[:start].rsplit("TASK [", 1)[1].split("]", 1)[0]
+    printed = out[start:]
+    ends = [i for i in (printed.find(f"\n{word} [", 1) for word in ("fatal:", "ok:", "changed:", "skipping:", "TASK"))
+            if i > 0]
+    return failed_task, printed[:min(ends)] if ends else printed
+
+
+def test_no_case_got_past_preflight(outcomes):
+    out = outcomes["__bad"].stdout
+    assert "Discover |" not in out
+    recap = dict(re.findall(r"^(\S+)\s+: (ok=.*)$", out[out.index("PLAY RECAP"):], re.M))
+    assert sorted(recap) == sorted(name for name, _, _ in BAD_INPUTS + SPEC_REJECTED)
+    assert all("failed=1" in line for line in recap.values()), recap
 
 
 @pytest.mark.parametrize("name,overrides,message", BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])
 def test_bad_input_rejected_by_preflight(outcomes, name, overrides, message):
-    failed_task, printed = failure(outcomes[name])
+    failed_task, printed = failure(outcomes["__bad"], name)
     assert failed_task.startswith("aws_cluster : Preflight |"), failed_task
     # The message, with YAML folding undone the way the callback prints it.
     assert message.replace("\n", " ") in printed.replace("\n", " "), printed[:2000]
-    assert "Discover |" not in outcomes[name].stdout
 
 
 @pytest.mark.parametrize("name,overrides,message", SPEC_REJECTED, ids=[case[0] for case in SPEC_REJECTED])
 def test_bad_input_rejected_by_argument_specs(outcomes, name, overrides, message):
-    failed_task, printed = failure(outcomes[name])
+    failed_task, printed = failure(outcomes["__bad"], name)
+    # the role's first task: a host it fails runs none of the preflight's
     assert failed_task.startswith("aws_cluster : Validating arguments against arg spec 'main'"), failed_task
     assert message in " ".join(printed.split()), printed[:2000]
-    out = outcomes[name].stdout
-    assert "Preflight |" not in out and "Discover |" not in out
 
 
 def test_no_aws_call_from_any_rejected_input(outcomes):
