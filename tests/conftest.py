@@ -147,6 +147,27 @@ def task_sections(output: str) -> list[tuple[str, str]]:
     return list(zip(sections[1::2], sections[2::2]))
 
 
+_HOST_LINE = r"^(?:ok|changed|skipping|fatal|failed): \[(?P<host>[^\]]+)\]"
+
+
+def host_failure(output: str, host: str) -> tuple[str, str]:
+    """In a run over many hosts (one per test case), the host's failure: the name of the task that failed it, and what
+    was printed of it (the default callback prints a failure's `[ERROR]` block, then the host's `fatal:` line, or its
+    `failed:` item lines; the block starts after the line before it, the lines end at another host's line, a task
+    or a play)."""
+    for task, section in task_sections(output):
+        first = re.search(rf"^(?:fatal|failed): \[{re.escape(host)}\]", section, re.M)
+        if not first:
+            continue
+        before = [m.end() for m in re.finditer(_HOST_LINE + ".*$", section[:first.start()], re.M)]
+        start = before[-1] if before else 0
+        rest = section[first.start():]
+        end = re.search(rf"^(?:(?:ok|changed|skipping|fatal|failed): \[(?!{re.escape(host)}\])|PLAY |\[ERROR\])",
+                        rest, re.M)
+        return task, section[start:first.start()] + (rest[:end.start()] if end else rest)
+    raise AssertionError(f"{host} did not fail:\n" + output[-4000:])
+
+
 def reset_moto(url: str) -> None:
     urllib.request.urlopen(urllib.request.Request(url + "/moto-api/reset", method="POST"), timeout=10)
 

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
-from conftest import ROOT, VENV_BIN, git_repo
+from conftest import ROOT, VENV_BIN, git_repo, host_failure
 from test_provision import inventory
 
 VALID = {
@@ -211,16 +211,8 @@ def test_at_least_fifteen_bad_inputs_with_distinct_messages():
 
 def failure(proc, host: str) -> tuple[str, str]:
     """The host failed: the name of the task that failed it, and what was printed of its failure."""
-    out = proc.stdout
-    assert proc.returncode != 0, out[-3000:]
-    marker = f"fatal: [{host}]"
-    assert marker in out, f"{host} did not fail: " + out[-3000:]
-    start = out.index(marker)
-    failed_task = out[:start].rsplit("TASK [", 1)[1].split("]", 1)[0]
-    printed = out[start:]
-    ends = [i for i in (printed.find(f"\n{word} [", 1) for word in ("fatal:", "ok:", "changed:", "skipping:", "TASK"))
-            if i > 0]
-    return failed_task, printed[:min(ends)] if ends else printed
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    return host_failure(proc.stdout, host)
 
 
 def test_no_case_got_past_preflight(outcomes):

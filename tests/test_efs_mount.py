@@ -13,16 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, VENV_BIN
+from conftest import ROOT, VENV_BIN, host_failure
 
 FS_ID = "fs-0123456789abcdef0"
 AWS_OPTIONS = "nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport,_netdev"
 
 
-def run_role(tmp_path: Path, *args: str, **settings) -> subprocess.CompletedProcess:
-    """Apply efs_mount to localhost with paths under tmp_path; extra settings as role variables."""
+def role_vars(tmp_path: Path, **settings) -> dict:
+    """The role's settings for a run with every path under tmp_path; extra settings as given."""
     mnt = tmp_path / "mnt" / "efs"
-    variables = {
+    (tmp_path / "units").mkdir(parents=True, exist_ok=True)
+    return {
         "ansible_python_interpreter": str(VENV_BIN / "python"),
         "aws_region": "eu-west-1",
         "efs_mount_file_system_id": FS_ID,
@@ -34,7 +35,11 @@ def run_role(tmp_path: Path, *args: str, **settings) -> subprocess.CompletedProc
         "efs_mount_users": ["alice", "bob-2"],
         **settings,
     }
-    (tmp_path / "units").mkdir(exist_ok=True)
+
+
+def run_role(tmp_path: Path, *args: str, **settings) -> subprocess.CompletedProcess:
+    """Apply efs_mount to localhost with paths under tmp_path; extra settings as role variables."""
+    variables = role_vars(tmp_path, **settings)
     playbook = tmp_path / "play.yml"
     playbook.write_text(textwrap.dedent("""\
         - hosts: localhost
@@ -44,11 +49,13 @@ def run_role(tmp_path: Path, *args: str, **settings) -> subprocess.CompletedProc
           roles: [efs_mount]
         """))
     (tmp_path / "vars.json").write_text(json.dumps(variables))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-           "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
     return subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", str(playbook),
-                           "-e", f"@{tmp_path / 'vars.json'}", *args], env=env, capture_output=True, text=True,
+                           "-e", f"@{tmp_path / 'vars.json'}", *args], env=ENV, capture_output=True, text=True,
                           cwd=tmp_path, timeout=300)
+
+
+ENV = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+       "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
 
 
 def recap(out: str) -> str:
@@ -124,7 +131,8 @@ def test_check_mode_reports_changes_and_writes_nothing(tmp_path):
     assert not (tmp_path / "fstab").exists() or (tmp_path / "fstab").read_text() == ""
 
 
-@pytest.mark.parametrize("settings, message", [
+# (settings, the message preflight or argument_specs must print)
+BAD_SETTINGS = [
     ({"efs_mount_file_system_id": "efs-123"}, "efs_mount_file_system_id must be empty or an EFS id"),
     ({"efs_mount_users": ["Alice Smith"]}, "efs_mount_users lower-case names"),
     ({"efs_mount_target": "ip", "efs_mount_target_ip": "not-an-ip"},
@@ -133,9 +141,27 @@ def test_check_mode_reports_changes_and_writes_nothing(tmp_path):
     # a single setting's fixed list of values: the role's argument_specs (choices), checked before its preflight
     ({"efs_mount_method": "autofs"}, "value of efs_mount_method must be one of: fstab, systemd, got: autofs"),
     ({"efs_mount_target": "nearest"}, "value of efs_mount_target must be one of: az_dns, regional_dns, ip, got: nearest"),
-])
-def test_bad_settings_stop_before_anything_changes(tmp_path, settings, message):
-    result = run_role(tmp_path, **settings)
-    assert result.returncode != 0
-    assert message in result.stdout, result.stdout
-    assert not (tmp_path / "fstab").exists() and not (tmp_path / "mnt").exists()
+]
+
+
+@pytest.fixture(scope="module")
+def bad_settings_run(tmp_path_factory):
+    """Every case of BAD_SETTINGS in one ansible-playbook run: a host per case (on the control node, its settings
+    and its own directory as its vars): one Ansible start instead of one per case."""
+    work = tmp_path_factory.mktemp("efs-preflight")
+    hosts = {f"case{i}": {"ansible_connection": "local", **role_vars(work / f"case{i}", **settings)}
+             for i, (settings, _) in enumerate(BAD_SETTINGS)}
+    (work / "cases.yml").write_text(json.dumps({"all": {"hosts": hosts}}))
+    (work / "play.yml").write_text("- hosts: all\n  gather_facts: true\n  gather_subset: [min]\n  roles: [efs_mount]\n")
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(work / "cases.yml"), str(work / "play.yml")],
+                          env=ENV, capture_output=True, text=True, cwd=work, timeout=300)
+    return proc, work
+
+
+@pytest.mark.parametrize("case", range(len(BAD_SETTINGS)))
+def test_bad_settings_stop_before_anything_changes(bad_settings_run, case):
+    proc, work = bad_settings_run
+    assert proc.returncode != 0
+    _, printed = host_failure(proc.stdout, f"case{case}")
+    assert BAD_SETTINGS[case][1] in printed, proc.stdout[-4000:]
+    assert not (work / f"case{case}" / "fstab").exists() and not (work / f"case{case}" / "mnt").exists()

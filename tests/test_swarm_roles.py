@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import textwrap
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, VENV_BIN, credentials_later, jhs_names
+from conftest import ROOT, VENV_BIN, credentials_later, host_failure, jhs_names
 
 
 def playbook(tmp_path: Path, tasks: str) -> Path:
@@ -127,7 +128,8 @@ WORKER_OK = {"cluster_name": "hub", "aws_region": "eu-west-1", "swarm_worker_ins
              "swarm_worker_advertise_addr": "10.10.1.5"}
 
 
-@pytest.mark.parametrize("role, variables, message", [
+# (role, settings, the message its preflight or argument_specs must print)
+BAD_SETTINGS = [
     ("swarm_worker", {**WORKER_OK, "swarm_worker_node_pool": "gpu"},
      "swarm_worker_node_pool 'gpu' is not a pool of this cluster: allowed are default"),
     ("swarm_worker", {**WORKER_OK, "swarm_worker_extra_labels": {"Team Name": "x"}},
@@ -162,16 +164,33 @@ WORKER_OK = {"cluster_name": "hub", "aws_region": "eu-west-1", "swarm_worker_ins
      "swarm_manager_advertise_addr an IPv4 address (got ''"),
     ("swarm_manager", {"cluster_name": "hub", "aws_region": "", "swarm_manager_advertise_addr": "10.10.1.4"},
      "Publishing to SSM needs aws_region"),
-])
-def test_bad_settings_stop_in_preflight(tmp_path, aws_env, role, variables, message):
+]
+
+
+@pytest.fixture(scope="module")
+def bad_settings_run(tmp_path_factory, moto_endpoint):
+    """Every case of BAD_SETTINGS in one ansible-playbook run: a host per case (on the control node, the case's
+    settings as its vars) that includes the case's role (one Ansible start instead of one per case)."""
+    work = tmp_path_factory.mktemp("swarm-roles-preflight")
+    hosts = {f"case{i}": {"ansible_connection": "local", "ansible_python_interpreter": str(VENV_BIN / "python"),
+                          "case_role": role, **variables} for i, (role, variables, _) in enumerate(BAD_SETTINGS)}
+    (work / "cases.yml").write_text(json.dumps({"all": {"hosts": hosts}}))
     # gather_facts is needed by docker_engine's platform check; no task after preflight may run.
-    play = tmp_path / "play.yml"
-    play.write_text(f"- hosts: localhost\n  connection: local\n  gather_facts: true\n  gather_subset: [min]\n"
-                    f"  roles: [{role}]\n")
-    proc = ansible(tmp_path, aws_env, play, variables)
-    out, _ = proc.communicate(timeout=180)
-    assert proc.returncode != 0
-    flat = " ".join(out.split())
-    assert message in flat, out
-    # Nothing after the preflight ran (it would have needed a Docker engine or the metadata service).
-    assert "changed=0" in flat
+    (work / "play.yml").write_text("- hosts: all\n  gather_facts: true\n  gather_subset: [min]\n  tasks:\n"
+                                   "    - ansible.builtin.include_role:\n        name: '{{ case_role }}'\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ENDPOINT_URL=moto_endpoint, AWS_DEFAULT_REGION="eu-west-1", AWS_ACCESS_KEY_ID="testing",
+               AWS_SECRET_ACCESS_KEY="testing", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+               ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_FORCE_COLOR="0")
+    return subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(work / "cases.yml"), str(work / "play.yml")],
+                          env=env, cwd=work, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("case", range(len(BAD_SETTINGS)), ids=[f"{r}-{i}" for i, (r, _, _) in enumerate(BAD_SETTINGS)])
+def test_bad_settings_stop_in_preflight(bad_settings_run, case):
+    role, _, message = BAD_SETTINGS[case]
+    assert bad_settings_run.returncode != 0
+    flat = " ".join(host_failure(bad_settings_run.stdout, f"case{case}")[1].split())
+    assert message in flat, bad_settings_run.stdout[-6000:]
+    recap = dict(re.findall(r"^(case\d+)\s+: (ok=.*)$", bad_settings_run.stdout, re.M))
+    assert "failed=1" in recap[f"case{case}"], recap
