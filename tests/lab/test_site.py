@@ -1908,12 +1908,13 @@ def test_a_failed_boot_is_replaced_the_replacement_joins_and_scale_in_leaves_no_
     wait_for(lambda: len(worker_ids(aws)) == 2, 60, what="the group to scale in")
     gone = (before | new) - set(worker_ids(aws))
     wait_for(lambda: not (gone & set(ready_workers(manager))), 120, 2, what="the removed worker to leave")
-    env = {**os.environ, **site, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-    proc = subprocess.run(doc_command("workers"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    states = [(n["Description"]["Hostname"], n["Status"]["State"]) for n in swarm_nodes(manager)]
-    assert all(state == "ready" for _, state in states), states
-    assert len(states) == 3, states
+    # No operator's run needed: the removed worker left the swarm on its way down (jhs-swarm-leave), and the hub's
+    # reconciler removes a node Down past its grace (30 s in the lab). (The baked-worker test runs
+    # playbooks/workers.yml after a scale-in: that play's own removal of Down nodes.)
+    def node_states() -> list[tuple[str, str]]:
+        return [(n["Description"]["Hostname"], n["Status"]["State"]) for n in swarm_nodes(manager)]
+    wait_for(lambda: len(node_states()) == 3 and all(state == "ready" for _, state in node_states()), 120, 2,
+             what="no Down node left, the manager and two workers Ready", detail=lambda: str(node_states()))
 
 
 # --- autoscaling (jhs_scaler on the manager; the lab's endpoint holds lifecycle waits as AWS does) ---------------
