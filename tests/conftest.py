@@ -85,14 +85,18 @@ def moto_endpoint():
         yield url
 
 
-@pytest.fixture
-def aws_env(moto_endpoint):
+def endpoint_env(endpoint: str) -> dict:
     """Environment for a process (ansible-playbook, boto3) talking to the local endpoint."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ENDPOINT_URL=moto_endpoint, AWS_DEFAULT_REGION=REGION, AWS_REGION=REGION,
+    env.update(AWS_ENDPOINT_URL=endpoint, AWS_DEFAULT_REGION=REGION, AWS_REGION=REGION,
                AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), PATH=f"{VENV_BIN}:{os.environ['PATH']}")
     return env
+
+
+@pytest.fixture
+def aws_env(moto_endpoint):
+    return endpoint_env(moto_endpoint)
 
 
 def credentials_later(env: dict, directory: Path) -> tuple[dict, Callable[..., None]]:

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
-from conftest import ROOT, VENV_BIN, git_repo, host_failure
+from conftest import ROOT, VENV_BIN, git_repo, host_failure, task_sections
 from test_provision import inventory
 
 VALID = {
@@ -234,9 +234,12 @@ def test_bad_input_rejected_by_preflight(outcomes, name, overrides, message):
 @pytest.mark.parametrize("name,overrides,message", SPEC_REJECTED, ids=[case[0] for case in SPEC_REJECTED])
 def test_bad_input_rejected_by_argument_specs(outcomes, name, overrides, message):
     failed_task, printed = failure(outcomes["__bad"], name)
-    # the role's first task: a host it fails runs none of the preflight's
     assert failed_task.startswith("aws_cluster : Validating arguments against arg spec 'main'"), failed_task
     assert message in " ".join(printed.split()), printed[:2000]
+    # no preflight task ran for this host
+    ran = [task for task, section in task_sections(outcomes["__bad"].stdout)
+           if task.startswith("aws_cluster : Preflight |") and f"[{name}]" in section]
+    assert ran == [], ran
 
 
 def test_no_aws_call_from_any_rejected_input(outcomes):
