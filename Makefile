@@ -8,12 +8,13 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
 
-.PHONY: help venv docker browser images lab lab-up lab-down lab-status lab-dashboard lint pytest molecule test settings-doc bench bench-autoscale
+.PHONY: help venv docker browser images lab lab-up lab-down lab-status lab-dashboard lab-rehearsal lab-rehearsal-down lint pytest molecule test settings-doc bench bench-autoscale
 
 help:
 	@echo "make lab       bring up the local lab and run site.yml against it (ends with the hub URL)"
 	@echo "make test      run every test: lint, pytest (incl. the lab and the molecule scenarios)"
 	@echo "make lab-dashboard  draw the lab cluster's CloudWatch dashboard into .lab/dashboard.png"
+	@echo "make lab-rehearsal  rehearse inventories/aws as written in the lab (make lab-rehearsal-down: tear it down)"
 	@echo "make lab-down  remove everything the lab created"
 
 $(BIN)/.installed: requirements.txt
@@ -53,6 +54,14 @@ lab: lab-up
 	  $(BIN)/ansible-playbook site.yml -i inventories/lab 2>&1 | tee $$JHS_RUN_LOG || \
 	  { echo "error: site.yml failed in the phase named above; the whole log: .lab/logs/site.log" >&2; exit 2; }
 	$(BIN)/python -m lab summary
+
+# A copy of inventories/aws as written, with only what the lab must set over it (lab/rehearsal_overlay.yml), from an
+# empty account to a hub answering over HTTPS with an ACME certificate, beside the lab's cluster (docs/lab.md).
+lab-rehearsal: lab-up
+	$(BIN)/python -m lab rehearse
+
+lab-rehearsal-down: venv
+	$(BIN)/python -m lab rehearse --down
 
 lab-down: venv
 	$(BIN)/python -m lab down

@@ -161,16 +161,16 @@ def ensure_network() -> None:
     say(f"network {config.NETWORK} {cidr}")
 
 
-def operator_policy(cluster: str = config.CLUSTER, region: str | None = None) -> dict:
+def operator_policy(cluster: str = config.CLUSTER, region: str | None = None, zone_id: str = "NOZONEINTHELAB") -> dict:
     """The operator's IAM policy of docs/aws-permissions.md (its first json block), for a cluster (the lab's by
-    default), a region (the lab's) and the endpoint's account. Its hosted-zone statement names no zone of the lab (the
-    lab makes no DNS record)."""
+    default), a region (the lab's) and the endpoint's account. Its hosted-zone statement names the zone given (the
+    rehearsal's, lab/rehearsal.py); the lab's own cluster makes no DNS record, and its policy names no zone."""
     text = config.PERMISSIONS_DOC.read_text()
     blocks = re.findall(r"```json\n(.*?)\n```", text, re.S)
     if not blocks:
         raise LabError(f"{config.PERMISSIONS_DOC} holds no json block: the operator's policy is its first")
     for placeholder, value in (("CLUSTER", cluster), ("REGION", region or config.region()), ("ACCOUNT", config.ACCOUNT),
-                               ("ZONE_ID", "NOZONEINTHELAB")):
+                               ("ZONE_ID", zone_id)):
         blocks[0] = re.sub(rf"\b{placeholder}\b", value, blocks[0])
     return json.loads(blocks[0])
 
@@ -540,6 +540,7 @@ def find_hub() -> str | None:
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # the lab's hub has a self-signed certificate
     resp = aws_client().describe_instances(Filters=[{"Name": "tag:jhs:role", "Values": ["manager"]},
+                                                    {"Name": "tag:jhs:cluster", "Values": [config.CLUSTER]},
                                                     {"Name": "instance-state-name", "Values": ["running"]}])
     for res in resp["Reservations"]:
         for inst in res["Instances"]:
@@ -621,6 +622,10 @@ def main(argv: list[str] | None = None) -> int:
     db = sub.add_parser("dashboard", help="draw the cluster's CloudWatch dashboard from the endpoint's metrics")
     db.add_argument("--out", default=str(config.lab_dir() / "dashboard.png"), help="the PNG to write")
     db.add_argument("--minutes", type=int, default=60, help="how far back (default 60)")
+    rh = sub.add_parser("rehearse", help="rehearse inventories/aws beside the lab's cluster (lab/rehearsal.py)")
+    rh.add_argument("--down", action="store_true", help="tear the rehearsal's cluster down")
+    rh.add_argument("--root", action="store_true", help="print the root of the ACME CA's certificates")
+    rh.add_argument("--result", metavar="FILE", help="write what each step found as JSON")
     r = sub.add_parser("reconcile")
     r.add_argument("--once", action="store_true")
     args = parser.parse_args(argv)
@@ -645,6 +650,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(build_images(), indent=1))
         elif args.cmd == "dashboard":
             return dashboard(args.out, args.minutes)
+        elif args.cmd == "rehearse":
+            from . import rehearsal
+            return rehearsal.main(args.down, args.result, args.root)
         elif args.cmd == "reconcile":
             from . import reconciler
             reconciler.run(json.loads((config.lab_dir() / "images.json").read_text())["cloud"], once=args.once)

@@ -110,6 +110,14 @@ def proxy_addr() -> str:
     return f"{service_range()[-5]}:3128"
 
 
+ACME_CONTAINER = "jhs-lab-acme"
+
+
+def acme_addr() -> str:
+    """The lab's private ACME CA (pebble), the rehearsal's stand-in for Let's Encrypt (lab/acme.py)."""
+    return str(service_range()[-6])
+
+
 def ecr_addr() -> str:
     """The lab's stand-in for the cluster's Amazon ECR registry (basic auth with the endpoint's ECR tokens)."""
     return f"{service_range()[-4]}:5000"

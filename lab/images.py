@@ -12,6 +12,7 @@ Images:
   imds  base + the instance metadata stand-in server
   registry  base + Debian's docker-registry: the Docker Hub and ECR stand-ins
   proxy  base + Debian's tinyproxy: an outbound (corporate) proxy on the lab's network
+  acme  base + Debian's pebble and certbot: the lab's private ACME CA (the rehearsal of inventories/aws)
 """
 from __future__ import annotations
 
@@ -170,4 +171,4 @@ def build_all(log: Path) -> dict[str, str]:
     base = build_base(log)
     return {"base": base, "cloud": build_from_dir("cloud", base, log), "node": build_from_dir("node", base, log),
             "imds": build_from_dir("imds", base, log), "registry": build_from_dir("registry", base, log),
-            "proxy": build_from_dir("proxy", base, log)}
+            "proxy": build_from_dir("proxy", base, log), "acme": build_from_dir("acme", base, log)}

@@ -5,7 +5,8 @@ instance's private IP on the lab network; systemd is its init, as on an instance
 instance's user-data from the metadata stand-in (see images/node/lab-cloud-init). A stopped instance's container is stopped (its
 disk is kept, as an EBS root volume is); a terminated instance's container is stopped (shutdown
 hooks run), its boot log kept in the lab's logs/instances/<id>.boot.log (as EC2 keeps a terminated
-instance's console output for a while), then removed with its volumes. An Auto Scaling group's instance
+instance's console output for a while), then removed with its volumes. While the lab's ACME CA runs, the
+Route53 zones' A records go to its DNS server (lab/acme.py). An Auto Scaling group's instance
 marked Unhealthy is replaced, as the group does on AWS (moto only records the mark); one still in
 Pending:Wait is left to its launch lifecycle hook, as AWS health checks begin only once an instance is
 InService. `make lab` starts this loop in the background and
@@ -23,7 +24,7 @@ import uuid
 
 import boto3
 
-from . import config, sgfilter
+from . import acme, config, sgfilter
 from .docker import DockerError, docker, ids, inspect, inspect_labelled
 
 AMI_IMAGE_TAG = "jhs-lab:image"   # an AMI tag naming the container image its instances boot from
@@ -75,6 +76,7 @@ class Reconciler:
         self.sg_applied: list[str] | None = None   # the security group rules last put in place (sgfilter)
         self.live: list[tuple] = []   # (id, state, address) of the instances the groups' rules were last made for
         self.last_slow = 0.0          # when the checks of what changes seldom last ran
+        self.dns = acme.DnsSync(aws_client)   # the Route53 zones' A records, for the lab's ACME CA (lab/acme.py)
         # a disk left by an earlier reconciler may be half restored: start over
         for vol in ids("volume", DISK_LABEL):
             docker("volume", "rm", vol, check=False)
@@ -286,6 +288,8 @@ class Reconciler:
             self.replace_unhealthy()
             self.bake_amis()
             self.clean_disks()
+            for change in self.dns.sync():
+                log(f"dns: {change}")
         self.refill_booted()
 
     def enforce_security_groups(self, instances: dict[str, dict]) -> None:

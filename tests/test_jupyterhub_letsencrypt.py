@@ -1,7 +1,7 @@
 """jupyterhub role, Let's Encrypt mode: the role's certbot tasks against a real ACME server (pebble).
 
-A stand-in manager container (the lab's Debian base + Debian's certbot and pebble, no network but its
-loopback) runs pebble; the role's tasks run in it over the docker connection. Pebble really validates
+A stand-in manager container (the lab's ACME image: its Debian base + Debian's certbot and pebble; no network but
+its loopback) runs pebble; the role's tasks run in it over the docker connection. Pebble really validates
 the HTTP-01 challenge against certbot's standalone server on the hub's HTTP port.
 """
 from __future__ import annotations
@@ -11,14 +11,14 @@ import uuid
 
 import pytest
 
-from jhs_hub.helpers import HERE, docker, lab_base_image, recap, run_playbook, write_inventory
+from jhs_hub.helpers import HERE, docker, lab_image, recap, run_playbook, write_inventory
 
 DOMAIN = "hub.example.test"
 
 
 @pytest.fixture(scope="module")
 def acme_manager(tmp_path_factory):
-    base = lab_base_image()
+    base = lab_image("acme")
     recipe = b"".join((HERE / f).read_bytes() for f in ("acme.Dockerfile", "start-pebble", "docker-shim")) + base.encode()
     image = f"jhs-test/acme:{hashlib.sha256(recipe).hexdigest()[:12]}"
     if docker("image", "inspect", image, check=False).returncode != 0:
@@ -26,9 +26,11 @@ def acme_manager(tmp_path_factory):
                str(HERE), env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/bin:/bin:/usr/local/bin"}, timeout=900)
     name = f"jhs-test-acme-{uuid.uuid4().hex[:8]}"
     docker("run", "-d", "--name", name, "--network", "none", "--add-host", f"{DOMAIN}:127.0.0.1",
-           "-e", "REQUESTS_CA_BUNDLE=/pebble/ca.pem", image, "sleep", "3600")
+           image, "sleep", "3600")
     try:
         docker("exec", name, "start-pebble", timeout=60)
+        # pebble's HTTPS API has a throwaway CA: given to the role as a private ACME CA, which certbot then trusts
+        api_ca = docker("exec", name, "cat", "/pebble/ca.pem").stdout
         work = tmp_path_factory.mktemp("jh-acme")
         inv = write_inventory(work / "inventory.yml", {name: {
             "ansible_connection": "community.docker.docker", "ansible_python_interpreter": "/usr/bin/python3",
@@ -36,6 +38,7 @@ def acme_manager(tmp_path_factory):
             "jupyterhub_tls_mode": "letsencrypt", "jupyterhub_domain": DOMAIN,
             "jupyterhub_letsencrypt_email": "ops@example.test",
             "jupyterhub_letsencrypt_directory_url": "https://127.0.0.1:14000/dir",
+            "jupyterhub_letsencrypt_server_ca": api_ca,
             "jupyterhub_http_port": 5002}})
         first = run_playbook("letsencrypt.yml", inv)
         assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-2000:]
@@ -75,8 +78,13 @@ def test_renewal_settings_keep_the_hooks_that_free_the_http_port(acme_manager):
 def test_renewal_hands_the_new_certificate_to_the_hub(acme_manager):
     name = acme_manager["name"]
     before = sh(name, "cat /etc/jupyterhub/tls/fullchain.pem")
-    # What certbot's timer runs when a certificate is due; forced here. The deploy hook copies it over.
-    sh(name, "certbot renew --force-renewal --non-interactive --no-random-sleep-on-renew")
+    # What certbot's timer runs when a certificate is due (forced here), with the environment its service's drop-in
+    # gives it: the ACME server's private CA. The deploy hook copies the certificate over.
+    dropin = sh(name, "cat /etc/systemd/system/certbot.service.d/jupyterhub-acme-ca.conf")
+    env = [line.split("=", 1)[1] for line in dropin.splitlines() if line.startswith("Environment=")]
+    assert env == ["REQUESTS_CA_BUNDLE=/etc/letsencrypt/acme-server-ca.pem"], dropin
+    assert sh(name, "cat /etc/letsencrypt/acme-server-ca.pem") == sh(name, "cat /pebble/ca.pem")
+    sh(name, f"env {env[0]} certbot renew --force-renewal --non-interactive --no-random-sleep-on-renew")
     after = sh(name, "cat /etc/jupyterhub/tls/fullchain.pem")
     assert after != before
     # The proxy was stopped for the challenge, handed the certificate and started again; the hub was left alone.

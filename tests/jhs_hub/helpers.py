@@ -68,12 +68,18 @@ def failures(json_stdout: str) -> dict[str, str]:
     return out
 
 
-def lab_base_image() -> str:
-    """The lab's Debian base image (built from Debian packages, cached by recipe)."""
+def lab_image(name: str = "base") -> str:
+    """One of the lab's images (lab/images.py: built from Debian packages, cached by recipe); the Debian base by
+    default."""
     proc = subprocess.run([sys.executable, "-m", "lab", "images"], cwd=ROOT, capture_output=True, text=True,
                           timeout=1800)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads(proc.stdout[proc.stdout.index("{"):])["base"]
+    return json.loads(proc.stdout[proc.stdout.index("{"):])[name]
+
+
+def lab_base_image() -> str:
+    """The lab's Debian base image."""
+    return lab_image("base")
 
 
 def image_vars(base: str, build_dir: Path) -> dict:

@@ -13,10 +13,12 @@ import datetime
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -63,7 +65,7 @@ RUN_OUTPUTS: list[str] = []   # every site.yml run's output, checked for secrets
 
 
 @pytest.fixture(scope="module")
-def site(lab):
+def site(lab, request):
     DENIALS_BEFORE.append(len(iam_denials()))   # refusals of an earlier run of these tests on the same lab
     proc = run_site(lab)
     RUN_OUTPUTS.append(proc.stdout + proc.stderr)
@@ -78,7 +80,31 @@ def site(lab):
     lab_cmd("summary")
     env = read_env()
     assert env.get("LAB_HUB_URL"), "make lab's summary found no hub answering on a manager"
+    start_rehearsal(request.session)
     return env
+
+
+# The rehearsal of inventories/aws (lab/rehearsal.py) runs in the background from the end of the site fixture: on
+# nodes of its own, beside the lab's cluster, while the tests below run; its test, near the end, waits for it.
+REHEARSAL_TEST = "test_inventories_aws_as_written_reaches_a_hub_over_https_with_an_acme_certificate_and_tears_down"
+REHEARSAL: dict = {}
+
+
+def start_rehearsal(session) -> None:
+    if not any(item.name == REHEARSAL_TEST for item in session.items) or REHEARSAL:
+        return
+    logs = ROOT / ".lab" / "logs"
+    files = {"up": logs / "rehearsal-up.json", "down": logs / "rehearsal-down.json", "log": logs / "rehearsal.log"}
+    for f in files.values():
+        f.unlink(missing_ok=True)
+    py = shlex.quote(sys.executable)
+    script = (f"{py} -m lab rehearse --result {shlex.quote(str(files['up']))}; "
+              f"{py} -m lab rehearse --down --result {shlex.quote(str(files['down']))}")
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
+    with files["log"].open("w") as log:
+        # below the lab's tests (nice 10, as the other pytest worker): they keep their pace, it fills their waits
+        REHEARSAL.update(files, proc=subprocess.Popen(["nice", "-n", "10", "bash", "-c", script], cwd=ROOT, env=env,
+                                                      stdout=log, stderr=subprocess.STDOUT))
 
 
 @pytest.fixture(scope="module")
@@ -2175,6 +2201,33 @@ def test_a_replaced_manager_on_a_new_state_volume_gets_the_workers_back_and_the_
     local = node_exec(new_manager, "sh", "-c", "ls /var/lib/jupyterhub/backups/").stdout.split()
     assert restored.group(1) in local      # kept where the manager's backups go
     new_hub.stop(user)
+
+
+def test_inventories_aws_as_written_reaches_a_hub_over_https_with_an_acme_certificate_and_tears_down(site):
+    """#13's rehearsal of the AWS example: a copy of inventories/aws as written, with only lab/rehearsal_overlay.yml
+    over it, run by an operator holding only docs/aws-permissions.md's policy for its cluster and zone, takes the
+    endpoint from nothing of that cluster to a hub answering over HTTPS at the name of the zone's record, with a
+    certificate the ACME CA issued through an HTTP-01 challenge at that name; teardown.yml then leaves nothing of it.
+    It ran in the background since the site fixture (start_rehearsal)."""
+    assert REHEARSAL, "the site fixture did not start the rehearsal"
+    try:
+        REHEARSAL["proc"].wait(timeout=2400)
+    finally:
+        REHEARSAL["proc"].kill()
+    log = REHEARSAL["log"].read_text()
+    up = json.loads(REHEARSAL["up"].read_text())
+    down = json.loads(REHEARSAL["down"].read_text())
+    site_log = ROOT / ".lab" / "logs" / "rehearsal-site.log"
+    assert "error" not in up, f"{up['error']}\n{log[-3000:]}\n" + (site_log.read_text()[-6000:] if site_log.exists() else "")
+    assert up["site_rc"] == 0 and up["cluster"] == "myhub"   # inventories/aws's name, as written
+    https = up["https"]
+    assert https["status"] == 200 and https["login_page_offers_github"], https   # GitHub sign-in, as written
+    assert https["subject_alt_names"] == [up["domain"]] == ["hub.example.org"], https
+    assert https["issuer"]["commonName"].startswith("Pebble Intermediate CA"), https   # the ACME CA's, not self-signed
+    assert "error" not in down, f"{down['error']}\n{log[-3000:]}"
+    assert down["teardown_rc"] == 0
+    assert down["left"] == {"instances": [], "vpcs": [], "volumes": [], "records": []}, down["left"]
+    print(f"rehearsal: site.yml {up['site_seconds']} s, teardown {down['teardown_seconds']} s")
 
 
 def test_no_request_of_the_run_was_refused_but_those_asked_to_be(site):
