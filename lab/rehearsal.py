@@ -177,6 +177,11 @@ def down(result: dict) -> None:
     from .__main__ import say
     written = settings()
     if (workdir() / "env").exists() and (workdir() / "aws").is_dir():
+        from .__main__ import operator_policy
+        zone_id = hosted_zone(written["aws_cluster_hosted_zone"], create=False)
+        if zone_id:   # the operator policy as docs/aws-permissions.md reads now (an edit takes effect, as at `lab up`)
+            admin("iam").put_user_policy(UserName=USER, PolicyName=config.OPERATOR_POLICY_NAME, PolicyDocument=json.dumps(
+                operator_policy(written["cluster_name"], zone_id=zone_id)))
         env = dict(line.split("=", 1) for line in (workdir() / "env").read_text().splitlines()
                    if "=" in line and not line.startswith("#"))
         log = config.lab_dir() / "logs" / "rehearsal-teardown.log"
