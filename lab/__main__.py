@@ -25,7 +25,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from . import config, images, sgfilter
+from . import config, ebs, images, sgfilter
 from .docker import DockerError, docker, ids, inspect, inspect_labelled
 
 BASE_AMI_NAME = "jhs-lab-debian-12"
@@ -438,6 +438,7 @@ def down(remove_images: bool = False) -> None:
     sgfilter.remove(config.BRIDGE)
     for cid in ids("container", config.LABEL):
         docker("rm", "-f", "-v", cid, check=False)
+    ebs.release_all()   # the loop devices of the volumes the nodes had (their files go with the lab's directory)
     for vol in ids("volume", config.LABEL):
         docker("volume", "rm", "-f", vol, check=False)
     for net in ids("network", config.LABEL):

@@ -6,7 +6,8 @@ instance's user-data from the metadata stand-in (see images/node/lab-cloud-init)
 disk is kept, as an EBS root volume is); a terminated instance's container is stopped (shutdown
 hooks run), its boot log kept in the lab's logs/instances/<id>.boot.log (as EC2 keeps a terminated
 instance's console output for a while), then removed with its volumes. While the lab's ACME CA runs, the
-Route53 zones' A records go to its DNS server (lab/acme.py). An Auto Scaling group's instance
+Route53 zones' A records go to its DNS server (lab/acme.py), and a volume attached to an instance is a block device in
+its node (lab/ebs.py). An Auto Scaling group's instance
 marked Unhealthy is replaced, as the group does on AWS (moto only records the mark); one still in
 Pending:Wait is left to its launch lifecycle hook, as AWS health checks begin only once an instance is
 InService. `make lab` starts this loop in the background and
@@ -24,7 +25,7 @@ import uuid
 
 import boto3
 
-from . import acme, config, sgfilter
+from . import acme, config, ebs, sgfilter
 from .docker import DockerError, docker, ids, inspect, inspect_labelled
 
 AMI_IMAGE_TAG = "jhs-lab:image"   # an AMI tag naming the container image its instances boot from
@@ -77,6 +78,7 @@ class Reconciler:
         self.live: list[tuple] = []   # (id, state, address) of the instances the groups' rules were last made for
         self.last_slow = 0.0          # when the checks of what changes seldom last ran
         self.dns = acme.DnsSync(aws_client)   # the Route53 zones' A records, for the lab's ACME CA (lab/acme.py)
+        self.ebs = ebs.EbsStandIn()           # attached volumes as block devices in the nodes (lab/ebs.py)
         # a disk left by an earlier reconciler may be half restored: start over
         for vol in ids("volume", DISK_LABEL):
             docker("volume", "rm", vol, check=False)
@@ -195,6 +197,7 @@ class Reconciler:
             "run", "-d", "--name", iid, "--hostname", "ip-" + ip.replace(".", "-"),
             "--label", f"{config.LABEL}=node", "--label", f"{config.LABEL}.instance-id={iid}",
             "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
+            "--device-cgroup-rule", f"b {ebs.LOOP_MAJOR}:* rwm",   # its attached volumes are loop devices (lab/ebs.py)
             "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
             "--tmpfs", "/run", "--tmpfs", "/run/lock", "--stop-signal", "SIGRTMIN+3",   # systemd's clean shutdown
             "--mount", (f"type=volume,src={disk},dst=/var/lib/docker" if disk else
@@ -290,6 +293,8 @@ class Reconciler:
             self.clean_disks()
             for change in self.dns.sync():
                 log(f"dns: {change}")
+            for change in self.ebs.sync(self.ec2, instances, nodes):
+                log(f"ebs: {change}")
         self.refill_booted()
 
     def enforce_security_groups(self, instances: dict[str, dict]) -> None:

@@ -142,6 +142,17 @@ def ask_hub(domain: str, root_pem: str, timeout: float = 120) -> dict:
     raise RehearsalError(f"https://{domain}/hub/login (at {addrs[0]}) did not answer 200 within {timeout:.0f} s: {last}")
 
 
+def state_volume(cluster: str) -> dict:
+    """The manager's hub state volume (tag jhs:data=hub-state), and what its hub's data directory is mounted from."""
+    ec2 = admin("ec2")
+    (vol,) = ec2.describe_volumes(Filters=[{"Name": "tag:jhs:cluster", "Values": [cluster]},
+                                           {"Name": "tag:jhs:data", "Values": ["hub-state"]}])["Volumes"]
+    iid = vol["Attachments"][0]["InstanceId"]
+    mounted = subprocess.run(["docker", "exec", iid, "findmnt", "-no", "SOURCE", "/var/lib/jupyterhub"],
+                             capture_output=True, text=True).stdout.strip()
+    return {"volume_id": vol["VolumeId"], "manager": iid, "mounted_from": mounted}
+
+
 def up(result: dict) -> str:
     from .__main__ import read_env, say
     lab_env = read_env()
@@ -168,6 +179,7 @@ def up(result: dict) -> str:
     hub = ask_hub(written["jupyterhub_domain"], acme.issuing_root())
     result["https"] = {k: v for k, v in hub.items() if k != "body"}
     result["https"]["login_page_offers_github"] = "Sign in with GitHub" in hub["body"]
+    result["state_volume"] = state_volume(written["cluster_name"])
     url = f"https://{written['jupyterhub_domain']}/ (at {hub['address']}; the CA's root: python -m lab rehearse --root)"
     say(f"rehearsal: the hub answers at {url}, certificate issued by {hub['issuer'].get('commonName')}")
     return url

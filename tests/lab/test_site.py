@@ -2224,6 +2224,9 @@ def test_inventories_aws_as_written_reaches_a_hub_over_https_with_an_acme_certif
     assert https["status"] == 200 and https["login_page_offers_github"], https   # GitHub sign-in, as written
     assert https["subject_alt_names"] == [up["domain"]] == ["hub.example.org"], https
     assert https["issuer"]["commonName"].startswith("Pebble Intermediate CA"), https   # the ACME CA's, not self-signed
+    # the hub state volume found by its id, as inventories/aws has it: the lab's EBS stand-in (lab/ebs.py)
+    vol = up["state_volume"]
+    assert vol["mounted_from"] == f"/dev/ebs-{vol['volume_id']}", vol
     assert "error" not in down, f"{down['error']}\n{log[-3000:]}"
     assert down["teardown_rc"] == 0
     assert down["left"] == {"instances": [], "vpcs": [], "volumes": [], "records": []}, down["left"]
