@@ -511,26 +511,28 @@ def running_nodes() -> list[str]:
 
 
 def user_servers() -> list[str]:
-    """One line per user server, read from the manager's swarm: the user, the server's name, the worker (instance id)
-    it runs on and the task's state. Nothing when no manager answers."""
-    name = next((n for n in running_nodes()
-                 if subprocess.run(["docker", "exec", n, "docker", "info", "-f", "{{.Swarm.ControlAvailable}}"],
-                                   capture_output=True, text=True).stdout.strip() == "true"), None)
-    if name is None:
-        return []
-    out = subprocess.run(["docker", "exec", name, "sh", "-c", USER_SERVERS], capture_output=True, text=True).stdout
-    hosts, services, tasks = {}, {}, {}
-    for f in (line.split() for line in out.splitlines()):
-        if f[:1] == ["node"] and len(f) == 3:
-            hosts[f[1]] = f[2]
-        elif f[:1] == ["svc"] and len(f) >= 3:
-            services[f[1]] = (f[2], f[3] if len(f) > 3 else "")
-        elif f[:1] == ["task"] and len(f) >= 4:
-            tasks[f[1].rsplit(".", 1)[0]] = (f[2], " ".join(f[3:]))
+    """One line per user server, read from each manager's swarm (the lab's cluster, and the rehearsal's when it runs):
+    the user, the server's name, the worker (instance id) it runs on and the task's state. None when no manager
+    answers."""
+    managers = [n for n in running_nodes()
+                if subprocess.run(["docker", "exec", n, "docker", "info", "-f", "{{.Swarm.ControlAvailable}}"],
+                                  capture_output=True, text=True).stdout.strip() == "true"]
     lines = []
-    for service, (user, server) in sorted(services.items(), key=lambda kv: kv[1]):
-        node, state = tasks.get(service, ("-", "no running task"))
-        lines.append(f"server     {user}{'/' + server if server else ''}  on {hosts.get(node, node)}  {state}")
+    for name in managers:
+        out = subprocess.run(["docker", "exec", name, "sh", "-c", USER_SERVERS], capture_output=True, text=True).stdout
+        hosts, services, tasks = {}, {}, {}
+        for f in (line.split() for line in out.splitlines()):
+            if f[:1] == ["node"] and len(f) == 3:
+                hosts[f[1]] = f[2]
+            elif f[:1] == ["svc"] and len(f) >= 3:
+                services[f[1]] = (f[2], f[3] if len(f) > 3 else "")
+            elif f[:1] == ["task"] and len(f) >= 4:
+                tasks[f[1].rsplit(".", 1)[0]] = (f[2], " ".join(f[3:]))
+        for service, (user, server) in sorted(services.items(), key=lambda kv: kv[1]):
+            node, state = tasks.get(service, ("-", "no running task"))
+            lines.append(f"server     {user}{'/' + server if server else ''}  on {hosts.get(node, node)}  {state}")
+    if not managers:
+        return []
     return lines or ["server     none running"]
 
 

@@ -86,13 +86,13 @@ GIT_REPO_NAME = "jupyterhub-swarm.git"
 GIT_BRANCH = "lab"                 # the snapshot of the working tree that lab instances ansible-pull
 
 
-def cluster_names() -> dict:
-    """The lab cluster's names, from their one owner (plugins/module_utils/jhs_names.py)."""
+def cluster_names(cluster: str = CLUSTER) -> dict:
+    """A cluster's names (the lab cluster's by default), from their one owner (plugins/module_utils/jhs_names.py)."""
     import importlib.util
     spec = importlib.util.spec_from_file_location("jhs_names", ROOT / "plugins" / "module_utils" / "jhs_names.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.names(CLUSTER)
+    return module.names(cluster)
 
 
 def registry_addr() -> str:

@@ -4,7 +4,8 @@ an ACME CA, then torn down. docs/lab.md ("Rehearsing inventories/aws") says what
 
 `python -m lab rehearse` (make lab-rehearsal) needs the lab up (`python -m lab up`); it runs beside the lab's own
 cluster, on the same endpoint and network, as a second cluster named as inventories/aws names it. It:
-  1. starts the lab's ACME CA (lab/acme.py), the stand-in for Let's Encrypt;
+  1. starts the lab's ACME CA (lab/acme.py), the stand-in for Let's Encrypt, and copies the lab cluster's hub images
+     into the rehearsal's repositories (seed_images: the same recipes, so each image is built once per lab);
   2. makes what an operator has before the first run: the Route53 zone of aws_cluster_hosted_zone, and an IAM user
      whose only policy is docs/aws-permissions.md's operator policy for this cluster and that zone;
   3. writes .lab/rehearsal/: the copy (inventories/aws's files as they are, plus `manager_address: private` in the
@@ -153,6 +154,49 @@ def state_volume(cluster: str) -> dict:
     return {"volume_id": vol["VolumeId"], "manager": iid, "mounted_from": mounted}
 
 
+MANIFEST_TYPES = ("application/vnd.docker.distribution.manifest.v2+json",
+                  "application/vnd.oci.image.manifest.v1+json")
+
+
+def seed_images(cluster: str) -> list[str]:
+    """Copy the lab cluster's hub, proxy and notebook images into this cluster's repositories of the ECR stand-in, by
+    the registry's API (cross-repository blob mounts, then the manifest): the recipes are the same, so are the tags,
+    and the rehearsal's manager finds them and pulls them, as a replaced manager does, instead of building the same
+    images a second time in one run (the lab's cluster has shown the build and the push). Nothing when the lab's
+    cluster has not pushed them yet. Returns what it copied."""
+    import base64
+    import urllib.error
+    import urllib.request
+    from .reconciler import aws_client
+    account = aws_client("sts").get_caller_identity()["Account"]
+    auth = "Basic " + base64.b64encode(f"AWS:{account}-auth-token".encode()).decode()
+    base = f"http://127.0.0.1:{config.ecr_host_port()}/v2"
+
+    def call(method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        req = urllib.request.Request(base + path, data=body, method=method,
+                                     headers={"Authorization": auth, **(headers or {})})
+        return urllib.request.urlopen(req, timeout=60)
+
+    src, dst, copied = config.cluster_names()["ecr_prefix"], config.cluster_names(cluster)["ecr_prefix"], []
+    for name in ("hub", "proxy", "notebook"):
+        try:
+            with call("GET", f"/{src}{name}/tags/list") as resp:
+                tags = json.load(resp).get("tags") or []
+        except urllib.error.HTTPError:
+            continue   # not pushed (yet): the rehearsal's manager builds it
+        for tag in tags:
+            with call("GET", f"/{src}{name}/manifests/{tag}", headers={"Accept": ", ".join(MANIFEST_TYPES)}) as resp:
+                manifest, media_type = resp.read(), resp.headers["Content-Type"]
+            doc = json.loads(manifest)
+            for digest in [doc["config"]["digest"]] + [layer["digest"] for layer in doc["layers"]]:
+                with call("POST", f"/{dst}{name}/blobs/uploads/?mount={digest}&from={src}{name}", b"") as resp:
+                    if resp.status != 201:
+                        raise RehearsalError(f"the ECR stand-in did not mount {digest} into {dst}{name}")
+            with call("PUT", f"/{dst}{name}/manifests/{tag}", manifest, {"Content-Type": media_type}):
+                copied.append(f"{dst}{name}:{tag}")
+    return copied
+
+
 def up(result: dict) -> str:
     from .__main__ import read_env, say
     lab_env = read_env()
@@ -168,7 +212,8 @@ def up(result: dict) -> str:
     zone_id = hosted_zone(written["aws_cluster_hosted_zone"])
     keys = operator_user(written["cluster_name"], zone_id)
     env = write_copy({**keys, "LAB_REHEARSAL_ACME_DIRECTORY": ca["directory_url"], "LAB_REHEARSAL_ACME_CA": ca["api_ca"]})
-    result.update(cluster=written["cluster_name"], domain=written["jupyterhub_domain"], zone_id=zone_id)
+    result.update(cluster=written["cluster_name"], domain=written["jupyterhub_domain"], zone_id=zone_id,
+                  images_copied=seed_images(written["cluster_name"]))
     say(f"rehearsal: inventories/aws copied to {workdir()} with the lab's overlay; site.yml as {USER} "
         f"(log: .lab/logs/rehearsal-site.log)")
     log = config.lab_dir() / "logs" / "rehearsal-site.log"

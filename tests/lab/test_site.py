@@ -2220,6 +2220,8 @@ def test_inventories_aws_as_written_reaches_a_hub_over_https_with_an_acme_certif
     site_log = ROOT / ".lab" / "logs" / "rehearsal-site.log"
     assert "error" not in up, f"{up['error']}\n{log[-3000:]}\n" + (site_log.read_text()[-6000:] if site_log.exists() else "")
     assert up["site_rc"] == 0 and up["cluster"] == "myhub"   # inventories/aws's name, as written
+    # the lab cluster's images, the same recipes: copied, not built again
+    assert sorted(i.split(":")[0] for i in up["images_copied"]) == ["myhub/hub", "myhub/notebook", "myhub/proxy"]
     https = up["https"]
     assert https["status"] == 200 and https["login_page_offers_github"], https   # GitHub sign-in, as written
     assert https["subject_alt_names"] == [up["domain"]] == ["hub.example.org"], https
