@@ -90,6 +90,7 @@ class DnsSync:
     def __init__(self, client) -> None:
         self.client = client          # a client factory: client("route53"), client("ec2")
         self.posted: dict[str, tuple[str, ...]] = {}
+        self.started = 0.0            # the state file's time: a CA started again has none of the records
 
     def records(self) -> dict[str, tuple[str, ...]]:
         route53, ec2 = self.client("route53"), self.client("ec2")
@@ -110,6 +111,8 @@ class DnsSync:
         if not state_file().exists():
             self.posted = {}
             return []
+        if state_file().stat().st_mtime != self.started:
+            self.posted, self.started = {}, state_file().stat().st_mtime
         wanted, changes = self.records(), []
         for name in set(self.posted) - set(wanted):
             self._post("clear-a", {"host": name})

@@ -79,6 +79,7 @@ class Reconciler:
         self.last_slow = 0.0          # when the checks of what changes seldom last ran
         self.dns = acme.DnsSync(aws_client)   # the Route53 zones' A records, for the lab's ACME CA (lab/acme.py)
         self.ebs = ebs.EbsStandIn()           # attached volumes as block devices in the nodes (lab/ebs.py)
+        self.side_errors: dict[str, str] = {}   # the last failure of each stand-in's pass (side_pass)
         # a disk left by an earlier reconciler may be half restored: start over
         for vol in ids("volume", DISK_LABEL):
             docker("volume", "rm", vol, check=False)
@@ -291,11 +292,21 @@ class Reconciler:
             self.replace_unhealthy()
             self.bake_amis()
             self.clean_disks()
-            for change in self.dns.sync():
-                log(f"dns: {change}")
-            for change in self.ebs.sync(self.ec2, instances, nodes):
-                log(f"ebs: {change}")
+            self.side_pass("dns", self.dns.sync)
+            self.side_pass("ebs", lambda: self.ebs.sync(self.ec2, instances, nodes))
         self.refill_booted()
+
+    def side_pass(self, what: str, work) -> None:
+        """The DNS and EBS stand-ins' passes: what they change is logged; a failure (no loop device on this machine,
+        the ACME CA gone) is logged once while it lasts and holds up nothing else of the pass."""
+        try:
+            for change in work():
+                log(f"{what}: {change}")
+            self.side_errors.pop(what, None)
+        except Exception as exc:  # noqa: BLE001 (logged; the next pass retries)
+            if self.side_errors.get(what) != str(exc):
+                log(f"{what}: {exc}")
+                self.side_errors[what] = str(exc)
 
     def enforce_security_groups(self, instances: dict[str, dict]) -> None:
         """The endpoint's security groups as packet filtering between the nodes (lab/sgfilter.py), refreshed when

@@ -80,3 +80,24 @@ def test_an_attached_volume_is_a_device_at_its_nitro_link_and_keeps_its_data_unt
     ec2.delete_volume(VolumeId=vol)
     assert sync(stand_in, node) == [f"{vol} detached from {iid}", f"{vol} deleted: its file removed"]
     assert not (node["dir"] / f"{vol}.img").exists()
+
+
+def test_a_failing_stand_in_is_logged_once_while_it_lasts_and_holds_up_nothing(monkeypatch):
+    """The reconciler's pass of the DNS and EBS stand-ins (side_pass): a machine without loop devices, or a CA gone,
+    is said once, not every pass, and the pass goes on; once it works again, a new failure is said again."""
+    from types import SimpleNamespace
+
+    from lab import reconciler
+    logged = []
+    monkeypatch.setattr(reconciler, "log", logged.append)
+    rec = SimpleNamespace(side_errors={})
+
+    def broken():
+        raise RuntimeError("losetup: cannot find an unused loop device")
+
+    for _ in range(3):
+        reconciler.Reconciler.side_pass(rec, "ebs", broken)    # returns: the rest of the pass goes on
+    assert logged == ["ebs: losetup: cannot find an unused loop device"]
+    reconciler.Reconciler.side_pass(rec, "ebs", lambda: ["vol-1 attached to i-1 as /dev/x"])
+    reconciler.Reconciler.side_pass(rec, "ebs", broken)
+    assert logged[1:] == ["ebs: vol-1 attached to i-1 as /dev/x", "ebs: losetup: cannot find an unused loop device"]
