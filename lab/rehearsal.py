@@ -289,8 +289,8 @@ def main(down_: bool, result_file: str | None, root: bool) -> int:
         else:
             up(result)
         return 0
-    except (RehearsalError, RuntimeError, OSError) as exc:
-        result["error"] = str(exc)
+    except Exception as exc:  # noqa: BLE001 (said, and kept in the result for the test that reads it)
+        result["error"] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RehearsalError) else str(exc)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
