@@ -216,15 +216,18 @@ def ensure_registry(image: str, base: str) -> None:
     raise LabError(f"could not push the base image to the lab registry at {pushed}")
 
 
+def ecr_login() -> tuple[str, str]:
+    """The user and password the ECR stand-in takes: those of the local endpoint's GetAuthorizationToken (user AWS;
+    moto's password names the account)."""
+    from .reconciler import aws_client
+    return "AWS", f"{aws_client('sts').get_caller_identity()['Account']}-auth-token"
+
+
 def ensure_ecr(image: str) -> None:
     """The stand-in for Amazon ECR: a registry that takes only the user and password of an authorization
-    token from the local endpoint's GetAuthorizationToken (user AWS; moto's password names the account), so
-    the hub's ECR login, push and the workers' authenticated pulls run as on AWS."""
-    import boto3
-    sts = boto3.client("sts", endpoint_url=config.endpoint_url(), region_name=config.region(),
-                       aws_access_key_id=config.AWS_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                       aws_secret_access_key=config.AWS_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
-    user, password = "AWS", f"{sts.get_caller_identity()['Account']}-auth-token"
+    token from the local endpoint's GetAuthorizationToken (ecr_login), so the hub's ECR login, push and the workers'
+    authenticated pulls run as on AWS."""
+    user, password = ecr_login()
     cur = inspect(config.ECR_CONTAINER)
     env = [f"LAB_REGISTRY_USER={user}", f"LAB_REGISTRY_PASSWORD={password}"]
     if (cur and cur["Config"]["Image"] == image and cur["State"]["Running"] and set(env) <= set(cur["Config"]["Env"])

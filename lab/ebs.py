@@ -36,7 +36,8 @@ def _losetup(*args: str) -> str:
 
 
 def release_all() -> None:
-    """Detach every loop device whose file is one of the lab's volumes (lab down; a reconciler starting over)."""
+    """Detach every loop device whose file is one of the lab's volumes (lab down). A reconciler started again reuses
+    the loop device a volume's file already has (EbsStandIn.loop_of) instead."""
     try:
         devices = json.loads(_losetup("--list", "--json") or '{"loopdevices": []}')["loopdevices"]
     except (OSError, subprocess.CalledProcessError, ValueError):

@@ -78,18 +78,24 @@ def write_copy(extra_env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def put_operator_policy(cluster: str, zone_id: str) -> None:
+    """The rehearsal operator's only policy: docs/aws-permissions.md's operator policy, as it reads now, for this
+    cluster and zone (put again before teardown too, so an edit of the doc takes effect, as at `lab up`)."""
+    from .__main__ import operator_policy
+    admin("iam").put_user_policy(UserName=USER, PolicyName=config.OPERATOR_POLICY_NAME,
+                                 PolicyDocument=json.dumps(operator_policy(cluster, zone_id=zone_id)))
+
+
 def operator_user(cluster: str, zone_id: str) -> dict[str, str]:
     """An IAM user whose only policy is the operator policy for this cluster and zone; its keys (new ones each time:
     the old are deleted)."""
-    from .__main__ import operator_policy
     iam = admin("iam")
     try:
         iam.create_user(UserName=USER)
     except iam.exceptions.EntityAlreadyExistsException:
         for key in iam.list_access_keys(UserName=USER)["AccessKeyMetadata"]:
             iam.delete_access_key(UserName=USER, AccessKeyId=key["AccessKeyId"])
-    policy = operator_policy(cluster, zone_id=zone_id)
-    iam.put_user_policy(UserName=USER, PolicyName=config.OPERATOR_POLICY_NAME, PolicyDocument=json.dumps(policy))
+    put_operator_policy(cluster, zone_id)
     key = iam.create_access_key(UserName=USER)["AccessKey"]
     return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
 
@@ -167,9 +173,8 @@ def seed_images(cluster: str) -> list[str]:
     import base64
     import urllib.error
     import urllib.request
-    from .reconciler import aws_client
-    account = aws_client("sts").get_caller_identity()["Account"]
-    auth = "Basic " + base64.b64encode(f"AWS:{account}-auth-token".encode()).decode()
+    from .__main__ import ecr_login
+    auth = "Basic " + base64.b64encode(":".join(ecr_login()).encode()).decode()
     base = f"http://127.0.0.1:{config.ecr_host_port()}/v2"
 
     def call(method: str, path: str, body: bytes | None = None, headers: dict | None = None):
@@ -217,8 +222,10 @@ def up(result: dict) -> str:
     say(f"rehearsal: inventories/aws copied to {workdir()} with the lab's overlay; site.yml as {USER} "
         f"(log: .lab/logs/rehearsal-site.log)")
     log = config.lab_dir() / "logs" / "rehearsal-site.log"
-    rc = playbook("site.yml", env, log, "-e", f"aws_cluster_oauth_client_secret={secrets.token_hex(20)}")
-    result.update(site_rc=rc, site_seconds=round(time.monotonic() - t))
+    secret = secrets.token_hex(20)
+    rc = playbook("site.yml", env, log, "-e", f"aws_cluster_oauth_client_secret={secret}")
+    # the client secret given with -e reaches no line of the run's output (the secret itself is not kept)
+    result.update(site_rc=rc, site_seconds=round(time.monotonic() - t), secret_in_site_log=secret in log.read_text())
     if rc != 0:
         raise RehearsalError(f"site.yml failed (exit {rc}) with the copy of inventories/aws; its log: {log}")
     hub = ask_hub(written["jupyterhub_domain"], acme.issuing_root())
@@ -234,11 +241,9 @@ def down(result: dict) -> None:
     from .__main__ import say
     written = settings()
     if (workdir() / "env").exists() and (workdir() / "aws").is_dir():
-        from .__main__ import operator_policy
         zone_id = hosted_zone(written["aws_cluster_hosted_zone"], create=False)
-        if zone_id:   # the operator policy as docs/aws-permissions.md reads now (an edit takes effect, as at `lab up`)
-            admin("iam").put_user_policy(UserName=USER, PolicyName=config.OPERATOR_POLICY_NAME, PolicyDocument=json.dumps(
-                operator_policy(written["cluster_name"], zone_id=zone_id)))
+        if zone_id:
+            put_operator_policy(written["cluster_name"], zone_id)
         env = dict(line.split("=", 1) for line in (workdir() / "env").read_text().splitlines()
                    if "=" in line and not line.startswith("#"))
         log = config.lab_dir() / "logs" / "rehearsal-teardown.log"

@@ -343,6 +343,8 @@ BAD_CASES = {
     "same_ports": ({"jupyterhub_https_port": 8443, "jupyterhub_http_port": 8443}, "must be\ntwo different ports"),
     "activity_slower_than_culler": ({"jupyterhub_idle_timeout": 300, "jupyterhub_activity_interval": 300},
                                     "at most half of\njupyterhub_idle_timeout (300)"),
+    "acme_server_ca_not_pem": ({"jupyterhub_letsencrypt_server_ca": "/etc/ssl/private-acme-ca.pem"},
+                               "jupyterhub_letsencrypt_server_ca must be empty"),
     # a single setting's fixed list of values: the role's argument_specs (choices), which preflight no longer repeats
     "authenticator_unknown": ({"jupyterhub_authenticator": "ldap"},
                               "value of jupyterhub_authenticator must be one of: github, oidc, local, got: ldap"),

@@ -2220,6 +2220,7 @@ def test_inventories_aws_as_written_reaches_a_hub_over_https_with_an_acme_certif
     site_log = ROOT / ".lab" / "logs" / "rehearsal-site.log"
     assert "error" not in up, f"{up['error']}\n{log[-3000:]}\n" + (site_log.read_text()[-6000:] if site_log.exists() else "")
     assert up["site_rc"] == 0 and up["cluster"] == "myhub"   # inventories/aws's name, as written
+    assert up["secret_in_site_log"] is False   # the OAuth client secret given with -e, as docs/deploy-aws.md says
     # the lab cluster's images, the same recipes: copied, not built again
     assert sorted(i.split(":")[0] for i in up["images_copied"]) == ["myhub/hub", "myhub/notebook", "myhub/proxy"]
     https = up["https"]
