@@ -23,14 +23,17 @@ $(BIN)/.installed: requirements.txt
 	$(BIN)/pip install -q -r requirements.txt
 	@touch $@
 
-# A bytecode cache for what the control node's Ansible modules import from their zip (scripts/jhs_ansiballz_cache.py
-# says why): the file goes into the venv's site-packages with a .pth line that imports it at every start.
-$(BIN)/.ansiballz-cache: scripts/jhs_ansiballz_cache.py $(BIN)/.installed
+# Two speed-ups of the control node's Ansible, each a file that goes into the venv's site-packages with a .pth line
+# that imports it at every start (each file says why): a bytecode cache for what the modules import from their zip
+# (scripts/jhs_ansiballz_cache.py), and no cyclic garbage collection in ansible-playbook's forked workers
+# (scripts/jhs_ansible_worker_gc.py).
+SPEEDUPS := jhs_ansiballz_cache jhs_ansible_worker_gc
+$(BIN)/.ansible-speedups: $(SPEEDUPS:%=scripts/%.py) $(BIN)/.installed
 	@site=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
-	  cp scripts/jhs_ansiballz_cache.py "$$site/" && echo "import jhs_ansiballz_cache" > "$$site/jhs_ansiballz_cache.pth"
+	  for m in $(SPEEDUPS); do cp scripts/$$m.py "$$site/" && echo "import $$m" > "$$site/$$m.pth" || exit 1; done
 	@touch $@
 
-venv: $(BIN)/.installed $(BIN)/.ansiballz-cache
+venv: $(BIN)/.installed $(BIN)/.ansible-speedups
 
 docker:
 	@scripts/ensure-docker
