@@ -510,9 +510,10 @@ def test_the_guides_token_rotation_publishes_the_new_token_and_leaves_the_worker
     assert set(workers) <= set(ready_workers(manager))
 
 
-def test_second_run_changes_nothing(site):
+def test_second_run_changes_nothing(site, aws):
     """A second site.yml run, after the manager's reboot and a join token rotation (the tests before), changes
-    nothing."""
+    nothing. Its modules ran on the manager with the bytecode cache the first run gave the node's Python
+    (playbooks/tasks/module_cache.yml)."""
     proc = run_site(site)
     RUN_OUTPUTS.append(proc.stdout + proc.stderr)
     assert proc.returncode == 0, proc.stdout[-4000:]
@@ -523,6 +524,12 @@ def test_second_run_changes_nothing(site):
     # the manager holds every image of these recipes: nothing is pulled, and the build contexts are not written again
     for task in (PULL_IMAGES_TASK, "jupyterhub : Images | write the build contexts"):
         assert task_results(proc.stdout, task) == {"skipping"}, task
+    manager = manager_id(aws)
+    hook = node_exec(manager, "python3", "-c", "import zipimport; print(zipimport._compile_source.__module__)")
+    assert hook.stdout.strip() == "jhs_ansiballz_cache", hook.stdout + hook.stderr
+    # the modules' imports were compiled into root's cache (one entry a source, by its hash) and read from it since
+    entries = node_exec(manager, "sh", "-c", "find /root/.cache/jhs-ansiballz -type f -printf x | wc -c").stdout
+    assert int(entries) > 50, entries
 
 
 def test_no_secret_in_the_runs_output(site, aws):
