@@ -116,7 +116,8 @@ def test_node_image_that_fails_to_build_names_the_step(tmp_path):
     assert proc.returncode == 2
     assert "cloud image failed at step 'RUN if [ -n " in proc.stderr, proc.stderr   # the first built from images/node
     assert "jhs-no-such-package" in proc.stderr
-    log = (tmp_path / "lab" / "logs" / "build.log").read_text()
+    assert f"log: {tmp_path / 'lab' / 'logs' / 'build-cloud.log'}" in proc.stderr
+    log = (tmp_path / "lab" / "logs" / "build-cloud.log").read_text()
     assert "Unable to locate package jhs-no-such-package" in log
     # the failed build leaves no container behind (the builder's container of the failed step would run its
     # command; other tests run in parallel, so only the build's own containers are looked for)
