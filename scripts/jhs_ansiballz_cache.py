@@ -17,6 +17,9 @@ other zip import is left to zipimport. A cache entry that cannot be read is comp
 to a temporary name and renamed, so that modules running side by side never read half an entry. The code's file
 names are set to the zip the module runs from, so that tracebacks name the current payload.
 
+The manager play gives the same file to the manager's own Python (playbooks/tasks/module_cache.yml), where the
+modules run as root: their cache is root's (/root/.cache/jhs-ansiballz), so no other user can put code in it.
+
 PYTHONDONTWRITEBYTECODE does not turn it off (some machines set it for every process, which would leave the cache
 empty); JHS_ANSIBALLZ_CACHE=off does.
 """
