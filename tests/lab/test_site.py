@@ -458,7 +458,12 @@ def test_a_manager_reboot_brings_back_the_hub_its_rules_and_the_servers_without_
         t0 = time.monotonic()
         assert subprocess.run(["docker", "restart", "-t", "60", manager], capture_output=True).returncode == 0
 
-        wait_for(lambda: hub_answers(hub), 300, 1, what="the hub to answer after the manager rebooted")
+        def manager_state() -> str:       # what a failure needs: the networks, the containers, the engine's log
+            return "\n".join(node_exec(manager, *cmd).stdout for cmd in (
+                ("docker", "network", "ls"), ("docker", "ps", "-a"), ("docker", "info", "-f", "{{json .Swarm}}"),
+                ("journalctl", "-b", "-u", "docker", "-n", "60", "--no-pager")))
+        wait_for(lambda: hub_answers(hub), 300, 1, what="the hub to answer after the manager rebooted",
+                 detail=manager_state)
         back = time.monotonic() - t0
         assert node_exec(manager, "systemctl", "is-system-running", "--wait").stdout.strip() == "running", \
             node_exec(manager, "systemctl", "--failed", "--no-legend").stdout
