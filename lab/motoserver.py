@@ -51,6 +51,11 @@ does that (INITIAL_NO_AUTH_ACTION_COUNT) but judges SSM and Auto Scaling request
 the nodes' ARN-scoped statements would allow nothing; it cannot judge a trust policy whose principal is a
 service; it knows no caller for the lab's fixed keys; and it takes a condition on tags as met. Mended below
 (enforce_iam).
+A request an instance's role is refused after that instance is terminated is not a policy's defect: moto
+terminates at once, while the lab's node goes on shutting down for some seconds (lab/reconciler.py stops its
+container after it reads the state), and a teardown may delete the role meanwhile. On AWS such an instance is
+off by then. The endpoint refuses it all the same, logged as `IAM refused a terminated instance: ...`, apart from
+the `IAM denied: ...` lines the tests count.
 
 Nothing else differs from `moto_server`; the tests' own endpoint (tests/conftest.py) runs this too.
 """
@@ -81,7 +86,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.authorization import ActionAuthenticatorMixin
 from moto.core.responses import EmptyResult
 from moto.core.types import Base64EncodedString
-from moto.ec2.models import EC2Backend
+from moto.ec2.models import EC2Backend, ec2_backends
 from moto.ec2.models.elastic_block_store import Volume
 from moto.ec2.models.launch_templates import LaunchTemplateVersion
 from moto.ec2.models.security_groups import SecurityGroupRule
@@ -740,8 +745,20 @@ def _logged_denial(self, resource: str) -> None:
             print(f"IAM audit: would deny {self._access_key.arn} {self._action} on {resource}", file=sys.stderr,
                   flush=True)
             return
-        print(f"IAM denied: {self._access_key.arn} {self._action} on {resource}", file=sys.stderr, flush=True)
+        gone = "IAM refused a terminated instance" if _terminated_caller(self) else "IAM denied"
+        print(f"{gone}: {self._access_key.arn} {self._action} on {resource}", file=sys.stderr, flush=True)
         raise
+
+
+def _terminated_caller(self) -> bool:
+    """The caller is an instance's role session (the metadata stand-in names it after the instance, see
+    lab/images/imds/imds.py) and that instance is terminated in the endpoint."""
+    key = self._access_key
+    session = getattr(key, "_session_name", "")
+    if not isinstance(key, AssumedRoleAccessKey) or not session.startswith("i-"):
+        return False
+    instance = ec2_backends[self.account_id][self._region].get_instance_by_id(session)
+    return instance is not None and instance.state == "terminated"
 
 
 JUDGED_CONDITION_KEYS = {"cloudwatch:namespace", "s3:prefix"}

@@ -27,11 +27,16 @@ AMI = "ami-12c6146b"   # one of the images moto knows
 ACCOUNT = "123456789012"   # moto's default account, where the lab's keys are
 
 
+ENDPOINT_LOG = []   # the module's endpoint's output
+
+
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory):
-    policy = tmp_path_factory.mktemp("iam") / "operator-policy.json"
+    here = tmp_path_factory.mktemp("iam")
+    policy = here / "operator-policy.json"
     policy.write_text(json.dumps(operator_policy()))
-    with local_endpoint("--enforce-iam", "--operator-policy", str(policy)) as url:
+    ENDPOINT_LOG.append(here / "moto.log")
+    with local_endpoint("--enforce-iam", "--operator-policy", str(policy), log=ENDPOINT_LOG[0]) as url:
         yield url
 
 
@@ -56,8 +61,8 @@ def make_role(url, name, policy, trust=EC2_TRUST_POLICY):
     return f"arn:aws:iam::{ACCOUNT}:role/{name}"
 
 
-def as_role(url, arn):
-    creds = client(url, "sts").assume_role(RoleArn=arn, RoleSessionName="i-test")["Credentials"]
+def as_role(url, arn, session="i-test"):
+    creds = client(url, "sts").assume_role(RoleArn=arn, RoleSessionName=session)["Credentials"]
     return lambda service: client(url, service, creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
 
 
@@ -192,6 +197,36 @@ def test_a_role_writes_logs_only_where_its_statements_name_the_group_or_its_stre
     logs.create_log_stream(logGroupName="/d/containers", logStreamName="s")
     assert denied(writer.put_log_events, logGroupName="/d/containers", logStreamName="s", logEvents=event)
     assert denied(writer.get_log_events, logGroupName="/c/containers", logStreamName="s")   # writes, never reads
+
+
+def test_a_refusal_after_the_callers_instance_terminated_is_logged_apart(endpoint, cluster):
+    """An instance's role session (named after the instance, as the metadata stand-in names it) refused after the
+    instance is terminated: on AWS the instance would be off by then; the lab's node may still be shutting down while
+    a teardown deletes its role. It is refused all the same, but logged as `IAM refused a terminated instance`, not
+    among the `IAM denied` lines that show a policy's defect; a running instance's refusal stays one of those."""
+    ec2, logs, iam = client(endpoint, "ec2"), client(endpoint, "logs"), client(endpoint, "iam")
+    group = f"/t{uuid.uuid4().hex[:6]}/containers"
+    logs.create_log_group(logGroupName=group)
+    gone, running = (i["InstanceId"] for i in ec2.run_instances(ImageId=AMI, MinCount=2, MaxCount=2)["Instances"])
+    role = f"t-logs-{uuid.uuid4().hex[:6]}"
+    arn = make_role(endpoint, role, {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+         "Resource": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}:*"}]})
+    writers = {iid: as_role(endpoint, arn, session=iid)("logs") for iid in (gone, running)}
+    event = [{"timestamp": 1, "message": "hello"}]
+    for iid, writer in writers.items():
+        writer.create_log_stream(logGroupName=group, logStreamName=iid)
+        writer.put_log_events(logGroupName=group, logStreamName=iid, logEvents=event)
+    ec2.terminate_instances(InstanceIds=[gone])
+    iam.delete_role_policy(RoleName=role, PolicyName="p")   # a teardown deleting the role's policy
+    for iid, writer in writers.items():
+        assert denied(writer.put_log_events, logGroupName=group, logStreamName=iid, logEvents=event)
+    lines = [line for line in ENDPOINT_LOG[0].read_text().splitlines() if f"assumed-role/{role}/" in line]
+    assert lines == [
+        f"IAM refused a terminated instance: arn:aws:sts::{ACCOUNT}:assumed-role/{role}/{gone} logs:PutLogEvents on "
+        f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}:log-stream:{gone}",
+        f"IAM denied: arn:aws:sts::{ACCOUNT}:assumed-role/{role}/{running} logs:PutLogEvents on "
+        f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}:log-stream:{running}"], lines
 
 
 def operator(url, service):
