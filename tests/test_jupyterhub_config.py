@@ -76,7 +76,8 @@ def test_spawner_notices_a_starting_server_quickly_and_fails_a_silent_one(render
     assert result["stale_address"]["result"][0] == "jhs-moved" and 1 <= result["stale_address"]["seconds"] < 3, result
     assert result["closed"]["result"].startswith("TimeoutError: Server at http://127.0.0.1:")
     assert 2 <= result["closed"]["seconds"] < 10, result
-    # a task swarm re-created after a worker loss is still starting ("ready"): keep leaves the server running and
+    # a task swarm re-created after a worker loss, first in the restart delay (desired "ready") and then starting:
+    # keep leaves the server running and
     # follows the new task (persisted); stop removes the service and reports the server stopped
     keep, stop = result["poll"]["keep"], result["poll"]["stop"]
     assert keep == {"steady": None, "rescheduled": None, "after": None, "removed": [], "task_id": "new",

@@ -132,6 +132,8 @@ async def poll(spawner):
         service["present"] = False
     spawner.get_object = get_object
     spawner.remove_object = remove_object
+    # first swarm's restart delay (the new task desired "ready" for 5 s), then the new task starting
+    delayed = [task("old", "shutdown", "orphaned", 5), task("new", "ready", "new", 6)]
     rescheduled = [task("old", "shutdown", "orphaned", 5), task("new", "running", "ready", 7)]
 
     async def tasks_stub(method, *args, **kwargs):
@@ -146,8 +148,9 @@ async def poll(spawner):
         removed.clear()
         TASKS = [task("old", "running", "running", 5)]
         steady = await spawner.poll()
-        TASKS = rescheduled
+        TASKS = delayed
         first = await spawner.poll()
+        TASKS = rescheduled
         second = await spawner.poll()
         result[mode] = {"steady": steady, "rescheduled": first, "after": second, "removed": list(removed),
                         "task_id": spawner.task_id, "saved": (spawner.orm_spawner.state or {}).get("task_id")}

@@ -12,7 +12,8 @@ every setting comes from the jupyterhub role through that config. What it change
   on every request and would connect to the dead one (a 503).
 - Poll: a task that swarm re-created after a worker was lost goes through new, assigned, ..., ready before it runs.
   Upstream counts only running, starting, pending and preparing as alive and so declared such a server stopped, and
-  then never removed its service (an orphan). Here every state up to running is alive, and ``on_worker_loss``
+  then never removed its service (an orphan). Here every state up to running is alive, also during swarm's restart
+  delay (the new task's desired state is "ready" for 5 s, the old one's "shutdown"), and ``on_worker_loss``
   chooses what happens when swarm replaces the task the hub started: ``keep`` (the server's route, a service name,
   follows the new task; the user reconnects to a new kernel with their files) or ``stop`` (the service is removed
   and the hub marks the server stopped).
@@ -63,6 +64,8 @@ TASK_STARTING = frozenset({"new", "allocated", "pending", "assigned", "accepted"
 # While the hub waits for a spawn, "rejected" is waited on too: swarm places the task again.
 TASK_WAITING = TASK_STARTING | {"rejected"}
 TASK_ALIVE = TASK_STARTING | {"running"}
+# The desired states of a service's task that swarm runs or will run (see poll).
+TASK_DESIRED_ALIVE = frozenset({"ready", "running"})
 # How swarm says, in a pending task's Err, that no node has room (or matches the constraints) for it.
 NO_ROOM = "no suitable node"
 # Labels on every user service; jhs_reconcile reads the same names.
@@ -360,7 +363,9 @@ class SwarmSpawner(dockerspawner.SwarmSpawner):
             self.log.warning("Service %s not found", self.service_name)
             return 0
         tasks = await self.docker("tasks", filters={"service": self.service_name})
-        live = [t for t in tasks if t.get("DesiredState") == "running" and t["Status"]["State"] in TASK_ALIVE]
+        # swarm creates a task that replaces one (a worker lost, a service update) with DesiredState "ready" and moves
+        # it to "running" after the restart delay (5 s by default), the old one already "shutdown": alive too
+        live = [t for t in tasks if t.get("DesiredState") in TASK_DESIRED_ALIVE and t["Status"]["State"] in TASK_ALIVE]
         replaced = bool(self.task_id) and not any(t.get("ID") == self.task_id for t in live)
         if live and replaced and self.on_worker_loss == "stop":
             self.log.warning("Server %s: swarm replaced its task %s (worker lost?); on_worker_loss=stop removes it",
