@@ -2,7 +2,8 @@
 
 Usage (after `make lab`):
   .venv/bin/python benchmarks/autoscale_replay.py --trace benchmarks/traces/class20.csv \
-      --schedule benchmarks/traces/class20.schedule.json [--speed X] [--plot class20.png]
+      --schedule benchmarks/traces/class20.schedule.json --slots 7 --prewarm 120 --real-time 1680:1960 \
+      [--speed X] [--plot class20.png]
   .venv/bin/python benchmarks/autoscale_replay.py --trace benchmarks/traces/day.csv [--plot day.png]
 
 The trace is the simulator's (python -m jhs_scaler simulate): CSV with columns user, start_s, end_s,
@@ -17,6 +18,11 @@ at end_s / X; the culler does not act within such short sessions), and the sched
 the wall clock (UTC) so that the first window's start falls on a whole minute. What is physical is not
 scaled: a worker's boot (the lab's, from the baked image: this bakes one first if the launch template
 has none), the spawns, and the pre-warm, which is there to cover the boot (--prewarm, real seconds).
+--real-time A:B replays trace seconds A to B at real time (speed 1) and the rest at X (X then chosen so the
+whole still lasts about 13 minutes): a class's arrivals compressed tenfold would be a class of ten times as many
+students spawning on this machine's 2 cores at once, so their spawn waits would measure the lab's CPU, not the
+policy. The cool-down stays --cooldown / X (no node empties while a class arrives). Node-seconds and the bound
+are counted in trace time, so the real-time stretch weighs what it lasted in the trace.
 
 What it sets up, and puts back at the end:
 - The worker group's size: MinSize --min-size (0: scale to zero), MaxSize --max-size.
@@ -80,11 +86,44 @@ TARGET_SECONDS = 780          # the replay's length the default speed aims at (t
 
 
 # --- the pure parts (tests/test_autoscale_replay.py) ---------------------------------------------------------------
-def default_speed(sessions: list[sc.Session], occurrences=(), target: float = TARGET_SECONDS) -> float:
+def default_speed(sessions: list[sc.Session], occurrences=(), target: float = TARGET_SECONDS,
+                  real_time: tuple[float, float] | None = None) -> float:
     """The compression that makes the trace's sessions and its schedule's windows last ``target`` seconds (never
-    slower than real time)."""
+    slower than real time), with ``real_time`` (trace seconds A to B) replayed at real time."""
     span = max([s.end for s in sessions] + [b for _, b, _, _ in occurrences] + [0.0])
-    return max(1.0, span / target)
+    held = Clock(1.0, real_time).held(span)
+    return max(1.0, (span - held) / max(target - held, 1.0))
+
+
+@dataclass(frozen=True)
+class Clock:
+    """The replay's time map: trace second tau is replay second ``replay(tau)``; ``speed`` everywhere but in the
+    ``real_time`` stretch (trace seconds A to B), which runs at real time."""
+    speed: float
+    real_time: tuple[float, float] | None = None
+
+    def held(self, tau: float) -> float:
+        """Trace seconds of the real-time stretch before ``tau``."""
+        if not self.real_time:
+            return 0.0
+        a, b = self.real_time
+        return max(0.0, min(tau, b) - a)
+
+    def replay(self, tau: float) -> float:
+        held = self.held(tau)
+        return (tau - held) / self.speed + held
+
+    def trace(self, r: float) -> float:
+        """The inverse of ``replay``."""
+        if not self.real_time:
+            return r * self.speed
+        a, b = self.real_time
+        ra, rb = self.replay(a), self.replay(b)
+        if r <= ra:
+            return r * self.speed
+        if r <= rb:
+            return a + (r - ra)
+        return b + (r - rb) * self.speed
 
 
 def window_occurrences(schedule: dict, span: float) -> list[tuple[float, float, int, str]]:
@@ -110,21 +149,21 @@ def window_occurrences(schedule: dict, span: float) -> list[tuple[float, float, 
     return sorted(out)
 
 
-def replay_start(occurrences, speed: float, earliest: float) -> float:
+def replay_start(occurrences, clock: Clock, earliest: float) -> float:
     """The wall-clock (POSIX) start of the replay, at or after ``earliest``: with a schedule, moved later (by
     under a minute) so that the first window's start falls on a whole minute (the schedule's resolution)."""
     if not occurrences:
         return earliest
-    first = occurrences[0][0] / speed
+    first = clock.replay(occurrences[0][0])
     return math.ceil((earliest + first) / 60) * 60 - first
 
 
-def replay_windows(occurrences, speed: float, start: float) -> list[dict]:
+def replay_windows(occurrences, clock: Clock, start: float) -> list[dict]:
     """The occurrences as windows of jupyterhub_scaler_schedule's syntax on the replay's wall clock (UTC)."""
     out = []
     for a, b, n, name in occurrences:
-        wa = datetime.fromtimestamp(start + a / speed, timezone.utc)
-        wb = datetime.fromtimestamp(start + b / speed, timezone.utc)
+        wa = datetime.fromtimestamp(start + clock.replay(a), timezone.utc)
+        wb = datetime.fromtimestamp(start + clock.replay(b), timezone.utc)
         wb = wb.replace(second=0, microsecond=0) + timedelta(minutes=1 if wb.second >= 30 else 0)
         if wb.strftime("%H:%M") == wa.strftime("%H:%M"):
             wb += timedelta(minutes=1)
@@ -149,7 +188,7 @@ def server_cpu(cpus: float, reserve: float, slots: int) -> float:
 STOP_GAP = 30.0   # real seconds a stopped server may take to go before its user can spawn again
 
 
-def hub_users(sessions: list[sc.Session], run: str, speed: float, gap: float = STOP_GAP) -> list[str]:
+def hub_users(sessions: list[sc.Session], run: str, clock: Clock, gap: float = STOP_GAP) -> list[str]:
     """The hub user each session is replayed as, in order. A trace user's sessions share one hub user (their home)
     unless, compressed, one would start less than ``gap`` real seconds after that hub user's previous session ended
     (its server still stopping; the hub would refuse the spawn): it then takes the user's next one (b, c, ...)."""
@@ -158,13 +197,24 @@ def hub_users(sessions: list[sc.Session], run: str, speed: float, gap: float = S
     for i in sorted(range(len(sessions)), key=lambda k: sessions[k].start):
         s = sessions[i]
         ends = lanes.setdefault(s.user, [])
-        lane = next((i for i, end in enumerate(ends) if s.start >= end + gap * speed), len(ends))
+        lane = next((i for i, end in enumerate(ends) if clock.replay(s.start) >= clock.replay(end) + gap), len(ends))
         if lane == len(ends):
             ends.append(0.0)
         ends[lane] = max(ends[lane], s.end)
         base = f"rp{run}{s.user}".replace("-", "").replace("_", "")[:58]
         names[i] = base + ("" if lane == 0 else "abcdefghijklmnopqrstuvwxyz"[lane % 26])
     return names
+
+
+def real_time_span(text: str) -> tuple[float, float]:
+    """--real-time's A:B, trace seconds with A < B."""
+    try:
+        a, b = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--real-time takes A:B in trace seconds (e.g. 1680:1960), not {text!r}")
+    if not 0 <= a < b:
+        raise argparse.ArgumentTypeError(f"--real-time A:B needs 0 <= A < B, not {text!r}")
+    return a, b
 
 
 def pct(xs: list[float], p: float) -> float | None:
@@ -205,13 +255,15 @@ class Figures:
 
 
 def summarise(spawns: list[Spawn], samples: list[Sample], bound: list[int], first_ready: dict[str, float],
-              t_start: float) -> dict:
-    """The report's figures. ``bound`` holds the bound at each sample (same length); a spawn waited for a new node
+              t_start: float, clock: Clock = Clock(1.0)) -> dict:
+    """The report's figures. ``bound`` holds the bound at each sample (same length); node time and the bound are
+    integrated in trace seconds (``clock`` maps the samples' replay seconds back). A spawn waited for a new node
     when its server's node was first seen Ready after it asked (nodes Ready before the replay count from its start)."""
     node_s = bound_s = 0.0
     for a, b, n in zip(samples, samples[1:], bound):
-        node_s += a.group * (b.t - a.t)
-        bound_s += n * (b.t - a.t)
+        dt = clock.trace(b.t) - clock.trace(a.t)
+        node_s += a.group * dt
+        bound_s += n * dt
     room, new = [], []
     for s in spawns:
         if s.wait is None:
@@ -348,9 +400,9 @@ class Replay:
                   *[x for m in mounts for x in ("--mount", m)], *env, info["Config"]["Image"], *cmd)
         return cmd
 
-    def session(self, sp: Spawn, t0: float, speed: float) -> None:
+    def session(self, sp: Spawn, t0: float, clock: Clock) -> None:
         s = sp.session
-        self.stop.wait(max(0.0, t0 + s.start / speed - time.monotonic()))
+        self.stop.wait(max(0.0, t0 + clock.replay(s.start) - time.monotonic()))
         sp.asked = time.monotonic()
         try:
             r = self.hub.call("POST", f"/hub/api/users/{sp.user}/server")
@@ -369,8 +421,9 @@ class Replay:
             time.sleep(0.5)
         sp.task, host = self.tasks.get(service, ("", ""))
         sp.node = self.hosts.get(host, host)
-        while not self.stop.wait(min(1.0, max(0.0, t0 + s.end / speed - time.monotonic()))):
-            if time.monotonic() >= t0 + s.end / speed:
+        end = t0 + clock.replay(s.end)
+        while not self.stop.wait(min(1.0, max(0.0, end - time.monotonic()))):
+            if time.monotonic() >= end:
                 break
             now_task = self.tasks.get(service)
             if now_task and sp.task and now_task[0] != sp.task and not sp.lost:
@@ -410,6 +463,8 @@ def main() -> int:
     ap.add_argument("--trace", required=True, type=Path, help="CSV: user,start_s,end_s,profile")
     ap.add_argument("--schedule", type=Path, help="JSON: {timezone, trace_starts, windows}")
     ap.add_argument("--speed", type=float, help="trace seconds per replay second (default: the trace in ~13 min)")
+    ap.add_argument("--real-time", metavar="A:B", type=real_time_span,
+                    help="replay trace seconds A to B at real time (a class's arrivals), the rest at --speed")
     ap.add_argument("--slots", type=int, default=4, help="default servers a worker has room for (default 4)")
     ap.add_argument("--min-size", type=int, default=0, help="the group's minimum during the replay (default 0)")
     ap.add_argument("--max-size", type=int, default=6, help="the group's maximum during the replay (default 6)")
@@ -423,7 +478,8 @@ def main() -> int:
     sessions = sc.read_trace(args.trace)
     span = max(s.end for s in sessions)
     occurrences = window_occurrences(json.loads(args.schedule.read_text()), span) if args.schedule else []
-    speed = args.speed or default_speed(sessions, occurrences)
+    speed = args.speed or default_speed(sessions, occurrences, real_time=args.real_time)
+    clock = Clock(speed, args.real_time)
     env = lab_env()
     lab = Replay(args, env)
     base_ami = env["LAB_BASE_AMI"]
@@ -433,7 +489,7 @@ def main() -> int:
         from worker_boot_bench import bake
         bake(env)        # kept: the group's workers boot from the baked image from now on, as they should
     before = lab.group()
-    names = hub_users(sessions, lab.run, speed)
+    names = hub_users(sessions, lab.run, clock)
     users = {name: name for name in names}
     for user in users.values():
         lab.hub.create_user(user)
@@ -454,19 +510,20 @@ def main() -> int:
         lab.configure_hub({"jupyterhub_cpu_guarantee": guarantee})
         node_exec(lab.manager, "docker", "stop", SCALER)
         lab.settle(args.min_size)
-        start = replay_start(occurrences, speed, time.time() + 15)
-        windows = replay_windows(occurrences, speed, start)
+        start = replay_start(occurrences, clock, time.time() + 15)
+        windows = replay_windows(occurrences, clock, start)
         scaler_cmd = lab.replace_scaler(windows, speed)
         time.sleep(max(0.0, start - time.time()))
         t0 = time.monotonic()
         wall0 = time.time()
         print(f"replay {lab.run}: {args.trace.name}, {len(sessions)} sessions over {span:.0f} s at speed {speed:.2f} "
-              f"(about {span / speed:.0f} s), {args.slots} servers a worker ({cpus:g} CPUs, {guarantee:g} each), "
+              f"{'' if not args.real_time else f'(trace seconds {args.real_time[0]:g} to {args.real_time[1]:g} at real time) '}"
+              f"(about {clock.replay(span):.0f} s), {args.slots} servers a worker ({cpus:g} CPUs, {guarantee:g} each), "
               f"min {args.min_size} max {args.max_size}, cool-down {args.cooldown / speed:.0f} s, pre-warm "
               f"{args.prewarm:g} s; windows {json.dumps(windows)}", flush=True)
         mon = threading.Thread(target=lab.monitor, args=(t0,), daemon=True)
         mon.start()
-        futures = [pool.submit(lab.session, sp, t0, speed) for sp in spawns]
+        futures = [pool.submit(lab.session, sp, t0, clock) for sp in spawns]
         concurrent.futures.wait(futures)
         for f in futures:
             f.result()
@@ -501,14 +558,14 @@ def main() -> int:
 
     samples = lab.figures.samples
     tz_windows = sc.parse_schedule(windows, "replay windows") if windows else []
-    bound = [bound_nodes(sessions, s.t * speed, args.slots, args.min_size,
+    bound = [bound_nodes(sessions, clock.trace(s.t), args.slots, args.min_size,
                          sc.scheduled_min(tz_windows, timezone.utc, wall0 + s.t, 0)[0]) for s in samples]
-    r = summarise(spawns, samples, bound, lab.figures.first_ready, t0)
+    r = summarise(spawns, samples, bound, lab.figures.first_ready, t0, clock)
 
     def f(x):
         return "-" if x is None else f"{x:.1f}"
     ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
-    print(f"node-seconds {r['node_seconds']:.0f}  bound {r['bound_seconds']:.0f}  ratio {ratio}  "
+    print(f"node-seconds (trace time) {r['node_seconds']:.0f}  bound {r['bound_seconds']:.0f}  ratio {ratio}  "
           f"(replay {samples[-1].t:.0f} s)")
     print(f"servers killed or moved by scale-in: {r['lost']}; spawns {r['spawns']}, failed {r['failed']}")
     print(f"spawn wait, room found: p50 {f(r['room_p50'])} s p95 {f(r['room_p95'])} s ({r['n_room']}); "
@@ -517,7 +574,7 @@ def main() -> int:
         if sp.lost or sp.error:
             print(f"  {sp.user}: {sp.lost or sp.error}")
     if args.json:
-        args.json.write_text(json.dumps({"figures": r, "speed": speed, "windows": windows,
+        args.json.write_text(json.dumps({"figures": r, "speed": speed, "real_time": args.real_time, "windows": windows,
                                          "samples": [s.__dict__ for s in samples], "bound": bound}, indent=1))
     if args.plot:
         plot(samples, bound, args.plot, f"{args.trace.name} at speed {speed:.1f}, {args.slots} servers a worker")

@@ -8,6 +8,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -41,15 +43,15 @@ def test_a_window_across_midnight_and_one_already_open_at_the_traces_start():
 def test_the_replay_starts_so_that_the_first_window_falls_on_a_whole_minute_and_keeps_its_place():
     occ = [(1800.0, 8100.0, 3, "Tuesday class")]
     earliest = datetime(2026, 12, 3, 1, 2, 13, tzinfo=timezone.utc).timestamp()
-    start = rp.replay_start(occ, 10.0, earliest)
+    start = rp.replay_start(occ, rp.Clock(10.0), earliest)
     assert earliest <= start < earliest + 60
     assert (start + 180) % 60 == 0
-    (w,) = rp.replay_windows(occ, 10.0, start)
+    (w,) = rp.replay_windows(occ, rp.Clock(10.0), start)
     assert w == {"name": "Tuesday class (replay)", "days": ["thu"], "start": "01:06", "end": "01:17", "min_nodes": 3}
     assert sc.parse_schedule([w])                  # the scaler's own syntax
-    assert rp.replay_start([], 10.0, earliest) == earliest
+    assert rp.replay_start([], rp.Clock(10.0), earliest) == earliest
     # a window shorter than a minute of replay still lasts one
-    (short,) = rp.replay_windows([(0.0, 100.0, 1, "")], 10.0, start)
+    (short,) = rp.replay_windows([(0.0, 100.0, 1, "")], rp.Clock(10.0), start)
     assert short["start"] != short["end"]
 
 
@@ -106,7 +108,7 @@ def test_a_users_sessions_share_a_hub_user_unless_compressed_they_would_overlap_
     ended takes the user's next hub user (b), which the hub can spawn at once; later ones come back to the first."""
     S = sc.Session
     sessions = [S("u-1", 0, 1000), S("u-1", 1200, 2000), S("u_2", 100, 500), S("u-1", 2400, 3000), S("u-1", 1100, 1150)]
-    names = rp.hub_users(sessions, "7", speed=10)
+    names = rp.hub_users(sessions, "7", rp.Clock(10))
     # by start: u-1 0-1000 (a); u-1 1100-1150 (b: a ends at 1000 + 300 > 1100); u-1 1200-2000 (neither a nor b is
     # free until 1300 and 1450: c); u-1 2400-3000 (a, free since 1300)
     assert names == ["rp7u1", "rp7u1c", "rp7u2", "rp7u1", "rp7u1b"]
@@ -114,8 +116,39 @@ def test_a_users_sessions_share_a_hub_user_unless_compressed_they_would_overlap_
     day = sc.read_trace(ROOT / "benchmarks" / "traces" / "day.csv")
     speed = rp.default_speed(day)
     by_user: dict[str, list] = {}
-    for s, name in zip(day, rp.hub_users(day, "1", speed)):
+    for s, name in zip(day, rp.hub_users(day, "1", rp.Clock(speed))):
         by_user.setdefault(name, []).append(s)
     for name, mine in by_user.items():
         mine.sort(key=lambda s: s.start)
         assert all(b.start >= a.end + rp.STOP_GAP * speed for a, b in zip(mine, mine[1:])), name
+
+
+def test_a_real_time_stretch_replays_at_real_time_and_the_rest_fits_the_target():
+    """--real-time A:B: the class's arrivals at real time (their spawns are physical), the rest compressed so that the
+    whole still lasts the target; the map goes both ways, windows and users follow it, and node time is counted in
+    trace seconds."""
+    clock = rp.Clock(10.0, (1000.0, 1200.0))
+    assert [clock.replay(t) for t in (0, 1000, 1100, 1200, 2200)] == [0, 100, 200, 300, 400]
+    assert all(abs(clock.trace(clock.replay(t)) - t) < 1e-9 for t in (0, 500, 1000, 1150, 1200, 5000))
+    assert rp.Clock(10.0).replay(1100) == 110 and rp.Clock(10.0).trace(110) == 1100
+    sessions = sc.read_trace(CLASS)
+    span = max(s.end for s in sessions)
+    occ = rp.window_occurrences(CLASS_SCHEDULE, span)
+    speed = rp.default_speed(sessions, occ, real_time=(1680.0, 1960.0))
+    assert abs(rp.Clock(speed, (1680.0, 1960.0)).replay(8100) - rp.TARGET_SECONDS) < 1e-6
+    assert speed == (8100 - 280) / (rp.TARGET_SECONDS - 280)
+    # every arrival of the class falls in that stretch: replayed 1 s apart where the trace has them 1 s apart
+    assert all(1680 <= s.start < 1960 for s in sessions)
+    # the window starts where the clock puts it
+    start = rp.replay_start(occ, rp.Clock(speed, (1680.0, 1960.0)), 0.0)
+    (w,) = rp.replay_windows(occ, rp.Clock(speed, (1680.0, 1960.0)), start)
+    assert datetime.fromtimestamp(start + 1680 / speed + 120, timezone.utc).strftime("%H:%M") == w["start"]
+    # two samples 10 replay seconds apart in the stretch are 10 trace seconds; 10 outside are 10 x speed
+    samples = [rp.Sample(t, 1, 1, 1, 0) for t in (clock.replay(1000), clock.replay(1000) + 10, clock.replay(2000),
+                                                   clock.replay(2000) + 10)]
+    r = rp.summarise([], samples, [1, 1, 1, 1], {}, t_start=0.0, clock=clock)
+    assert r["node_seconds"] == r["bound_seconds"] == 10 + (2000 - 1010) + 100
+    for bad in ("5", "9:3", "a:b", "-1:4"):
+        with pytest.raises(Exception):
+            rp.real_time_span(bad)
+    assert rp.real_time_span("1680:1960") == (1680.0, 1960.0)
