@@ -113,5 +113,6 @@ bench-autoscale: venv
 	$(BIN)/pip install -q -r benchmarks/requirements.txt
 	mkdir -p .lab/bench
 	$(BIN)/python benchmarks/autoscale_replay.py --trace benchmarks/traces/class20.csv \
-	  --schedule benchmarks/traces/class20.schedule.json --plot .lab/bench/class20.png
+	  --schedule benchmarks/traces/class20.schedule.json --slots 7 --prewarm 120 --real-time 1680:1960 \
+	  --plot .lab/bench/class20.png
 	$(BIN)/python benchmarks/autoscale_replay.py --trace benchmarks/traces/day.csv --plot .lab/bench/day.png
