@@ -13,7 +13,8 @@ windows have the syntax of jupyterhub_scaler_schedule. See docs/autoscaling.md.
 
 Time compression: second s of the trace is second s / X of the replay (X = --speed, by default what
 makes the trace last about 13 minutes). Everything the policy times is scaled to match: the cool-down
-(--cooldown / X, the scaler's own setting is for real time), each session's length (its server is stopped
+(--cooldown / X, the scaler's own setting is for real time), its interval between decisions (/ X, but at
+least 1 s), each session's length (its server is stopped
 at end_s / X; the culler does not act within such short sessions), and the schedule's windows, moved onto
 the wall clock (UTC) so that the first window's start falls on a whole minute. What is physical is not
 scaled: a worker's boot (the lab's, from the baked image: this bakes one first if the launch template
@@ -82,6 +83,7 @@ GROUP = NAMES["workers"]
 SCALER = "jupyterhub-scaler"
 REPLAY_SCALER = "jupyterhub-scaler-replay"
 T3_LARGE_CPUS = 2        # the lab's worker type (inventories/lab): what the scaler assumes for a booting node
+MIN_EVERY = 1.0   # the replay's scaler decides at most once a second
 TARGET_SECONDS = 780          # the replay's length the default speed aims at (the issue: each trace <= 15 min)
 
 
@@ -390,6 +392,9 @@ class Replay:
             else:
                 cmd.extend([flag, value])
         put("--cooldown", f"{self.args.cooldown / speed:g}")
+        # its interval too, as far as the lab's CPU allows (each decision reads AWS, swarm and the hub)
+        every = float(cmd[cmd.index("--every") + 1]) if "--every" in cmd else 3.0
+        put("--every", f"{max(MIN_EVERY, every / speed):g}")
         put("--prewarm", f"{self.args.prewarm:g}")
         put("--schedule", json.dumps(windows))
         put("--timezone", "UTC")
