@@ -480,6 +480,9 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="write the figures and samples as JSON")
     args = ap.parse_args()
 
+    for out in (args.json, args.plot):   # made before the replay, not found missing after it
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
     sessions = sc.read_trace(args.trace)
     span = max(s.end for s in sessions)
     occurrences = window_occurrences(json.loads(args.schedule.read_text()), span) if args.schedule else []
