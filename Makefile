@@ -111,7 +111,6 @@ bench: venv
 # Both shipped traces replayed against the running lab (docs/autoscaling.md), about 15 minutes each.
 bench-autoscale: venv
 	$(BIN)/pip install -q -r benchmarks/requirements.txt
-	mkdir -p .lab/bench
 	$(BIN)/python benchmarks/autoscale_replay.py --trace benchmarks/traces/class20.csv \
 	  --schedule benchmarks/traces/class20.schedule.json --slots 7 --prewarm 120 --real-time 1680:1960 \
 	  --plot .lab/bench/class20.png

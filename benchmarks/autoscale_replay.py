@@ -106,9 +106,7 @@ class Clock:
 
     def held(self, tau: float) -> float:
         """Trace seconds of the real-time stretch before ``tau``."""
-        if not self.real_time:
-            return 0.0
-        a, b = self.real_time
+        a, b = self.real_time or (0.0, 0.0)
         return max(0.0, min(tau, b) - a)
 
     def replay(self, tau: float) -> float:
@@ -116,16 +114,10 @@ class Clock:
         return (tau - held) / self.speed + held
 
     def trace(self, r: float) -> float:
-        """The inverse of ``replay``."""
-        if not self.real_time:
-            return r * self.speed
-        a, b = self.real_time
-        ra, rb = self.replay(a), self.replay(b)
-        if r <= ra:
-            return r * self.speed
-        if r <= rb:
-            return a + (r - ra)
-        return b + (r - rb) * self.speed
+        """The inverse of ``replay``: compressed before the stretch, real time in it, compressed after it."""
+        a, b = self.real_time or (0.0, 0.0)
+        ra = a / self.speed
+        return r * self.speed if r <= ra else min(a + (r - ra), b) + max(0.0, r - ra - (b - a)) * self.speed
 
 
 def window_occurrences(schedule: dict, span: float) -> list[tuple[float, float, int, str]]:
