@@ -1,6 +1,6 @@
 """Worker boot benchmark on the running lab: time from an instance starting to its swarm node being Ready.
 
-Usage (after `make lab`): .venv/bin/python benchmarks/worker_boot_bench.py [--rounds 3]
+Usage (after `make lab`): .venv/bin/python benchmarks/worker_boot_bench.py [--rounds 3] [--only a|b]
 
 (a) base image: an instance of (b)'s launch template version with the base AMI given in RunInstances
     (the same user-data) runs the whole
@@ -138,6 +138,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--logs", type=Path, help="keep each instance's boot log in this directory")
     ap.add_argument("--keep-image", action="store_true", help="keep an image baked here (and its template version)")
+    ap.add_argument("--only", choices=("a", "b"), help="boot only the base image (a) or only the baked one (b)")
     args = ap.parse_args()
     env = lab_env()
     lab = Lab(env)
@@ -167,6 +168,8 @@ def main() -> int:
     try:
         for rnd in range(args.rounds):
             for kind, version, image in (("a", base_v, base_ami), ("b", baked_v, None)):
+                if args.only and kind != args.only:
+                    continue
                 log = args.logs / f"{kind}-{rnd + 1}.log" if args.logs else None
                 if log:
                     log.parent.mkdir(parents=True, exist_ok=True)
@@ -181,10 +184,11 @@ def main() -> int:
             lab_image = {t["Key"]: t["Value"] for t in image.get("Tags", [])}.get("jhs-lab:image")
             if lab_image:
                 sh("docker", "rmi", lab_image)
-    med = {k: statistics.median(r["ready"] for r in v) for k, v in results.items()}
-    print(json.dumps({k: [round(r["ready"], 1) for r in v] for k, v in results.items()}))
-    print(f"instance start -> node Ready, median of {args.rounds}: (a) base image {med['a']:.1f} s, "
-          f"(b) baked image {med['b']:.1f} s = {med['b'] / med['a']:.2f} of (a)")
+    med = {k: statistics.median(r["ready"] for r in v) for k, v in results.items() if v}
+    print(json.dumps({k: [round(r["ready"], 1) for r in v] for k, v in results.items() if v}))
+    figures = [f"({k}) {'base' if k == 'a' else 'baked'} image {m:.1f} s" for k, m in sorted(med.items())]
+    ratio = f" = {med['b'] / med['a']:.2f} of (a)" if len(med) == 2 else ""
+    print(f"instance start -> node Ready, median of {args.rounds}: {', '.join(figures)}{ratio}")
     return 0
 
 
