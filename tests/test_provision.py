@@ -665,16 +665,17 @@ def test_worker_user_data_contract(provisioned, client, moto_endpoint, tmp_path)
     assert "command -v git" in script and "apt-get install -y -q --no-install-recommends git" in script
     assert f"AWS_DEFAULT_REGION={REGION}\n" in script
     assert f"AWS_ENDPOINT_URL={moto_endpoint}\n" in script
-    command, pull = re.search(r"\n  (\S*ansible-pull) (.*?)\n\}\n", script, re.S).groups()
-    pull = " ".join(pull.replace("\\\n", " ").split())
+    pull = re.search(r"\n    (\S*ansible-pull) (.*?)\n", script).group(2)
     # pinned: the commit the annotated tag v1.2.3 names (not the tag object), with its signature checked
-    assert pull.startswith(f"-U {REPO_URL} -C {REPO_COMMITS['v1.2.3']} --verify-commit -d /opt/jhs/repo -i localhost, "
-                           "playbooks/worker_boot.yml "
-                           '-e @/etc/jhs/boot-vars.json "${identity[@]}" ')
+    assert f"\nrepo_commit={REPO_COMMITS['v1.2.3']}\nverify_commit=true\n" in script
+    assert pull == f'-U {REPO_URL} -C "$repo_commit" --verify-commit -d /opt/jhs/repo "${{boot_args[@]}}"'
+    args = re.search(r"\nboot_args=\((.*?)\)\n", script, re.S).group(1)
+    args = " ".join(args.split())
+    assert args.startswith('-i localhost, playbooks/worker_boot.yml -e @/etc/jhs/boot-vars.json "${identity[@]}" ')
     # the identity document, read with IMDSv2 by the boot script, reaches the playbook as worker_boot_identity
     assert "X-aws-ec2-metadata-token-ttl-seconds" in script and "/dynamic/instance-identity/document" in script
     assert '{"worker_boot_identity": %s}' in script and "identity=(-e @/run/jhs-boot-identity.json)" in script
-    assert pull.endswith(f"-e cluster_name={CLUSTER} -e aws_region={REGION} -e aws_endpoint_url={moto_endpoint}")
+    assert args.endswith(f"-e cluster_name={CLUSTER} -e aws_region={REGION} -e aws_endpoint_url={moto_endpoint}")
     boot_vars = json.loads(re.search(r"<<'JHS_VARS'\n(.*?)\nJHS_VARS\n", script, re.S).group(1))
     assert boot_vars == {"cluster_name": CLUSTER, "aws_region": REGION, "aws_endpoint_url": moto_endpoint,
                          "docker_engine_registry_mirrors": ["http://10.10.255.253:5000"], "outbound_proxy": PROXY}
@@ -877,17 +878,22 @@ def test_the_boots_aws_calls_survive_credentials_that_come_late(provisioned, cli
     assert WorkerAwsStandIn.calls and {c["Action"] for c in WorkerAwsStandIn.calls} == {"RecordLifecycleActionHeartbeat"}
 
 
-def run_jhs_boot(user_data: str, tmp_path: Path, pull_rc: int, asg_rc: int = 0) -> tuple[subprocess.CompletedProcess, list[str]]:
-    """Run the user-data's /usr/local/sbin/jhs-boot with ansible-pull and jhs-asg replaced by stubs that log their
-    call and exit with the given status; no retry delay, no metadata service, no console."""
+def run_jhs_boot(user_data: str, tmp_path: Path, pull_rc: int, asg_rc: int = 0,
+                 checkout: Path | None = None) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run the user-data's /usr/local/sbin/jhs-boot with ansible-pull, ansible-playbook and jhs-asg replaced by stubs
+    that log their call (ansible-playbook its directory too) and exit with the given status (ansible-playbook as
+    ansible-pull); no retry delay, no metadata service, no console. /opt/jhs/repo is `checkout` (default: none)."""
     boot = heredoc(user_data, "JHS_BOOT")
     calls = tmp_path / "calls"
-    for name, rc in (("ansible-pull", pull_rc), ("jhs-asg", asg_rc)):
+    for name, rc, logged in (("ansible-pull", pull_rc, "${1:-}"), ("ansible-playbook", pull_rc, "${1:-} $PWD"),
+                             ("jhs-asg", asg_rc, "${1:-}")):
         stub = tmp_path / name
-        stub.write_text(f'#!/bin/bash\necho "{name} ${{1:-}}" >>{calls}\nexit {rc}\n')
+        stub.write_text(f'#!/bin/bash\necho "{name} {logged}" >>{calls}\nexit {rc}\n')
         stub.chmod(0o755)
     (tmp_path / "boot.env").write_text("")
     for real, stand_in in (("/opt/jhs/venv/bin/ansible-pull", tmp_path / "ansible-pull"),
+                           ("/opt/jhs/venv/bin/ansible-playbook", tmp_path / "ansible-playbook"),
+                           ("/opt/jhs/repo", checkout or tmp_path / "no-checkout"),
                            ("/usr/local/sbin/jhs-asg", tmp_path / "jhs-asg"),
                            ("/etc/jhs/boot.env", tmp_path / "boot.env"),
                            ("/run/jhs-boot-log-from", tmp_path / "boot-log-from"),
@@ -933,6 +939,38 @@ def test_worker_boot_completes_the_launch_hook(provisioned, client, tmp_path):
     assert without_heartbeats(calls) == ["ansible-pull -U"] * 3 + ["jhs-asg log", "jhs-asg unhealthy",
                                                                    "jhs-asg abandon"]
     assert "jhs-boot: attempt 3 of 3 failed" in proc.stdout
+
+
+def test_a_boot_from_a_checkout_at_its_commit_runs_the_playbook_without_ansible_pull(provisioned, client, tmp_path):
+    """jhs-boot as rendered: where /opt/jhs/repo is already at the launch template's commit with no local change (a
+    baked image), the boot runs ansible-playbook -c local from there; a checkout at another commit, one with a local
+    change, or (with verify_commit) one whose commit has no good signature goes through ansible-pull."""
+    user_data = worker_user_data(client)
+    repo = tmp_path / "repo"
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.test"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "site.yml").write_text("---\n")
+    subprocess.run([*git, "add", "site.yml"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    pinned = re.search(r"\nrepo_commit=(\S+)\n", user_data).group(1)
+    unverified = user_data.replace(f"\nrepo_commit={pinned}\n", f"\nrepo_commit={head}\n")
+    assert unverified != user_data and "\nverify_commit=true\n" in unverified
+    unverified = unverified.replace("\nverify_commit=true\n", "\nverify_commit=false\n")
+
+    def boot(name: str, script: str) -> list[str]:
+        (tmp_path / name).mkdir()
+        proc, calls = run_jhs_boot(script, tmp_path / name, pull_rc=0, checkout=repo)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return without_heartbeats(calls)
+
+    assert boot("at-commit", unverified) == [f"ansible-playbook -c {repo}", "jhs-asg continue", "jhs-asg log"]
+    # the signature is asked for and this commit has none: ansible-pull (whose git module then refuses it)
+    assert boot("verify", unverified.replace("\nverify_commit=false\n", "\nverify_commit=true\n"))[0] == "ansible-pull -U"
+    # the launch template names another commit
+    assert boot("other-commit", user_data)[0] == "ansible-pull -U"
+    (repo / "site.yml").write_text("--- # changed here\n")
+    assert boot("changed", unverified)[0] == "ansible-pull -U"
 
 
 def test_jhs_asg_puts_the_boot_log_into_the_clusters_log_group(provisioned, client, moto_endpoint, worker_aws,
