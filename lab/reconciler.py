@@ -152,12 +152,11 @@ class Reconciler:
         """Restore the next disk of an AMI once the node that took the last one has booted (or after 2 min),
         so the copy never competes with that boot."""
         for iid, (ami, image, since) in list(self.refills.items()):
-            booted = subprocess.run(["docker", "exec", iid, "test", "-e", "/var/lib/cloud/instance/boot-finished"],
-                                    capture_output=True).returncode == 0
-            if booted or time.time() - since > 120:
-                with self.lock:
-                    self.refills.pop(iid)
-                self.refill_later(ami, image)
+            if not (booted_at(iid) >= since or time.time() - since > 120):
+                continue
+            with self.lock:
+                self.refills.pop(iid)
+            self.refill_later(ami, image)
 
     def take_disk(self, ami: str) -> str | None:
         with self.lock:
@@ -363,6 +362,18 @@ class Reconciler:
             if m.get("Destination") == "/var/lib/docker" and m.get("Name", "").startswith(DISK_PREFIX):
                 docker("volume", "rm", m["Name"], check=False)
         log(f"{iid}: {why}; node removed")
+
+
+def booted_at(iid: str) -> float:
+    """When the node's user-data ended (the time the cloud-init stand-in writes into boot-finished), 0 before. A node
+    of a baked AMI may still show its builder's mark for a moment after it starts, until the stand-in links the
+    instance's own directory: that mark is older than the node."""
+    out = subprocess.run(["docker", "exec", iid, "cat", "/var/lib/cloud/instance/boot-finished"],
+                         capture_output=True, text=True).stdout.split()
+    try:
+        return float(out[0]) if out else 0.0
+    except ValueError:
+        return 0.0
 
 
 def run(default_image: str, once: bool = False, interval: float = 1.0) -> None:
