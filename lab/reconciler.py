@@ -149,13 +149,13 @@ class Reconciler:
         threading.Thread(target=work, daemon=True).start()
 
     def refill_booted(self) -> None:
-        """Restore the next disk of an AMI once the node that took the last one has booted (or after 2 min),
-        so the copy never competes with that boot."""
+        """Restore the next disk of an AMI once the node that took the last one has booted (or after 2 min, or
+        once that node is removed: remove), so the copy never competes with that boot."""
         for iid, (ami, image, since) in list(self.refills.items()):
             if not (booted_at(iid) >= since or time.time() - since > 120):
                 continue
             with self.lock:
-                self.refills.pop(iid)
+                self.refills.pop(iid, None)
             self.refill_later(ami, image)
 
     def take_disk(self, ami: str) -> str | None:
@@ -362,6 +362,10 @@ class Reconciler:
             if m.get("Destination") == "/var/lib/docker" and m.get("Name", "").startswith(DISK_PREFIX):
                 docker("volume", "rm", m["Name"], check=False)
         log(f"{iid}: {why}; node removed")
+        with self.lock:
+            refill = self.refills.pop(iid, None)
+        if refill:   # it took its AMI's spare disk and is gone before its boot ended: no boot to wait for
+            self.refill_later(*refill[:2])
 
 
 def booted_at(iid: str) -> float:
