@@ -7,14 +7,15 @@ Usage (after `make lab`): .venv/bin/python benchmarks/worker_boot_bench.py [--ro
     user-data: apt packages, the pinned Ansible virtual environment from the package index, then
     ansible-pull of playbooks/worker_boot.yml (engine, EFS, join).
 (b) baked image: the same launch template at the version playbooks/worker_image.yml added (Ansible, the
-    repository and the engine are in the image); the same user-data finds Ansible and runs ansible-pull.
+    repository and the engine are in the image); the same user-data finds Ansible and the checkout at its commit,
+    and runs the playbook from it (ansible-playbook, without ansible-pull's checkout step).
 If the cluster has no baked image yet, the benchmark bakes one first (playbooks/worker_image.yml) and
 afterwards puts the launch template's default version back and removes the image it made.
 
 Each round starts one instance of (a) and then one of (b) with RunInstances, in the workers' subnet with
 the Auto Scaling Group's tags, and polls `docker node ls` on the manager every 0.25 s until the node of
 that instance's private address is Ready. The boot log's timestamps split the time into user-data
-start, ansible-pull start and the end. Each instance is terminated and its node removed afterwards.
+start, ansible-pull's (or the playbook's) start and the end. Each instance is terminated and its node removed afterwards.
 """
 from __future__ import annotations
 
@@ -59,6 +60,8 @@ def boot_marks(node: str) -> dict[str, float]:
     marks = {}
     if m := re.search(r"jhs-boot: user-data start (\S+)", log):
         marks["user-data start"] = stamp(m.group(1))
+    if m := re.search(r"jhs-boot: /opt/jhs/repo is at \S+: ansible-playbook from it (\S+)", log):
+        marks["playbook start"] = stamp(m.group(1))
     if m := re.search(r"Starting Ansible Pull at (\S+ \S+)", log):
         marks["ansible-pull start"] = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
     if m := re.search(r"jhs-boot: user-data done (\S+)", log):

@@ -1807,7 +1807,7 @@ def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site,
     notebook = json.loads(aws("ssm").get_parameter(Name=SSM["notebook_images"])["Parameter"]["Value"])
 
     user_data = base64.b64decode(latest["LaunchTemplateData"]["UserData"]).decode()
-    pinned = re.search(r"ansible-pull -U \S+ -C ([0-9a-f]{40}) -d ", user_data).group(1)
+    pinned = re.search(r"\nrepo_commit=([0-9a-f]{40})\n", user_data).group(1)
     assert tags["jhs:repo-commit"] == pinned
 
     before = set(worker_ids(aws))
@@ -1826,8 +1826,24 @@ def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site,
         log = node_exec(iid, "cat", "/var/log/jhs-boot.log").stdout
         assert "TASK [swarm_worker : Join the swarm advertising the private address]" in log
         for held in ("docker_engine : Find which of the engine's packages are installed",
-                     "efs_mount : Create the mount point", "swarm_worker : Install the script that leaves the swarm"):
+                     "efs_mount : Create the mount point", "swarm_worker : Install the script that leaves the swarm",
+                     "docker_engine : Server isolation | the program",
+                     "docker_engine : Outbound proxy | none (apt and the engine go direct)"):
             assert f"TASK [{held}]" not in log, held                            # the image holds these
+        # docker_engine's files from settings: as the image holds them (the digest the bake recorded), not written
+        # again; the firewall's rules checked all the same
+        for task, result in (("docker_engine : Firewall | the script that builds the containers' rules", "skipping"),
+                             ("docker_engine : Firewall | the unit that builds them at boot, before the engine",
+                              "skipping"),
+                             ("docker_engine : Firewall | are the rules in place", "ok")):
+            assert task_results(log, task) == {result}, task
+        # the checkout is at the pinned commit already: the playbook runs from it without ansible-pull's checkout
+        assert f"jhs-boot: /opt/jhs/repo is at {pinned}: ansible-playbook from it" in log
+        assert "Starting Ansible Pull" not in log
+        # the boot's modules ran on the image's venv with the bytecode cache the bake put into the system's Python
+        hook = node_exec(iid, "/opt/jhs/venv/bin/python", "-c",
+                         "import zipimport; print(zipimport._compile_source.__module__)")
+        assert hook.stdout.strip() == "jhs_ansiballz_cache", hook.stdout + hook.stderr
         assert ready_workers(manager)[iid]["jhs.node-pool"] == "default"
         for ref in notebook["images"]:
             assert node_exec(iid, "docker", "image", "inspect", ref).returncode == 0, ref
@@ -1854,8 +1870,9 @@ def test_a_worker_from_the_baked_image_joins_skipping_what_the_image_holds(site,
         assert node_exec(iid, "test", "-e", "/root/.jhs-bake-docker").returncode != 0   # no credentials baked in
         fact = json.loads(node_exec(iid, "cat", "/etc/ansible/facts.d/jhs_worker_image.fact").stdout)
         assert fact["repo_commit"] == pinned                                     # the boot's preinstalled check
+        assert len(fact["docker_engine_files_digest"]) == 64                    # sha256 of what the bake wrote
         assert "log-driver" in json.loads(node_exec(iid, "cat", "/etc/docker/daemon.json").stdout)
-        # the boot's ansible-pull ran the pinned commit, although the branch had moved on
+        # the boot ran the pinned commit, although the branch had moved on
         head = node_exec(iid, "git", "-C", "/opt/jhs/repo", "rev-parse", "HEAD").stdout.strip()
         assert head == pinned != moved
     finally:
