@@ -149,8 +149,8 @@ class Reconciler:
         threading.Thread(target=work, daemon=True).start()
 
     def refill_booted(self) -> None:
-        """Restore the next disk of an AMI once the node that took the last one has booted (or after 2 min, or
-        once that node is removed: remove), so the copy never competes with that boot."""
+        """Restore the next disk of an AMI once the node that took the last one has booted (or after 2 min), so the
+        copy never competes with that boot. A node removed before that restores it at once (remove)."""
         for iid, (ami, image, since) in list(self.refills.items()):
             if not (booted_at(iid) >= since or time.time() - since > 120):
                 continue

@@ -1,12 +1,15 @@
 """The lab reconciler's spare disks of baked AMIs (lab/reconciler.py): the next disk of an AMI is restored once the
 node that took the last one has booted, judged by a boot-finished mark newer than the node (the builder's mark in
 the image is older), or at once when that node is removed before its boot ended; never while the node boots. The
-docker calls and the restore itself are stubbed: what is checked is when the restore is asked for."""
+docker calls and the restore itself are stubbed: what is checked is when the restore is asked for. How the reconciler
+reads a node's mark (booted_at) is checked against a container of the lab's base image."""
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
+from jhs_hub.helpers import docker, lab_base_image
 
 from lab import reconciler
 
@@ -50,3 +53,20 @@ def test_a_node_removed_before_its_boot_ended_restores_the_next_disk_at_once(rec
     assert rec.asked == []
     rec.remove("i-1", {"State": {"Running": True}, "Mounts": []})
     assert rec.asked == [("ami-1", "jhs-lab/ami:ami-1")] and rec.refills == {}
+
+def test_the_reconciler_reads_when_a_nodes_user_data_ended():
+    """lab/reconciler.py's booted_at: the time in the node's boot-finished, 0 while there is none (or not a time),
+    against a container of the lab's base image standing in for a node."""
+    name = f"jhs-test-cloud-init-{uuid.uuid4().hex[:8]}"
+    docker("run", "-d", "--name", name, "--network", "none", "--entrypoint", "sleep", lab_base_image(), "600")
+    try:
+        assert reconciler.booted_at(name) == 0.0
+        docker("exec", name, "sh", "-c", "mkdir -p /var/lib/cloud/instances/i-1 && "
+               "ln -s /var/lib/cloud/instances/i-1 /var/lib/cloud/instance && "
+               "echo '1765134000.250 rc=0' > /var/lib/cloud/instance/boot-finished")
+        assert reconciler.booted_at(name) == 1765134000.25
+        docker("exec", name, "sh", "-c", "echo garbled > /var/lib/cloud/instance/boot-finished")
+        assert reconciler.booted_at(name) == 0.0
+    finally:
+        docker("rm", "-f", name, check=False)
+    assert reconciler.booted_at(name) == 0.0     # no such container

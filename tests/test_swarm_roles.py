@@ -142,6 +142,8 @@ BAD_SETTINGS = [
     ("swarm_worker", {**WORKER_OK, "cluster_name": "Hub"}, "cluster_name=Hub: use 3-28 characters of a-z, 0-9 and '-'"),
     ("swarm_manager", {"cluster_name": "my--hub", "aws_region": "eu-west-1", "swarm_manager_advertise_addr": "10.10.1.4"},
      "cluster_name=my--hub: use 3-28 characters of a-z, 0-9 and '-'"),
+    ("docker_engine", {"cluster_name": "hub", "aws_region": "eu-west-1", "docker_engine_image_files_digest": "abc"},
+     "docker_engine_image_files_digest must be empty or the SHA-256 hex digest"),
     ("docker_engine", {"cluster_name": "hub", "aws_region": "eu-west-1", "docker_engine_log_driver": "syslog"},
      "docker_engine_log_driver must be one of: json-file, local, awslogs"),
     ("docker_engine", {"cluster_name": "hub", "aws_region": "eu-west-1", "docker_engine_log_max_size": "lots"},
