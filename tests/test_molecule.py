@@ -19,20 +19,26 @@ def test_every_scenario_is_found():
     assert SCENARIOS == ["docker_repo", "jupyterhub", "swarm"]
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def failed_action(out: str) -> str:
-    """The output of the scenario's action that failed (molecule prints "<scenario> ➜ <action>: Executing" before
-    each one and "Executed: Failed" after the one that failed), so that a failure shows its cause rather than the
-    cleanup and destroy that ran after it; empty when no action is marked failed."""
-    marks = re.compile(r"➜ \S+: \S*(Executing|Executed: Failed)")
-    lines = out.splitlines(keepends=True)
-    start = None
-    for i, line in enumerate(lines):
-        mark = marks.search(line)
-        if mark and mark.group(1) == "Executing":
-            start = i
-        elif mark and start is not None:
-            return "".join(lines[start:i + 1])
-    return ""
+    """The output of the scenario's action that failed, so that a failure shows its cause rather than the cleanup
+    and destroy that ran after it; empty when no action is marked failed. Molecule prints "<scenario> ➜ <action>:
+    Executing" before each action; it marks the failed one "Executed: Failed" either right after it (an Ansible
+    action) or only in the recap at the end (the testinfra verifier), so the section is found by the action's name:
+    from its first "Executing" line to the next action's."""
+    lines = ANSI.sub("", out).splitlines(keepends=True)
+    failed = [m.group(1) for line in lines if (m := re.search(r"➜ (\S+): Executed: Failed", line))]
+    if not failed:
+        return ""
+    starts = [i for i, line in enumerate(lines) if f"➜ {failed[0]}: Executing" in line]
+    if not starts:
+        return ""
+    for i in range(starts[0] + 1, len(lines)):
+        if (m := re.search(r"➜ (\S+): Executing", lines[i])) and m.group(1) != failed[0]:
+            return "".join(lines[starts[0]:i])
+    return "".join(lines[starts[0]:])
 
 
 def test_failed_action_is_the_section_of_the_action_that_failed():
@@ -42,6 +48,22 @@ def test_failed_action_is_the_section_of_the_action_that_failed():
     assert failed_action(out) == ("I swarm ➜ verify: Executing\nE assert 'pending' == 'active'\n"
                                   "I swarm ➜ verify: Executed: Failed\n")
     assert failed_action(out.replace("Failed", "Successful")) == ""
+
+
+def test_failed_action_finds_a_verify_marked_failed_only_in_the_recap():
+    """As molecule prints a testinfra failure: colours, "Verifier tests failed", the mark in the recap only."""
+    out = ("\x1b[36mINFO\x1b[0m \x1b[32mswarm\x1b[0m ➜ \x1b[33mverify\x1b[0m: Executing\n"
+           "INFO swarm ➜ verify: Executing Testinfra tests found in tests/...\n"
+           "  │ FAILED test_3_changes.py::test_an_engine_restart - assert 'pending' == 'active'\n"
+           "ERROR Verifier tests failed\n"
+           "INFO swarm ➜ cleanup: Executing\nok\nINFO swarm ➜ cleanup: Executed: Successful\n"
+           "INFO swarm ➜ destroy: Executing\nok\nINFO swarm ➜ destroy: Executed: Successful\n"
+           "DETAILS\nswarm ➜ converge: Executed: Successful\n"
+           "\x1b[32mswarm\x1b[0m ➜ \x1b[33mverify\x1b[0m: \x1b[31mExecuted: Failed\x1b[0m (Verifier tests failed)\n"
+           "swarm ➜ destroy: Executed: Successful\n")
+    section = failed_action(out)
+    assert section.startswith("INFO swarm ➜ verify: Executing\n") and section.endswith("ERROR Verifier tests failed\n")
+    assert "assert 'pending' == 'active'" in section and "cleanup" not in section
 
 
 @pytest.mark.slow

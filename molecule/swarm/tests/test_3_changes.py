@@ -12,7 +12,7 @@ from conftest import MANAGER, PROJECT, SCENARIO, WORKER1, WORKER2, aws, node, pl
 SWARM_STATE = "docker info --format '{{.Swarm.LocalNodeState}}'"
 
 
-def swarm_state_once_settled(host, within: float = 60) -> str:
+def swarm_state_once_settled(host, within: float = 180) -> str:
     """The engine's swarm state once it is past "pending": a restarted engine reports "pending" until its agent
     has reached the manager again, which takes longer the busier the machine is."""
     deadline = time.monotonic() + within
@@ -43,7 +43,7 @@ def test_a_worker_that_shuts_down_leaves_and_the_manager_prunes_it():
     worker.check_output("systemctl stop jhs-swarm-leave.service")     # as its shutdown does: ExecStop leaves
     assert worker.check_output(SWARM_STATE) == "inactive"
     manager = node(MANAGER)
-    deadline = time.monotonic() + 60       # the manager marks it Down once its heartbeats stop
+    deadline = time.monotonic() + 180      # the manager marks it Down once its heartbeats stop (slower when busy)
     while manager.check_output(f"docker node inspect {WORKER2} --format '{{{{.Status.State}}}}'") != "down":
         assert time.monotonic() < deadline, "the manager never saw the worker Down"
         time.sleep(1)
