@@ -467,8 +467,11 @@ def test_a_manager_reboot_brings_back_the_hub_its_rules_and_the_servers_without_
         assert subprocess.run(["docker", "stop", "-t", "60", manager], capture_output=True).returncode == 0
         t0 = time.monotonic()
         try:
-            subprocess.run(["docker", "update", "--cpus", "0.04", manager], capture_output=True, check=True)
             assert subprocess.run(["docker", "start", manager], capture_output=True).returncode == 0
+            # slowed from the engine's start on (the boot before it at full speed: it does not change the race)
+            wait_for(lambda: node_exec(manager, "systemctl", "is-active", "docker.service").stdout.strip()
+                     in ("activating", "active"), 120, 0.2, what="the engine to start on the rebooted manager")
+            subprocess.run(["docker", "update", "--cpus", "0.04", manager], capture_output=True, check=True)
             wait_for(lambda: gave_up in (log := engine_log()) or "Daemon has completed initialization" in log, 600, 2,
                      what="the engine's start on the slowed node")
         finally:   # all the machine's cores: "--cpus 0" would leave the limit as it is
