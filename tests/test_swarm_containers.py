@@ -17,12 +17,15 @@ from conftest import ROOT
 SCRIPT = ROOT / "roles" / "jupyterhub" / "files" / "jhs-swarm-containers"
 
 # The stand-in: state.json holds the swarm states to report in turn (the last one stays), each container's restart
-# policy and the outcomes of its starts in turn ("ok" or an error); every call is appended to calls.log.
+# policy and the outcomes of its starts in turn ("ok" or an error); every call is appended to calls.log. Calls hold
+# a lock from reading the state to writing it back (the script's starts run side by side).
 FAKE_DOCKER = textwrap.dedent('''\
     #!/usr/bin/env python3
-    import json, os, sys
+    import fcntl, json, os, sys
     here = os.path.dirname(os.path.abspath(__file__))
     path = os.path.join(here, "state.json")
+    lock = open(os.path.join(here, "lock"), "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)     # the script starts its containers side by side: one call at a time here
     state = json.load(open(path))
     args = sys.argv[1:]
     with open(os.path.join(here, "calls.log"), "a") as log:
@@ -85,7 +88,7 @@ def test_a_container_that_never_starts_fails_the_unit_with_its_error_once_the_ti
     proc, calls = run(tmp_path, {"swarm": ["active"], "containers": {
         "jupyterhub": {"policy": "always", "starts": ["ok"]},
         "jupyterhub-proxy": {"policy": "always", "starts": ["attaching to network failed: context deadline exceeded"]}}},
-        seconds=4)
+        seconds=10)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "jhs-swarm-containers: started jupyterhub" in proc.stdout
     assert ("jhs-swarm-containers: jupyterhub-proxy did not start: Error response from daemon: attaching to network "

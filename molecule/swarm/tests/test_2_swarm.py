@@ -23,8 +23,10 @@ def swarm_nodes() -> dict[str, dict]:
 
 def test_three_ready_nodes_and_each_worker_carries_its_identity_labels():
     deadline = time.monotonic() + 120     # a node that missed a heartbeat on a busy machine is "down" for a while
-    while {n["Status"]["State"] for n in (nodes := swarm_nodes()).values()} != {"ready"} and time.monotonic() < deadline:
+    nodes = swarm_nodes()
+    while {n["Status"]["State"] for n in nodes.values()} != {"ready"} and time.monotonic() < deadline:
         time.sleep(2)
+        nodes = swarm_nodes()
     assert sorted(nodes) == [MANAGER, WORKER1, WORKER2]
     assert {n["Status"]["State"] for n in nodes.values()} == {"ready"}
     assert [nodes[name]["Spec"]["Role"] for name in (MANAGER, WORKER1, WORKER2)] == ["manager", "worker", "worker"]
