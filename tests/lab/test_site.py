@@ -474,8 +474,10 @@ def test_a_manager_reboot_brings_back_the_hub_its_rules_and_the_servers_without_
             subprocess.run(["docker", "update", "--cpus", "0.04", manager], capture_output=True, check=True)
             wait_for(lambda: gave_up in (log := engine_log()) or "Daemon has completed initialization" in log, 600, 2,
                      what="the engine's start on the slowed node")
-        finally:   # all the machine's cores: "--cpus 0" would leave the limit as it is
-            subprocess.run(["docker", "update", "--cpus", str(os.cpu_count()), manager], capture_output=True, check=True)
+        finally:   # all the engine's cores (the most it takes): "--cpus 0" would leave the limit as it is
+            cores = subprocess.run(["docker", "info", "--format", "{{.NCPU}}"], capture_output=True, text=True,
+                                   check=True).stdout.strip()
+            subprocess.run(["docker", "update", "--cpus", cores, manager], capture_output=True, check=True)
         slowed = time.monotonic() - t0
         assert gave_up in engine_log(), "the slowed boot's swarm was ready in time: the race was not reproduced"
 
